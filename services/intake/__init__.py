@@ -1,0 +1,1 @@
+"""intake: the only door into tsunagu."""

@@ -1,0 +1,1 @@
+"""metrics: built in its own issue; nothing here yet."""

@@ -1,0 +1,1 @@
+"""referral: built in its own issue; nothing here yet."""

@@ -1,0 +1,1 @@
+"""routing: built in its own issue; nothing here yet."""

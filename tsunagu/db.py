@@ -1,0 +1,56 @@
+"""PostgreSQL plumbing: the pool factory and per-service schema migrations.
+
+Each service owns one schema and a ``migrations/`` folder of numbered ``.sql`` files beside
+its ``store.py``. ``migrate`` applies the ones not yet applied, under an advisory lock so
+that several instances starting at once do not race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import asyncpg
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, attempts: int = 50) -> asyncpg.Pool:
+    """Connect, retrying while the server is starting (or restarting)."""
+    delay = 0.1
+    for attempt in range(attempts):
+        try:
+            return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, folder: Path) -> list[str]:
+    """Apply the numbered SQL files in ``folder`` to ``schema``; returns the names applied."""
+    lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
+                "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
+            for path in sorted(folder.glob("*.sql")):
+                if path.name in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+                    await conn.execute(path.read_text())
+                    await conn.execute(
+                        f'INSERT INTO "{schema}".schema_migrations (name) VALUES ($1)', path.name
+                    )
+                applied.append(path.name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
+    return applied

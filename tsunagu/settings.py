@@ -1,0 +1,105 @@
+"""Settings: every knob tsunagu reads from the environment, validated once at start.
+
+Variables carry the prefix ``TSUNAGU_``, except the two that deployments share with other
+software: ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS``. Read them through
+``get_settings()``; never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_CALLER_KEY_SECRET = "tsunagu-dev-only-secret-do-not-use-in-production"
+
+
+class SettingsError(SystemExit):
+    """A bad setting: the message names the variable, what was wrong, and exits the process."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TSUNAGU_", extra="ignore", frozen=True)
+
+    env: Literal["dev", "prod"] = Field("dev", description="dev allows built-in secrets; prod refuses them")
+    home: Path = Field(Path(".tsunagu"), description="local stack state: data, logs, pid files")
+
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "TSUNAGU_DATABASE_URL"),
+        description="PostgreSQL DSN; unset = embedded PostgreSQL of the local stack",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "TSUNAGU_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers; unset = the embedded broker of the local stack",
+    )
+    broker_port: int = Field(29092, ge=1, le=65535, description="port of the embedded broker")
+    partitions: int = Field(12, ge=1, le=1000, description="partitions per topic created by the stack")
+    topic_prefix: str = Field(
+        "tsunagu.", pattern=r"^[A-Za-z0-9._-]*$", description="prefix of every topic name"
+    )
+
+    intake_port: int = Field(8081, ge=1, le=65535)
+    routing_port: int = Field(8082, ge=1, le=65535)
+    referral_port: int = Field(8083, ge=1, le=65535)
+    metrics_port: int = Field(8084, ge=1, le=65535)
+    http_host: str = Field("127.0.0.1", description="address the services' HTTP servers bind")
+
+    caller_key_secret: SecretStr | None = Field(
+        None, description="HMAC secret that turns caller identifiers into caller keys"
+    )
+    default_region: str = Field("JP", pattern=r"^[A-Z]{2}$", description="region for phone numbers")
+    max_batch_events: int = Field(500, ge=1, le=10_000, description="most events in one HTTP batch")
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest HTTP request body")
+    max_event_bytes: int = Field(64 * 1024, ge=512, description="largest single event")
+    outbox_batch: int = Field(1000, ge=1, le=50_000, description="events published per outbox round")
+
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _secret_required_outside_dev(self) -> Settings:
+        if self.env != "dev" and self.caller_key_secret is None:
+            raise ValueError(
+                "TSUNAGU_CALLER_KEY_SECRET must be set when TSUNAGU_ENV is not 'dev' "
+                "(caller identifiers cannot be pseudonymised without it)"
+            )
+        if self.env != "dev" and self.caller_key_secret is not None:
+            if self.caller_key_secret.get_secret_value() == DEV_CALLER_KEY_SECRET:
+                raise ValueError("TSUNAGU_CALLER_KEY_SECRET is the built-in dev secret; set a real one")
+            if len(self.caller_key_secret.get_secret_value()) < 32:
+                raise ValueError("TSUNAGU_CALLER_KEY_SECRET must be at least 32 characters")
+        return self
+
+    def caller_secret(self) -> bytes:
+        if self.caller_key_secret is None:
+            return DEV_CALLER_KEY_SECRET.encode()
+        return self.caller_key_secret.get_secret_value().encode()
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a short name, e.g. ``contact.events``."""
+        return f"{self.topic_prefix}{name}"
+
+    def service_port(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+
+def _describe(err: ValidationError) -> str:
+    lines = ["invalid settings:"]
+    for e in err.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in e["loc"]) or "settings"
+        var = loc.upper() if loc.upper() in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"} else f"TSUNAGU_{loc.upper()}"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {var if loc != 'settings' else 'settings'}: {msg}")
+    return "\n".join(lines)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; a bad value exits with a message naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as err:
+        raise SettingsError(_describe(err)) from None
