@@ -1,0 +1,253 @@
+"""The data of each event type: pydantic models, the source of truth of the contract.
+
+Every model forbids extra fields, so no free text (names, notes, phone numbers) can ride
+along in an event. Numbers and booleans are strict: ``"3"`` is not a menu position and
+``true`` is not a number of seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from schemas.codes import (
+    AbandonStage,
+    AgeBand,
+    Channel,
+    ConsultationCategory,
+    FieldCode,
+    LegalBasisKind,
+    ReceiverType,
+    ReferralOutcome,
+    RiskLevel,
+    Urgency,
+)
+from schemas.municipalities import MunicipalityCode, PrefectureCode, split_region
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
+Seconds = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False, description="秒 / seconds")]
+StrictInt = Annotated[int, Strict()]
+StrictBool = Annotated[bool, Strict()]
+T = TypeVar("T")
+
+
+def _unique(items: list[T]) -> list[T]:
+    if len(set(items)) != len(items):
+        raise PydanticCustomError("unique_items", "items must not repeat")
+    return items
+
+
+def _region(code: str) -> str:
+    split_region(code)
+    return code
+
+
+class EventData(BaseModel):
+    """Base of every event's data: closed (no extra fields), finite numbers only."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# --- contact -------------------------------------------------------------------------------
+
+
+class ContactReceivedIngress(EventData):
+    """着信（パートナー送信形）/ a contact arrived — as partners send it, with the raw caller id.
+
+    intake turns ``caller_id`` into a keyed pseudonym and drops it; ``region`` becomes
+    ``prefecture`` / ``municipality``.
+    """
+
+    contact_id: Id
+    channel: Channel
+    caller_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="発信者番号またはプラットフォームの利用者ID（非通知は null）/ raw phone number or "
+        "platform user id; null when withheld. Never leaves intake.",
+    )
+    region: Annotated[str, AfterValidator(_region)] | None = Field(
+        default=None,
+        description="都道府県コード（2桁）または市区町村コード（6桁）/ 2-digit prefecture or 6-digit "
+        "municipality code, when known",
+    )
+
+
+class ContactReceived(EventData):
+    """着信 / a contact arrived (canonical form: pseudonymised caller, split region)."""
+
+    contact_id: Id
+    channel: Channel
+    caller_key: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="発信者の仮名キー（HMAC-SHA256、小文字16進64桁）/ keyed pseudonym of the caller "
+        "(HMAC-SHA256, 64 lowercase hex); null when withheld",
+    )
+    prefecture: PrefectureCode | None = None
+    municipality: MunicipalityCode | None = None
+
+    @model_validator(mode="after")
+    def _municipality_lies_in_prefecture(self) -> ContactReceived:
+        if self.municipality is not None and self.prefecture != self.municipality[:2]:
+            raise PydanticCustomError(
+                "region_mismatch", "prefecture must be the first two digits of municipality"
+            )
+        return self
+
+
+class ContactFieldSelected(EventData):
+    """分野選択 / the contact chose a field in the voice menu or chat triage."""
+
+    contact_id: Id
+    field: FieldCode
+    menu_position: Annotated[StrictInt, Field(ge=0, le=9, description="押されたキー / key pressed (0-9)")]
+
+
+class ContactAnswered(EventData):
+    """応答 / a desk answered the contact."""
+
+    contact_id: Id
+    desk_id: Id
+    organisation_id: Id
+    wait_seconds: Seconds
+
+
+class ContactAbandoned(EventData):
+    """放棄 / the contact hung up before a counsellor answered."""
+
+    contact_id: Id
+    stage: AbandonStage
+    wait_seconds: Seconds
+
+
+class ContactEnded(EventData):
+    """終話 / the contact ended."""
+
+    contact_id: Id
+    talk_seconds: Seconds
+    desk_id: Id | None = None
+
+
+# --- routing -------------------------------------------------------------------------------
+
+
+class RoutingAssigned(EventData):
+    """割当 / routing assigned the contact to a desk line."""
+
+    contact_id: Id
+    desk_id: Id
+    organisation_id: Id
+    field: FieldCode
+    reason: Literal["free_line", "line_freed", "overflow", "rerouted"]
+    queue_position: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class RoutingQueued(EventData):
+    """待ち行列へ / no line was free: the contact waits in the field's queue."""
+
+    contact_id: Id
+    field: FieldCode
+    queue_position: Annotated[StrictInt, Field(ge=1)]
+    priority: Annotated[StrictInt, Field(ge=0)]
+
+
+class RoutingOverflowed(EventData):
+    """あふれ / the contact waited too long and is offered to the next tier of desks."""
+
+    contact_id: Id
+    field: FieldCode
+    waited_seconds: Seconds
+    tier: Annotated[StrictInt, Field(ge=2)]
+
+
+# --- consultation and referral -------------------------------------------------------------
+
+
+class Consent(EventData):
+    """本人同意 / the person's consent to pass their case on."""
+
+    given: StrictBool
+    scope: Annotated[
+        list[ReceiverType],
+        AfterValidator(_unique),
+        Field(json_schema_extra={"uniqueItems": True}, description="同意した提供先 / receivers consented to"),
+    ]
+    recorded_by: Id = Field(description="記録した相談員（仮名ID）/ staff pseudonym id")
+    recorded_at: AwareDatetime
+
+
+class LegalBasis(EventData):
+    """提供の根拠 / why the person's information may be passed on."""
+
+    kind: LegalBasisKind
+    consent: Consent | None = None
+    reference: Id | None = Field(default=None, description="会議ID・法令ID / meeting or statute id")
+
+    @model_validator(mode="after")
+    def _basis_is_substantiated(self) -> LegalBasis:
+        if self.kind is LegalBasisKind.consent and (self.consent is None or not self.consent.given):
+            raise PydanticCustomError("consent_required", "kind consent requires consent with given true")
+        if self.kind in (LegalBasisKind.support_meeting, LegalBasisKind.law) and self.reference is None:
+            raise PydanticCustomError(
+                "reference_required",
+                "kind support_meeting or law requires a reference (meeting or statute id)",
+            )
+        return self
+
+
+class ConsultationRecorded(EventData):
+    """相談記録 / the partner recorded the consultation after the talk (codes only, no free text)."""
+
+    contact_id: Id
+    organisation_id: Id
+    desk_id: Id | None = None
+    field: FieldCode | None = None
+    categories: Annotated[
+        list[ConsultationCategory],
+        AfterValidator(_unique),
+        Field(min_length=1, max_length=13, json_schema_extra={"uniqueItems": True}),
+    ]
+    age_band: AgeBand
+    risk: RiskLevel
+    referral_needed: StrictBool
+    municipality: MunicipalityCode | None = None
+    consent: Consent | None = None
+    talk_seconds: Seconds | None = None
+
+
+class ReferralRequested(EventData):
+    """つなぎ依頼 / a partner asks for the case to be handed on to a local agency."""
+
+    referral_id: Id
+    contact_id: Id
+    organisation_id: Id = Field(description="依頼元の団体 / requesting organisation")
+    municipality: MunicipalityCode
+    need: ReceiverType | None = None
+    urgency: Urgency
+    legal_basis: LegalBasis
+
+
+class ReferralChanged(EventData):
+    """つなぎの状況変化 / a step in a referral's life (received, accepted, … escalated)."""
+
+    referral_id: Id
+    contact_id: Id
+    receiver_id: Id | None = None
+    receiver_type: ReceiverType | None = None
+    urgency: Urgency | None = None
+    deadline: AwareDatetime | None = None
+    reason: Id | None = Field(default=None, description="理由コード（自由記述不可）/ a reason code, not text")
+    outcome: ReferralOutcome | None = None
