@@ -1,15 +1,79 @@
-"""Placeholder while intake is written: health only."""
+"""intake's factory: settings, broker, pool, the outbox publisher, routes and health."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import structlog
 from fastapi import FastAPI
 
+from services.intake import store
+from services.intake.domain import Rules
+from services.intake.handlers import Intake, register_ingress
+from services.intake.http import router as events_router
+from services.intake.outbox import OutboxPublisher
+from tsunagu import auth
+from tsunagu.db import create_pool
 from tsunagu.health import health_router
-from tsunagu.settings import Settings
+from tsunagu.kafka import make_broker
+from tsunagu.settings import Settings, SettingsError
+
+log = structlog.get_logger()
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="tsunagu intake")
+    if not settings.database_url:
+        raise SettingsError("intake needs DATABASE_URL (`tsunagu up` sets it for the local stack)")
+    rules = Rules(
+        caller_secret=settings.caller_secret(),
+        default_region=settings.default_region,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    intake = Intake(settings=settings, rules=rules, clock=wall_clock)
+    broker = make_broker(settings, client_id="tsunagu-intake")
+    register_ingress(broker, intake)
 
-    async def ok() -> bool:
-        return True
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.caller_key_secret is None:
+            log.warning("dev_caller_key_secret", detail="TSUNAGU_CALLER_KEY_SECRET unset; using the dev secret")
+        intake.pool = await create_pool(settings.database_url)
+        applied = await auth.migrate_schema(intake.pool) + await store.migrate_schema(intake.pool)
+        await broker.start()
+        intake.outbox = OutboxPublisher(intake.pool, broker, settings)
+        intake.outbox.start()
+        log.info("intake_started", migrations=applied)
+        try:
+            yield
+        finally:
+            await intake.outbox.stop()
+            await broker.stop()  # commits the ingress consumer's offsets
+            await intake.pool.close()
+            log.info("intake_stopped")
 
-    app.include_router(health_router("intake", {"self": ok}))
+    app = FastAPI(
+        title="tsunagu intake",
+        version="1",
+        summary="The only door into tsunagu: partners publish CloudEvents here.",
+        lifespan=lifespan,
+    )
+    app.state.intake = intake
+
+    async def database() -> bool:
+        return intake.pool is not None and await intake.pool.fetchval("SELECT 1") == 1
+
+    async def broker_up() -> bool:
+        return await broker.ping(timeout=1.0)
+
+    async def outbox() -> bool:
+        return intake.outbox is not None and intake.outbox.healthy
+
+    app.include_router(health_router("intake", {"database": database, "broker": broker_up, "outbox": outbox}))
+    app.include_router(events_router)
     return app

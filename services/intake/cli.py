@@ -1,10 +1,4 @@
-"""`tsunagu credentials ...`: partner API keys (placeholder while intake is written)."""
-import typer
+"""Kept for the CLI's import: credentials are shared plumbing, in tsunagu.credentials_cli."""
+from tsunagu.credentials_cli import credentials_app
 
-credentials_app = typer.Typer(help="Partner credentials: issue, list, revoke.", no_args_is_help=True)
-
-
-@credentials_app.command("list")
-def list_credentials() -> None:
-    """List credentials."""
-    raise typer.Exit(1)
+__all__ = ["credentials_app"]

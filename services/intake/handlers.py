@@ -1,0 +1,138 @@
+"""intake's two doors share one path: sort the events, store the new ones, answer per event.
+
+``accept_events`` is what both the HTTP route and the Kafka ingress subscriber call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import structlog
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+
+from schemas import Problem, partner_org
+from schemas.kafka import kafka_headers
+from schemas.rejected import RejectedRecord
+from services.intake import store
+from services.intake.domain import Outcome, Rules, Unparsed, outcomes, sort_events
+from services.intake.outbox import OutboxPublisher
+from tsunagu import auth, topics
+from tsunagu.settings import Settings
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Intake:
+    """What the handlers need, built in the app's lifespan."""
+
+    settings: Settings
+    rules: Rules
+    clock: Callable[[], datetime]
+    pool: asyncpg.Pool | None = None
+    outbox: OutboxPublisher | None = None
+
+
+async def accept_events(
+    intake: Intake, raws: list[object], org_id: str | None, sizes: list[int] | None = None
+) -> tuple[list[Outcome], list[Outcome]]:
+    """Returns (outcomes in request order, foreign-source outcomes).
+
+    When any event names another organisation's source, nothing is stored: the caller gets
+    403 and the list of offending events.
+    """
+    assert intake.pool is not None
+    sorted_ = sort_events(raws, org_id, intake.rules, sizes)
+    if sorted_.foreign:
+        return [], sorted_.foreign
+    if org_id is None:  # the Kafka door: the source's organisation must be a registered partner
+        orgs = {partner_org(c.source) or "" for c in sorted_.canonical}
+        active = await auth.partner_orgs_active(intake.pool, orgs) if orgs else set()
+        kept = []
+        for c in sorted_.canonical:
+            org = partner_org(c.source)
+            if org in active:
+                kept.append(c)
+            else:
+                problem = Problem("source", f"organisation '{org}' holds no active partner registration")
+                sorted_.refused.append(Outcome(c.index, "rejected", c.id, c.source, c.type, (problem,)))
+        sorted_.canonical = kept
+    stored = await store.store_new(intake.pool, sorted_.canonical)
+    if stored and intake.outbox is not None:
+        intake.outbox.wake()
+    return outcomes(sorted_, stored), []
+
+
+async def raw_records(msg: Any) -> Any:
+    # Hand the handler the records untouched: decoding is ours, so a poison record becomes a
+    # rejection instead of an exception that would redeliver it forever.
+    return msg.raw_message
+
+
+def register_ingress(broker: KafkaBroker, intake: Intake) -> None:
+    settings = intake.settings
+    headers = {k: v.decode() for k, v in kafka_headers()}
+
+    @broker.subscriber(
+        settings.topic(topics.INGRESS),
+        group_id="intake",
+        batch=True,
+        max_records=1000,
+        batch_timeout_ms=50,
+        fetch_max_wait_ms=50,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=raw_records,
+        title="intake.ingress",
+        description="Partners' events over Kafka: validated like POST /v1/events.",
+    )
+    async def on_ingress(records: Any) -> None:
+        records = records if isinstance(records, (list, tuple)) else [records]
+        raws: list[object] = []
+        sizes: list[int] = []
+        for r in records:
+            value = r.value or b""
+            sizes.append(len(value))
+            try:
+                raws.append(json.loads(value))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raws.append(Unparsed(f"malformed JSON at position {getattr(err, 'pos', 0)}"))
+        results, _ = await accept_events(intake, raws, None, sizes)
+        rejected = [o for o in results if o.status == "rejected"]
+        futures = []
+        for o in rejected:
+            r = records[o.index]
+            record = RejectedRecord(
+                rejected_at=intake.clock(),
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                id=o.id,
+                source=o.source,
+                type=o.type,
+                problems=[{"path": p.path, "message": p.message} for p in o.problems],
+                payload_sha256=hashlib.sha256(r.value or b"").hexdigest(),
+                payload_bytes=len(r.value or b""),
+            )
+            futures.append(
+                await broker.publish(
+                    record.model_dump_json().encode(),
+                    settings.topic(topics.REJECTED),
+                    key=r.key,
+                    headers=headers | {"content-type": "application/json"},
+                    no_confirm=True,
+                )
+            )
+        for f in futures:
+            await f
+        accepted = sum(1 for o in results if o.status == "accepted")
+        log.info("ingress_batch", records=len(records), accepted=accepted, rejected=len(rejected))

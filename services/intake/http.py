@@ -1,0 +1,174 @@
+"""POST /v1/events: partners' events over HTTP, one CloudEvent or a batch.
+
+Answers per event: accepted, duplicate, or rejected with the reason (field path and message).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from services.intake.domain import Outcome
+from services.intake.handlers import Intake, accept_events
+from tsunagu import auth
+
+SINGLE = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+
+router = APIRouter(tags=["events"])
+
+
+class ProblemOut(BaseModel):
+    path: str = Field(description="where in the event, e.g. `data.field`; empty for the whole event")
+    message: str
+
+
+class EventResult(BaseModel):
+    index: int = Field(description="position in the request (0 for a single event)")
+    id: str | None = None
+    source: str | None = None
+    type: str | None = None
+    status: Literal["accepted", "duplicate", "rejected"]
+    problems: list[ProblemOut] = []
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+    duplicate: int
+    rejected: int
+    results: list[EventResult]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+    results: list[EventResult] = []
+
+
+def _error(status: int, error: str, message: str, results: list[EventResult] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(error=error, message=message, results=results or [])
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _result(o: Outcome) -> EventResult:
+    return EventResult(
+        index=o.index, id=o.id, source=o.source, type=o.type, status=o.status,
+        problems=[ProblemOut(path=p.path, message=p.message) for p in o.problems],
+    )
+
+
+def _api_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` (checked while reading)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_REQUEST_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "One CloudEvent (structured JSON) or a JSON array of CloudEvents. "
+        "Schemas per event type: schemas/jsonschema/ and schemas/asyncapi.yaml.",
+        "content": {
+            SINGLE: {"schema": {"type": "object"}},
+            BATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/events",
+    summary="Publish events (one CloudEvent, or a batch)",
+    description=(
+        "Authenticate with `Authorization: Bearer <api key>` (or `X-API-Key`). Each event is "
+        "validated against the contract, its caller identifier pseudonymised, de-duplicated by "
+        "(source, id) and stored durably before the answer: an accepted event reaches the "
+        "canonical topic even if intake stops right after answering. A single event answers 202 "
+        "(accepted), 200 (duplicate) or 422 (rejected); a batch answers 200 with one result per "
+        "event. If any event's `source` names another organisation, nothing is stored (403)."
+    ),
+    response_model=EventsResponse,
+    status_code=200,
+    openapi_extra=_REQUEST_DOC,
+    responses={
+        202: {"model": EventsResponse, "description": "single event accepted"},
+        400: {"model": ErrorResponse, "description": "the body is not JSON, or not the shape the content type says"},
+        401: {"model": ErrorResponse, "description": "no valid API key"},
+        403: {"model": ErrorResponse, "description": "not a partner credential, or an event's source is another organisation's"},
+        413: {"model": ErrorResponse, "description": "body or batch too large"},
+        415: {"model": ErrorResponse, "description": "content type other than the two CloudEvents JSON formats"},
+        422: {"model": EventsResponse, "description": "single event rejected"},
+    },
+)
+async def post_events(request: Request) -> JSONResponse:
+    intake: Intake = request.app.state.intake
+    settings = intake.settings
+    api_key = _api_key(request)
+    caller = await auth.authenticate(intake.pool, api_key) if api_key else None
+    if caller is None:
+        return _error(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)",
+                      headers={"WWW-Authenticate": "Bearer"})
+    if caller.role != "partner":
+        return _error(403, "forbidden", f"a {caller.role} credential cannot publish events")
+
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in (SINGLE, BATCH):
+        return _error(415, "unsupported_media_type", f"content type must be {SINGLE} or {BATCH}")
+    body = await _read_body(request, settings.max_body_bytes)
+    if body is None:
+        return _error(413, "too_large", f"the body is larger than {settings.max_body_bytes} bytes")
+    try:
+        parsed = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return _error(400, "malformed_json", f"the body is not JSON (at position {getattr(err, 'pos', 0)})")
+
+    if content_type == BATCH:
+        if not isinstance(parsed, list):
+            return _error(400, "not_a_batch", "a batch must be a JSON array of CloudEvents")
+        if not parsed:
+            return _error(400, "empty_batch", "the batch is empty")
+        if len(parsed) > settings.max_batch_events:
+            return _error(413, "batch_too_large",
+                          f"a batch holds at most {settings.max_batch_events} events; this one has {len(parsed)}")
+        raws, sizes = parsed, None
+    else:
+        if not isinstance(parsed, dict):
+            return _error(400, "not_an_event", f"{SINGLE} carries one JSON object; send arrays as {BATCH}")
+        raws, sizes = [parsed], [len(body)]
+
+    results, foreign = await accept_events(intake, raws, caller.org_id, sizes)
+    if foreign:
+        return _error(403, "foreign_source", f"events may only name sources of organisation '{caller.org_id}'; "
+                      "nothing was stored", [_result(o) for o in foreign])
+    out = [_result(o) for o in results]
+    response = EventsResponse(
+        accepted=sum(r.status == "accepted" for r in out),
+        duplicate=sum(r.status == "duplicate" for r in out),
+        rejected=sum(r.status == "rejected" for r in out),
+        results=out,
+    )
+    status = 200
+    if content_type == SINGLE:
+        status = {"accepted": 202, "duplicate": 200, "rejected": 422}[out[0].status]
+    return JSONResponse(response.model_dump(), status_code=status)

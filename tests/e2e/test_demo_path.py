@@ -1,0 +1,74 @@
+"""The whole local stack through its public interfaces: `tsunagu up`, a partner key from the CLI,
+events over HTTP, and a consumer on the canonical topic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import contact_received, field_selected, read_topic, values
+from tsunagu import stack
+from tsunagu.serve import SERVICES
+
+pytestmark = pytest.mark.e2e
+
+
+def tsunagu(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tsunagu.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    env.update(TSUNAGU_HOME=str(tmp_path_factory.mktemp("e2e") / "home"),
+               TSUNAGU_BROKER_PORT=str(stack.free_port()), TSUNAGU_PARTITIONS="4")
+    for service in SERVICES:
+        env[f"TSUNAGU_{service.upper()}_PORT"] = str(stack.free_port())
+    up = tsunagu(env, "up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield env
+    finally:
+        tsunagu(env, "down")
+
+
+async def test_a_partner_key_from_the_cli_publishes_events_that_arrive_on_the_canonical_topic(running_stack):
+    env = running_stack
+    issued = tsunagu(env, "credentials", "issue", "--role", "partner", "--org", "npo-e2e")
+    assert issued.returncode == 0, issued.stderr
+    key = issued.stdout.strip().splitlines()[-1]
+    assert key.startswith("tsg_")
+
+    events = [contact_received("npo-e2e", n, caller=f"090-4242-{n:04d}") for n in range(5)]
+    events += [field_selected("npo-e2e", n, field="suicidal", key=3) for n in range(5)]
+    url = f"http://127.0.0.1:{env['TSUNAGU_INTAKE_PORT']}"
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.post("/v1/events", content=json.dumps(events),
+                                     headers={"Authorization": f"Bearer {key}",
+                                              "Content-Type": "application/cloudevents-batch+json"})
+    assert response.status_code == 200 and response.json()["accepted"] == 10
+
+    bootstrap = f"127.0.0.1:{env['TSUNAGU_BROKER_PORT']}"
+    published = values(await read_topic(bootstrap, "tsunagu.contact.events", expect=10))
+    assert sorted(e["id"] for e in published) == sorted(e["id"] for e in events)
+    assert "4242" not in json.dumps(published)
+
+    listed = tsunagu(env, "credentials", "list", "--org", "npo-e2e")
+    assert "npo-e2e" in listed.stdout and key not in listed.stdout
+    key_id = key.split("_")[1]
+    assert tsunagu(env, "credentials", "revoke", key_id).returncode == 0
+    async with httpx.AsyncClient(base_url=url) as client:
+        after = await client.post("/v1/events", content=json.dumps([contact_received("npo-e2e", 99)]),
+                                  headers={"Authorization": f"Bearer {key}",
+                                           "Content-Type": "application/cloudevents-batch+json"})
+    assert after.status_code == 401, "a revoked key stops working at once"
+    logs = Path(env["TSUNAGU_HOME"], "logs", "intake.log").read_text()
+    assert "4242" not in logs

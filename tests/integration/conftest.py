@@ -1,0 +1,62 @@
+"""The intake service as its own process, against this test's database, broker topics and keys."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.support import ServiceProcess
+from tsunagu import auth
+from tsunagu.db import create_pool
+from tsunagu.settings import Settings
+
+SECRET = "integration-test-secret-0123456789abcdef"
+
+
+@dataclass
+class RunningIntake:
+    process: ServiceProcess
+    settings: Settings
+    bootstrap: str
+    keys: dict[str, str]  # org -> partner API key
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    def topic(self, short: str) -> str:
+        return self.settings.topic(short)
+
+    def headers(self, org: str, content_type: str = "application/cloudevents-batch+json") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[org]}", "Content-Type": content_type}
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    return {
+        "DATABASE_URL": settings.database_url or "",
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "TSUNAGU_TOPIC_PREFIX": settings.topic_prefix,
+        "TSUNAGU_INTAKE_PORT": str(settings.intake_port),
+        "TSUNAGU_CALLER_KEY_SECRET": SECRET,
+        "TSUNAGU_LOG_FORMAT": "json",
+    }
+
+
+@pytest.fixture
+async def intake(settings: Settings, create_all_topics, tmp_path) -> AsyncIterator[RunningIntake]:
+    await create_all_topics(settings)
+    pool = await create_pool(settings.database_url)
+    try:
+        await auth.migrate_schema(pool)
+        keys = {org: (await auth.issue_credential(pool, org, "partner"))[1] for org in ("npo-a", "npo-b")}
+        keys["secretariat"] = (await auth.issue_credential(pool, "secretariat", "secretariat"))[1]
+    finally:
+        await pool.close()
+    process = ServiceProcess("intake", service_env(settings), settings.intake_port, tmp_path / "intake.log")
+    process.start()
+    try:
+        yield RunningIntake(process, settings, settings.kafka_bootstrap_servers or "", keys)
+    finally:
+        process.stop()
