@@ -1,0 +1,60 @@
+# tsunagu — `make help` lists the targets. Needs only Python >= 3.11 and make: the first target
+# that needs the virtualenv creates .venv and installs the locked dependencies (uv.lock) into it.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+SYNCED := $(VENV)/.synced
+PYTEST_ARGS ?=
+SERVICE ?=
+LOGS_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint schemas asyncapi bench up down status logs
+
+help: ## List the targets
+	@echo "usage: make TARGET"
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+# Re-synced whenever pyproject.toml or uv.lock change.
+$(SYNCED): pyproject.toml uv.lock
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "tsunagu needs Python >= 3.11: run with PY=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/uv --version 2>/dev/null | grep -qx 'uv $(UV_VERSION)[^ ]*.*' \
+		|| $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact
+	@touch $@
+
+install: $(SYNCED) ## Create .venv and install the locked dependencies (dev tools included)
+
+demo: $(SYNCED) ## Run the demo (start the local stack first with `make up`)
+	$(BIN)/tsunagu demo
+
+test: $(SYNCED) ## Run the tests; they start their own broker and PostgreSQL (PYTEST_ARGS=... to add)
+	$(BIN)/pytest tests -q -rs $(PYTEST_ARGS)
+
+lint: $(SYNCED) ## Check the code with ruff
+	$(BIN)/ruff check .
+
+schemas: $(SYNCED) ## Regenerate the JSON Schema and AsyncAPI documents from schemas/
+	$(BIN)/python -m schemas.generate
+
+asyncapi: schemas ## Same as schemas
+
+bench: $(SYNCED) ## Measure intake's throughput and latency
+	$(BIN)/python bench/intake.py
+
+up: $(SYNCED) ## Start the local stack: broker, PostgreSQL, every service
+	$(BIN)/tsunagu up
+
+down: $(SYNCED) ## Stop the local stack (PostgreSQL's data stays in .tsunagu/pgdata)
+	$(BIN)/tsunagu down
+
+status: $(SYNCED) ## Show the local stack's parts and their health
+	$(BIN)/tsunagu status
+
+logs: $(SYNCED) ## Show the local stack's logs (SERVICE=intake, LOGS_ARGS="-f -n 100")
+	$(BIN)/tsunagu logs $(SERVICE) $(LOGS_ARGS)
