@@ -30,7 +30,7 @@ $(SYNCED): pyproject.toml uv.lock
 
 install: $(SYNCED) ## Create .venv and install the locked dependencies (dev tools included)
 
-demo: $(SYNCED) ## Run the demo (start the local stack first with `make up`)
+demo: $(SYNCED) ## The main job: start the local stack and show events going through intake
 	$(BIN)/tsunagu demo
 
 test: $(SYNCED) ## Run the tests; they start their own broker and PostgreSQL (PYTEST_ARGS=... to add)

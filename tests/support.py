@@ -77,6 +77,25 @@ def values(records: list) -> list[dict]:
     return [json.loads(r.value) for r in records]
 
 
+TEST_CALLER_KEY_SECRET = "integration-test-secret-0123456789abcdef"
+
+
+def service_env(settings) -> dict[str, str]:
+    """The environment a service process needs to run against this test's broker, database, topics
+    and ports (``settings`` from the ``make_settings`` / ``settings`` fixtures)."""
+    env = {
+        "DATABASE_URL": settings.database_url or "",
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "TSUNAGU_TOPIC_PREFIX": settings.topic_prefix,
+        "TSUNAGU_PARTITIONS": str(settings.partitions),
+        "TSUNAGU_CALLER_KEY_SECRET": TEST_CALLER_KEY_SECRET,
+        "TSUNAGU_LOG_FORMAT": "json",
+    }
+    for name in ("intake", "routing", "referral", "metrics"):
+        env[f"TSUNAGU_{name.upper()}_PORT"] = str(settings.service_port(name))
+    return env
+
+
 class ServiceProcess:
     """One tsunagu service as its own OS process, as in production: real HTTP, real broker."""
 

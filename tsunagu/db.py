@@ -28,8 +28,22 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, attemp
     raise AssertionError("unreachable")
 
 
-async def migrate(pool: asyncpg.Pool, schema: str, folder: Path) -> list[str]:
-    """Apply the numbered SQL files in ``folder`` to ``schema``; returns the names applied."""
+async def migrate(
+    pool: asyncpg.Pool, schema: str, folder: Path | None, *, inbox_outbox: bool = False
+) -> list[str]:
+    """Apply the numbered SQL files in ``folder`` to ``schema``; returns the names applied.
+
+    ``inbox_outbox`` first creates the service's inbox and outbox tables (tsunagu.inbox,
+    tsunagu.outbox), as migration ``000_inbox_outbox``.
+    """
+    from tsunagu.inbox import INBOX_DDL
+    from tsunagu.outbox import OUTBOX_DDL
+
+    steps: list[tuple[str, str]] = []
+    if inbox_outbox:
+        steps.append(("000_inbox_outbox", INBOX_DDL + OUTBOX_DDL))
+    if folder is not None:
+        steps += [(path.name, path.read_text()) for path in sorted(folder.glob("*.sql"))]
     lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
     applied: list[str] = []
     async with pool.acquire() as conn:
@@ -41,16 +55,14 @@ async def migrate(pool: asyncpg.Pool, schema: str, folder: Path) -> list[str]:
                 "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
-            for path in sorted(folder.glob("*.sql")):
-                if path.name in done:
+            for name, sql in steps:
+                if name in done:
                     continue
                 async with conn.transaction():
                     await conn.execute(f'SET LOCAL search_path TO "{schema}"')
-                    await conn.execute(path.read_text())
-                    await conn.execute(
-                        f'INSERT INTO "{schema}".schema_migrations (name) VALUES ($1)', path.name
-                    )
-                applied.append(path.name)
+                    await conn.execute(sql)
+                    await conn.execute(f'INSERT INTO "{schema}".schema_migrations (name) VALUES ($1)', name)
+                applied.append(name)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
     return applied

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import uvicorn
@@ -21,6 +22,14 @@ def load_factory(service: str):
     return getattr(importlib.import_module(module), attr)
 
 
+def build_app():
+    """uvicorn's factory, run in each worker process: the service comes from the environment."""
+    service = os.environ["TSUNAGU_SERVICE"]
+    settings = get_settings()
+    configure_logging(settings, service)
+    return load_factory(service)(settings)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] not in SERVICES:
@@ -28,9 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     service = args[0]
     settings = get_settings()
     configure_logging(settings, service)
-    app = load_factory(service)(settings)
+    os.environ["TSUNAGU_SERVICE"] = service
     uvicorn.run(
-        app,
+        "tsunagu.serve:build_app",
+        factory=True,
+        # Several workers share the port; each runs the service's consumers in the same group
+        # (partitions split between them) and its own outbox publisher.
+        workers=settings.workers if settings.workers > 1 else None,
         host=settings.http_host,
         port=settings.service_port(service),
         log_config=None,

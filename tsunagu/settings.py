@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     referral_port: int = Field(8083, ge=1, le=65535)
     metrics_port: int = Field(8084, ge=1, le=65535)
     http_host: str = Field("127.0.0.1", description="address the services' HTTP servers bind")
+    workers: int = Field(1, ge=1, le=64, description="worker processes per service (HTTP and consumers)")
 
     caller_key_secret: SecretStr | None = Field(
         None, description="HMAC secret that turns caller identifiers into caller keys"
@@ -91,7 +92,8 @@ def _describe(err: ValidationError) -> str:
     lines = ["invalid settings:"]
     for e in err.errors(include_input=False, include_url=False):
         loc = ".".join(str(p) for p in e["loc"]) or "settings"
-        var = loc.upper() if loc.upper() in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"} else f"TSUNAGU_{loc.upper()}"
+        shared = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+        var = loc.upper() if loc.upper() in shared else f"TSUNAGU_{loc.upper()}"
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"  {var if loc != 'settings' else 'settings'}: {msg}")
     return "\n".join(lines)

@@ -13,11 +13,11 @@ from services.intake import store
 from services.intake.domain import Rules
 from services.intake.handlers import Intake, register_ingress
 from services.intake.http import router as events_router
-from services.intake.outbox import OutboxPublisher
 from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.health import health_router
-from tsunagu.kafka import make_broker
+from tsunagu.kafka import make_broker, make_producer
+from tsunagu.outbox import OutboxPublisher
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
@@ -43,16 +43,19 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.caller_key_secret is None:
             log.warning("dev_caller_key_secret", detail="TSUNAGU_CALLER_KEY_SECRET unset; using the dev secret")
-        intake.pool = await create_pool(settings.database_url)
+        intake.pool = app.state.pool = await create_pool(settings.database_url)
         applied = await auth.migrate_schema(intake.pool) + await store.migrate_schema(intake.pool)
         await broker.start()
-        intake.outbox = OutboxPublisher(intake.pool, broker, settings)
+        producer = make_producer(settings, client_id="tsunagu-intake-outbox")
+        await producer.start()
+        intake.outbox = OutboxPublisher(intake.pool, producer, settings, store.SCHEMA)
         intake.outbox.start()
         log.info("intake_started", migrations=applied)
         try:
             yield
         finally:
             await intake.outbox.stop()
+            await producer.stop()
             await broker.stop()  # commits the ingress consumer's offsets
             await intake.pool.close()
             log.info("intake_stopped")

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,16 +13,16 @@ from typing import Any
 
 import asyncpg
 import structlog
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
-from schemas import Problem, partner_org
+from schemas import EventInvalid, Problem, decode_json, partner_org
 from schemas.kafka import kafka_headers
 from schemas.rejected import RejectedRecord
 from services.intake import store
 from services.intake.domain import Outcome, Rules, Unparsed, outcomes, sort_events
-from services.intake.outbox import OutboxPublisher
 from tsunagu import auth, topics
+from tsunagu.consume import batch_subscriber
+from tsunagu.outbox import OutboxPublisher
 from tsunagu.settings import Settings
 
 log = structlog.get_logger()
@@ -70,28 +69,13 @@ async def accept_events(
     return outcomes(sorted_, stored), []
 
 
-async def raw_records(msg: Any) -> Any:
-    # Hand the handler the records untouched: decoding is ours, so a poison record becomes a
-    # rejection instead of an exception that would redeliver it forever.
-    return msg.raw_message
-
-
 def register_ingress(broker: KafkaBroker, intake: Intake) -> None:
     settings = intake.settings
     headers = {k: v.decode() for k, v in kafka_headers()}
 
     @broker.subscriber(
         settings.topic(topics.INGRESS),
-        group_id="intake",
-        batch=True,
-        max_records=1000,
-        batch_timeout_ms=50,
-        fetch_max_wait_ms=50,
-        auto_offset_reset="earliest",
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=raw_records,
+        **batch_subscriber("intake"),
         title="intake.ingress",
         description="Partners' events over Kafka: validated like POST /v1/events.",
     )
@@ -103,9 +87,9 @@ def register_ingress(broker: KafkaBroker, intake: Intake) -> None:
             value = r.value or b""
             sizes.append(len(value))
             try:
-                raws.append(json.loads(value))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                raws.append(Unparsed(f"malformed JSON at position {getattr(err, 'pos', 0)}"))
+                raws.append(decode_json(value))
+            except EventInvalid as err:
+                raws.append(Unparsed(err.problems[0].message))
         results, _ = await accept_events(intake, raws, None, sizes)
         rejected = [o for o in results if o.status == "rejected"]
         futures = []

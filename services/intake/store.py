@@ -1,24 +1,23 @@
-"""intake's PostgreSQL: credentials, the de-duplication record and the outbox."""
+"""intake's PostgreSQL: its inbox (every (source, id) ever accepted) and its outbox.
+
+There are no tables of its own beyond those: intake keeps no state but the de-duplication record
+and the events waiting to be published (and a published event leaves the outbox).
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 
 from services.intake.domain import Canonical
 from tsunagu.db import migrate
+from tsunagu.inbox import claim_new
+from tsunagu.outbox import Outgoing, enqueue
 
 SCHEMA = "intake"
-MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def migrate_schema(pool: asyncpg.Pool) -> list[str]:
-    return await migrate(pool, SCHEMA, MIGRATIONS)
-
-
-# --- accepting events --------------------------------------------------------------------
+    return await migrate(pool, SCHEMA, None, inbox_outbox=True)
 
 
 async def store_new(pool: asyncpg.Pool, events: list[Canonical]) -> set[tuple[str, str]]:
@@ -29,44 +28,6 @@ async def store_new(pool: asyncpg.Pool, events: list[Canonical]) -> set[tuple[st
     if not events:
         return set()
     async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            f"""INSERT INTO {SCHEMA}.received (source, id, type)
-                SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-                ON CONFLICT DO NOTHING RETURNING source, id""",
-            [e.source for e in events], [e.id for e in events], [e.type for e in events],
-        )
-        new = {(r["source"], r["id"]) for r in rows}
-        fresh = [e for e in events if (e.source, e.id) in new]
-        if fresh:
-            await conn.execute(
-                f"""INSERT INTO {SCHEMA}.outbox (topic, key, value)
-                    SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])""",
-                [e.topic for e in fresh], [e.key for e in fresh], [e.value for e in fresh],
-            )
+        new = await claim_new(conn, SCHEMA, [(e.source, e.id, e.type) for e in events])
+        await enqueue(conn, SCHEMA, [Outgoing(e.topic, e.key, e.value) for e in events if (e.source, e.id) in new])
     return new
-
-
-# --- the outbox --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pending:
-    seq: int
-    topic: str
-    key: str
-    value: bytes
-
-
-async def outbox_depth(pool: asyncpg.Pool) -> int:
-    return int(await pool.fetchval(f"SELECT count(*) FROM {SCHEMA}.outbox"))
-
-
-def claim_sql(limit: int) -> str:
-    # SKIP LOCKED lets several intake instances drain the outbox side by side.
-    return (
-        f"SELECT seq, topic, key, value FROM {SCHEMA}.outbox ORDER BY seq LIMIT {int(limit)} "
-        "FOR UPDATE SKIP LOCKED"
-    )
-
-
-DELETE_SQL = f"DELETE FROM {SCHEMA}.outbox WHERE seq = ANY($1::bigint[])"

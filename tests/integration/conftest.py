@@ -7,12 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, service_env
 from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.settings import Settings
-
-SECRET = "integration-test-secret-0123456789abcdef"
 
 
 @dataclass
@@ -31,17 +29,6 @@ class RunningIntake:
 
     def headers(self, org: str, content_type: str = "application/cloudevents-batch+json") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[org]}", "Content-Type": content_type}
-
-
-def service_env(settings: Settings) -> dict[str, str]:
-    return {
-        "DATABASE_URL": settings.database_url or "",
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "TSUNAGU_TOPIC_PREFIX": settings.topic_prefix,
-        "TSUNAGU_INTAKE_PORT": str(settings.intake_port),
-        "TSUNAGU_CALLER_KEY_SECRET": SECRET,
-        "TSUNAGU_LOG_FORMAT": "json",
-    }
 
 
 @pytest.fixture

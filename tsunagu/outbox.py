@@ -1,0 +1,131 @@
+"""The transactional outbox every service publishes through.
+
+A service writes the events it derives into ``<schema>.outbox`` in the same PostgreSQL
+transaction as the state change (and the inbox record of what it consumed); the publisher drains
+the table onto the topics. An event leaves the outbox only after the broker acknowledged it. A
+crash between the ack and the delete publishes it again on restart — with the same CloudEvents
+id, which every consumer de-duplicates — so nothing is lost and nothing is counted twice.
+
+Each service's first migration creates its outbox with ``OUTBOX_DDL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from schemas.kafka import kafka_headers
+from tsunagu.settings import Settings
+
+log = structlog.get_logger()
+
+OUTBOX_DDL = """
+CREATE TABLE outbox (
+    seq     bigserial PRIMARY KEY,
+    topic   text NOT NULL,   -- short topic name, e.g. contact.events
+    key     text NOT NULL,
+    value   bytea NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One encoded record for a topic (short name) and key."""
+
+    topic: str
+    key: str
+    value: bytes
+
+
+async def enqueue(conn: asyncpg.Connection, schema: str, records: list[Outgoing]) -> None:
+    """Queue records for publishing; call inside the transaction that makes them true."""
+    if not records:
+        return
+    await conn.execute(
+        f'INSERT INTO "{schema}".outbox (topic, key, value) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])',
+        [r.topic for r in records], [r.key for r in records], [r.value for r in records],
+    )
+
+
+async def outbox_depth(pool: asyncpg.Pool, schema: str) -> int:
+    return int(await pool.fetchval(f'SELECT count(*) FROM "{schema}".outbox'))
+
+
+class OutboxPublisher:
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, settings: Settings, schema: str) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._settings = settings
+        self._headers = kafka_headers()
+        # SKIP LOCKED lets several instances of a service drain the outbox side by side.
+        self._claim = (
+            f'SELECT seq, topic, key, value FROM "{schema}".outbox ORDER BY seq '
+            f"LIMIT {int(settings.outbox_batch)} FOR UPDATE SKIP LOCKED"
+        )
+        self._delete = f'DELETE FROM "{schema}".outbox WHERE seq = ANY($1::bigint[])'
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+        self.healthy = True
+
+    def wake(self) -> None:
+        """Something was just stored: publish now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox")
+
+    async def stop(self) -> None:
+        """Publish what is left (best effort), then stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=15)
+
+    async def drain_once(self) -> int:
+        """Publish one round of pending records; returns how many."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(self._claim)
+            if not rows:
+                return 0
+            futures = [
+                await self._producer.send(
+                    self._settings.topic(r["topic"]), r["value"], key=r["key"].encode(), headers=self._headers
+                )
+                for r in rows
+            ]
+            await asyncio.gather(*futures)
+            await conn.execute(self._delete, [r["seq"] for r in rows])
+        self.published += len(rows)
+        return len(rows)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                n = await self.drain_once()
+                self.healthy = True
+                backoff = 0.1
+            except Exception as err:  # broker or database away: keep the records, retry
+                self.healthy = False
+                log.warning("outbox_publish_failed", error=type(err).__name__, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                if self._stopping and backoff >= 5.0:
+                    return
+                continue
+            if self._stopping and n == 0:
+                return
+            if n < self._settings.outbox_batch:
+                self._wake.clear()
+                # Poll too: other instances' leftovers and records stored before a restart.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.2)
