@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -116,7 +117,8 @@ async def _send(url: str, key: str, events: list[dict]) -> dict:
 
 
 def run_demo(settings: Settings) -> None:
-    console = Console()
+    # Wide enough for the tables when the output is piped (rich assumes 80 columns then).
+    console = Console(width=None if sys.stdout.isatty() else 110)
     console.rule("[bold]tsunagu つなぐ — demo")
     stack.up(settings, echo=lambda line: console.print(f"  {line}"))
     runtime = stack.resolve_runtime(settings)

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.support import contact_received, field_selected, read_topic, values
+from tests.support import contact_received, envelope, field_selected, read_topic, values
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +139,26 @@ async def test_the_openapi_document_is_served(intake):
     operation = doc["paths"]["/v1/events"]["post"]
     assert {"401", "403", "413", "415", "422"} <= set(operation["responses"])
     assert "application/cloudevents-batch+json" in operation["requestBody"]["content"]
+
+
+async def test_a_consultation_record_goes_to_the_consultation_topic_keyed_by_contact(intake):
+    record = envelope("npo-a", "consultation.recorded", "rec-1", "c-npo-a-1", {
+        "contact_id": "c-npo-a-1", "organisation_id": "npo-a", "field": "loneliness",
+        "categories": ["no_place_to_talk", "loneliness"], "age_band": "age60s", "risk": "low",
+        "referral_needed": False, "municipality": "131016",
+    }, system="casebook")
+    response = await post(intake, "npo-a", record, SINGLE)
+    assert response.status_code == 202, response.text
+    [published] = await read_topic(intake.bootstrap, intake.topic("consultation.events"), expect=1)
+    assert published.key == b"c-npo-a-1"
+    assert json.loads(published.value)["data"]["categories"] == ["no_place_to_talk", "loneliness"]
+
+
+async def test_free_text_in_a_consultation_record_is_refused(intake):
+    record = envelope("npo-a", "consultation.recorded", "rec-2", "c-npo-a-2", {
+        "contact_id": "c-npo-a-2", "organisation_id": "npo-a", "categories": ["other"], "age_band": "unknown",
+        "risk": "none", "referral_needed": False, "notes": "話した内容の記録",
+    }, system="casebook")
+    response = await post(intake, "npo-a", record, SINGLE)
+    assert response.status_code == 422
+    assert "話した内容" not in response.text
