@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import secrets
 import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -40,15 +41,19 @@ def _event(org: str, system: str, type_: str, seq: str, subject: str, at: dateti
             "type": f"jp.tsunagu.{type_}.v1", "time": at.isoformat(), "subject": subject, "data": data}
 
 
-def demo_events(contacts: int = 40, seed: int = 9999) -> tuple[list[dict], list[dict]]:
-    """(telephony platform's events, desk's consultation records) for the first hour of trial 1."""
+def demo_events(run: str, contacts: int = 40, seed: int = 9999) -> tuple[list[dict], list[dict]]:
+    """(telephony platform's events, desk's consultation records) for the first hour of trial 1.
+
+    The same contacts every time (``seed``); ``run`` keeps each run's ids apart, because the
+    embedded broker forgets its topics on `tsunagu down` while intake remembers every id.
+    """
     rng = random.Random(seed)
     calls: list[dict] = []
     records: list[dict] = []
     fields, weights = zip(*FIELD_WEIGHTS.items(), strict=True)
     prefectures = ["13", "27", "14", "23", "01", "40", "11", "28"]
     for n in range(contacts):
-        cid = f"t1-{n:05d}"
+        cid = f"t1-{run}-{n:05d}"
         at = TRIAL1_START + timedelta(seconds=rng.uniform(0, 3600))
         caller = f"0{rng.choice([70, 80, 90])}-{rng.randrange(10000):04d}-{rng.randrange(10000):04d}"
         calls.append(_event(PLATFORM, "telephony", "contact.received", "received", cid, at,
@@ -125,7 +130,7 @@ def run_demo(settings: Settings) -> None:
     url = stack.service_url(settings, "intake")
     keys = asyncio.run(_issue_keys(runtime.database_url))
 
-    calls, records = demo_events()
+    calls, records = demo_events(run=secrets.token_hex(2))
     console.print(f"\nSending the first hour of trial 1 (2022-07-07 10:00 JST): {len(calls)} telephony "
                   f"events and {len(records)} consultation records, as partners would, to {url}/v1/events")
     answer = asyncio.run(_send(url, keys[PLATFORM], calls))
@@ -142,7 +147,8 @@ def run_demo(settings: Settings) -> None:
     console.print(table)
 
     expected = len(calls) + len(records)
-    arrived = asyncio.run(_read_canonical(runtime.bootstrap, settings, expected))
+    sent = {(e["source"], e["id"]) for e in calls + records}
+    arrived = asyncio.run(_read_canonical(runtime.bootstrap, settings, sent))
     console.print(f"\nOn the canonical topics, keyed by contact ({len(arrived)} of {expected} arrived):")
     table = Table("time (JST)", "event", "contact", "field 相談分野", "caller key (pseudonym)")
     for e in sorted(arrived, key=lambda e: e["time"])[:12]:
@@ -162,7 +168,7 @@ def run_demo(settings: Settings) -> None:
                   "  tsunagu status · tsunagu logs intake · tsunagu down")
 
 
-async def _read_canonical(bootstrap: str, settings: Settings, expected: int) -> list[dict]:
+async def _read_canonical(bootstrap: str, settings: Settings, sent: set[tuple[str, str]]) -> list[dict]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     names = [settings.topic(topics.CONTACT_EVENTS), settings.topic(topics.CONSULTATION_EVENTS)]
@@ -175,11 +181,12 @@ async def _read_canonical(bootstrap: str, settings: Settings, expected: int) -> 
         seen: dict[tuple[str, str], dict] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
-        while len(seen) < expected and loop.time() < deadline:
+        while len(seen) < len(sent) and loop.time() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for r in records:
                     event = json.loads(r.value)
-                    seen[(event["source"], event["id"])] = event
+                    if (event["source"], event["id"]) in sent:
+                        seen[(event["source"], event["id"])] = event
         return list(seen.values())
     finally:
         await consumer.stop()
