@@ -110,6 +110,9 @@ class OutboxPublisher:
     async def _run(self) -> None:
         backoff = 0.1
         while True:
+            # Cleared before the round, not after: a wake-up that arrives while a round is being
+            # published must start the next round at once, not wait for the poll.
+            self._wake.clear()
             try:
                 n = await self.drain_once()
                 self.healthy = True
@@ -125,7 +128,6 @@ class OutboxPublisher:
             if self._stopping and n == 0:
                 return
             if n < self._settings.outbox_batch:
-                self._wake.clear()
                 # Poll too: other instances' leftovers and records stored before a restart.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=0.2)
