@@ -30,11 +30,13 @@ from schemas.events import (
     ContactReceivedIngress,
     Id,
     LegalBasis,
+    PlatformHeartbeat,
     ReferralChanged,
     ReferralRequested,
     RoutingAssigned,
     RoutingOverflowed,
     RoutingQueued,
+    RoutingWithdrawn,
 )
 from schemas.kafka import CONTENT_TYPE, decode_value, encode_value, kafka_headers, kafka_key
 from schemas.municipalities import (
@@ -86,6 +88,7 @@ __all__ = [
     "LegalBasisKind",
     "Municipality",
     "MunicipalityCode",
+    "PlatformHeartbeat",
     "PrefectureCode",
     "Problem",
     "ReceiverType",
@@ -98,6 +101,7 @@ __all__ = [
     "RoutingAssigned",
     "RoutingOverflowed",
     "RoutingQueued",
+    "RoutingWithdrawn",
     "Urgency",
     "ValidatedEvent",
     "check_digit_ok",

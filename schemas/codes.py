@@ -174,6 +174,28 @@ class ReferralOutcome(LabelledCode):
     other = "other", "その他", "other"
 
 
+@_labelled
+class ReferralReason(LabelledCode):
+    """つなぎの理由コード — why a referral was rejected, failed, cancelled or escalated."""
+
+    no_legal_basis = "no_legal_basis", "提供の根拠なし", "no legal basis to pass the case on"
+    consent_out_of_scope = "consent_out_of_scope", "同意の範囲外", "no receiver within the consent's scope"
+    vital_interest_not_imminent = (
+        "vital_interest_not_imminent",
+        "生命等の保護は切迫時のみ",
+        "vital interest applies only to imminent risk",
+    )
+    deadline_missed = "deadline_missed", "期限超過", "deadline missed"
+    out_of_area = "out_of_area", "管轄外", "outside the receiver's area"
+    not_our_service = "not_our_service", "対応分野外", "not a service the receiver provides"
+    no_capacity = "no_capacity", "受入れ余力なし", "no capacity"
+    could_not_contact = "could_not_contact", "本人と連絡がつかない", "could not contact the person"
+    declined_by_person = "declined_by_person", "本人が辞退", "declined by the person"
+    duplicate = "duplicate", "重複", "duplicate of another referral"
+    withdrawn = "withdrawn", "依頼の取下げ", "request withdrawn"
+    other = "other", "その他", "other"
+
+
 ALL_CODE_LISTS: tuple[type[LabelledCode], ...] = (
     FieldCode,
     Channel,
@@ -185,6 +207,7 @@ ALL_CODE_LISTS: tuple[type[LabelledCode], ...] = (
     LegalBasisKind,
     ReceiverType,
     ReferralOutcome,
+    ReferralReason,
 )
 
 

@@ -141,6 +141,17 @@ class ContactEnded(EventData):
     desk_id: Id | None = None
 
 
+class PlatformHeartbeat(EventData):
+    """生存通知 / a partner platform's periodic heartbeat: carries only event time.
+
+    Telephony and chat platforms send one every few seconds (routing suggests 5 s) while they
+    run, so that time-based rules (overflow waits, ring timeouts) advance by event time even when
+    no contact arrives.
+    """
+
+    platform_id: Id
+
+
 # --- routing -------------------------------------------------------------------------------
 
 
@@ -171,6 +182,17 @@ class RoutingOverflowed(EventData):
     field: FieldCode
     waited_seconds: Seconds
     tier: Annotated[StrictInt, Field(ge=2)]
+
+
+class RoutingWithdrawn(EventData):
+    """割当取消 / an assignment was not answered in time: the line is released, the contact re-routed."""
+
+    contact_id: Id
+    desk_id: Id
+    organisation_id: Id
+    field: FieldCode
+    reason: Literal["ring_timeout"]
+    ring_seconds: Seconds
 
 
 # --- consultation and referral -------------------------------------------------------------
@@ -251,3 +273,16 @@ class ReferralChanged(EventData):
     deadline: AwareDatetime | None = None
     reason: Id | None = Field(default=None, description="理由コード（自由記述不可）/ a reason code, not text")
     outcome: ReferralOutcome | None = None
+    # Added by the referral service (issue 4); optional, so earlier events stay valid.
+    organisation_id: Id | None = Field(default=None, description="依頼元の団体 / requesting organisation")
+    municipality: MunicipalityCode | None = Field(default=None, description="本人の市区町村 / person's municipality")
+    legal_basis: LegalBasisKind | None = Field(default=None, description="提供の根拠 / legal basis of the referral")
+    from_receiver_id: Id | None = Field(
+        default=None, description="督促前の提供先（escalated のみ）/ receiver that missed the deadline (escalated)"
+    )
+    escalations: Annotated[StrictInt, Field(ge=0)] | None = Field(
+        default=None, description="これまでの督促回数 / escalations so far"
+    )
+    actor: Id | None = Field(
+        default=None, description="変更した団体（受け手・事務局・referral）/ organisation that made the change"
+    )

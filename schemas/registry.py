@@ -49,15 +49,18 @@ _TABLE: tuple[tuple[str, type[BaseModel], str, str, Producer], ...] = (
     ("contact.answered", ev.ContactAnswered, _C, "contact_id", "partner"),
     ("contact.abandoned", ev.ContactAbandoned, _C, "contact_id", "partner"),
     ("contact.ended", ev.ContactEnded, _C, "contact_id", "partner"),
+    ("platform.heartbeat", ev.PlatformHeartbeat, _C, "platform_id", "partner"),
     ("routing.assigned", ev.RoutingAssigned, _R, "contact_id", "routing"),
     ("routing.queued", ev.RoutingQueued, _R, "contact_id", "routing"),
     ("routing.overflowed", ev.RoutingOverflowed, _R, "contact_id", "routing"),
+    ("routing.withdrawn", ev.RoutingWithdrawn, _R, "contact_id", "routing"),
     ("consultation.recorded", ev.ConsultationRecorded, _Q, "contact_id", "partner"),
     # keyed by contact so it stays in order with the consultation that asked for it
     ("referral.requested", ev.ReferralRequested, _Q, "contact_id", "partner"),
     *(
         (f"referral.{step}", ev.ReferralChanged, _F, "referral_id", "referral")
         for step in (
+            "created",
             "received",
             "accepted",
             "rejected",
@@ -78,8 +81,11 @@ _LABELS: dict[str, tuple[str, str]] = {
     "routing.assigned": ("割当", "assigned to a desk"),
     "routing.queued": ("待ち行列へ", "queued"),
     "routing.overflowed": ("あふれ", "overflowed to the next tier"),
+    "routing.withdrawn": ("割当取消", "assignment withdrawn (not answered in time)"),
+    "platform.heartbeat": ("生存通知", "platform heartbeat"),
     "consultation.recorded": ("相談記録", "consultation recorded"),
     "referral.requested": ("つなぎ依頼", "referral requested"),
+    "referral.created": ("つなぎ作成", "referral created"),
     "referral.received": ("つなぎ受付", "referral received"),
     "referral.accepted": ("つなぎ受諾", "referral accepted"),
     "referral.rejected": ("つなぎ辞退", "referral rejected"),

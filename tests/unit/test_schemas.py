@@ -76,6 +76,10 @@ GOOD_DATA: dict[str, dict[str, Any]] = {
     },
     "routing.queued": {"contact_id": "c-1", "field": "hardship", "queue_position": 3, "priority": 0},
     "routing.overflowed": {"contact_id": "c-1", "field": "hardship", "waited_seconds": 90.0, "tier": 2},
+    "routing.withdrawn": {"contact_id": "c-1", "desk_id": "d-1", "organisation_id": "npo-1", "field": "hardship",
+                          "reason": "ring_timeout", "ring_seconds": 20.0},
+    # a platform's heartbeat is keyed by the platform; the helper's subject "c-1" names one here
+    "platform.heartbeat": {"platform_id": "c-1"},
     "consultation.recorded": {
         "contact_id": "c-1",
         "organisation_id": "npo-1",
@@ -101,6 +105,7 @@ GOOD_DATA: dict[str, dict[str, Any]] = {
     **{
         f"referral.{step}": REFERRAL_CHANGE
         for step in (
+            "created",
             "received",
             "accepted",
             "rejected",
@@ -365,6 +370,7 @@ def test_partners_may_publish_contact_events_consultations_and_referral_requests
         "contact.answered",
         "contact.abandoned",
         "contact.ended",
+        "platform.heartbeat",
         "consultation.recorded",
         "referral.requested",
     }
@@ -372,6 +378,7 @@ def test_partners_may_publish_contact_events_consultations_and_referral_requests
         "routing.assigned",
         "routing.queued",
         "routing.overflowed",
+        "routing.withdrawn",
     }
     assert all(
         p == "referral" for s, p in by_producer.items() if s.startswith("referral.") and s not in partner
@@ -383,11 +390,13 @@ def test_each_type_flows_on_its_topic_with_its_key():
         entity = t.short.split(".")[0]
         expected_topic = {
             "contact": "contact.events",
+            "platform": "contact.events",
             "routing": "routing.decisions",
             "consultation": "consultation.events",
         }.get(entity, "consultation.events" if t.short == "referral.requested" else "referral.events")
         assert t.topic == expected_topic, t.short
         expected_key = "referral_id" if t.topic == "referral.events" else "contact_id"
+        expected_key = "platform_id" if t.short == "platform.heartbeat" else expected_key
         assert t.key_field == expected_key, t.short
         assert t.label_ja and t.label_en
         assert (t.ingress_model is t.data_model) == (t.short != "contact.received")
