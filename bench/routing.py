@@ -1,0 +1,228 @@
+"""Benchmark routing: decisions per second and the latency from ``contact.field_selected``
+published to ``routing.assigned`` consumed, at steady offered rates of contacts per second.
+
+Runs against its own embedded broker and PostgreSQL (temp dir, free ports). Each contact is three
+events — received, field_selected, and ended half a second later (so lines free up and the board
+stays the size of real traffic) — onto ``contact.events``; a desk per field has lines enough that
+every contact is assigned at once, so what is measured is routing's own path: consume a batch,
+lock the board, apply, write board + inbox + outbox, commit, publish. Baseline in the same run:
+a bare publish-consume hop through the same broker at the same message rate.
+
+Usage: ``python bench/routing.py [--rates 100,500,2000] [--seconds 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.scaffold import private_stack  # noqa: E402
+from schemas.kafka import encode_value, kafka_headers  # noqa: E402
+from tests.integration.routing_support import ended, field_selected, received  # noqa: E402
+from tests.support import T0, ServiceProcess  # noqa: E402
+from tsunagu.settings import Settings  # noqa: E402
+
+FIELDS = ["loneliness", "suicidal", "hardship", "under18", "women_dv", "gender", "single_mother", "foreign_language"]
+END_AFTER_S = 0.5
+
+
+def registry() -> dict:
+    return {
+        "version": "bench",
+        "effective_from": (T0 - timedelta(days=1)).isoformat(),
+        "rules": {"ring_timeout_s": 3600},
+        "organisations": [{"id": "npo-bench", "name": "bench", "desks": [
+            {"id": f"desk-{f}", "fields": [f], "lines": 5000} for f in FIELDS]}],
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def consumer_for(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10,
+                                auto_offset_reset="latest")
+    await consumer.start()
+    for _ in range(50):
+        if consumer.partitions_for_topic(topic):
+            break
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    return consumer
+
+
+async def paced(rate: int, seconds: float, send_tick) -> int:
+    """Call ``send_tick(first, count)`` every 10 ms so that ``rate`` items per second go out."""
+    total = int(rate * seconds)
+    sent = 0
+    t0 = time.perf_counter()
+    while sent < total:
+        due = min(total, int((time.perf_counter() - t0) * rate) + 1)
+        if due > sent:
+            await send_tick(sent, due - sent)
+            sent = due
+        await asyncio.sleep(0.01)
+    return sent
+
+
+async def bare_hop(bootstrap: str, topic: str, rate: int, seconds: float, payload: bytes) -> list[float]:
+    """Latency of one publish → consume hop through the broker at ``rate`` messages/s."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=65536)
+    await producer.start()
+    consumer = await consumer_for(bootstrap, topic)
+    sent_at: dict[bytes, float] = {}
+    latencies: list[float] = []
+
+    async def tick(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            key = f"k{i}".encode()
+            sent_at[key] = time.perf_counter()
+            await producer.send(topic, payload, key=key)
+
+    async def read(total: int) -> None:
+        deadline = time.perf_counter() + seconds + 30
+        while len(latencies) < total and time.perf_counter() < deadline:
+            for records in (await consumer.getmany(timeout_ms=50)).values():
+                now = time.perf_counter()
+                latencies.extend(now - sent_at[r.key] for r in records if r.key in sent_at)
+
+    try:
+        reader = asyncio.create_task(read(int(rate * seconds)))
+        await paced(rate, seconds, tick)
+        await reader
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return latencies
+
+
+async def through_routing(bootstrap: str, settings: Settings, rate: int, seconds: float, run: int) -> dict:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=65536)
+    await producer.start()
+    consumer = await consumer_for(bootstrap, settings.topic("routing.decisions"))
+    topic = settings.topic("contact.events")
+    headers = kafka_headers()
+    selected_at: dict[str, float] = {}
+    latencies: list[float] = []
+    decisions = 0
+    started = time.perf_counter()
+
+    def event_time():
+        return T0 + timedelta(hours=run, seconds=time.perf_counter() - started)
+
+    async def send(events: list[dict]) -> None:
+        for e in events:
+            await producer.send(topic, encode_value(e), key=e["partitionkey"].encode(), headers=headers)
+
+    pending_end: list[tuple[float, str]] = []
+
+    async def tick(first: int, count: int) -> None:
+        now = time.perf_counter()
+        batch = []
+        while pending_end and pending_end[0][0] <= now:
+            batch.append(ended(pending_end.pop(0)[1], event_time()))
+        for i in range(first, first + count):
+            cid = f"r{run}-{i}"
+            at = event_time()
+            batch += [received(cid, at), field_selected(cid, FIELDS[i % len(FIELDS)], at)]
+            selected_at[cid] = time.perf_counter()
+            pending_end.append((now + END_AFTER_S, cid))
+        await send(batch)
+
+    async def read(total: int) -> None:
+        nonlocal decisions
+        deadline = time.perf_counter() + seconds + 60
+        while len(latencies) < total and time.perf_counter() < deadline:
+            for records in (await consumer.getmany(timeout_ms=50)).values():
+                now = time.perf_counter()
+                for r in records:
+                    decisions += 1
+                    event = json.loads(r.value)
+                    if event["type"] == "jp.tsunagu.routing.assigned.v1":
+                        cid = event["subject"]
+                        if cid in selected_at:
+                            latencies.append(now - selected_at.pop(cid))
+
+    try:
+        total = int(rate * seconds)
+        reader = asyncio.create_task(read(total))
+        t0 = time.perf_counter()
+        await paced(rate, seconds, tick)
+        offered_seconds = time.perf_counter() - t0
+        await reader
+        drained_seconds = time.perf_counter() - t0
+        await send([ended(cid, event_time()) for _, cid in pending_end])
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {"latencies": latencies, "decisions": decisions, "offered_s": offered_seconds, "drained_s": drained_seconds,
+            "total": total}
+
+
+async def main(args: argparse.Namespace) -> None:
+    rates = [int(r) for r in args.rates.split(",")]
+    async with private_stack("routing", args.partitions, "bench_routing") as (settings, home):
+        bootstrap, dsn = settings.kafka_bootstrap_servers, settings.database_url
+        from tsunagu.kafka import create_topics
+        await create_topics(bootstrap, ["bench.hop"], args.partitions)
+        (home / "desks.yaml").write_text(yaml.safe_dump(registry()))
+        env = {"DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+               "TSUNAGU_ROUTING_PORT": str(settings.routing_port), "TSUNAGU_LOG_LEVEL": args.log_level,
+               "TSUNAGU_ROUTING_DESKS_FILES": str(home / "desks.yaml")}
+        routing = ServiceProcess("routing", env, settings.routing_port, home / "routing.log").start()
+        payload = encode_value(field_selected("x-0", "loneliness", T0))
+        rows = []
+        try:
+            await through_routing(bootstrap, settings, 50, 2, run=0)  # warm-up: group joined, caches hot
+            for n, rate in enumerate(rates, start=1):
+                hop = await bare_hop(bootstrap, "bench.hop", rate, args.seconds, payload)
+                result = await through_routing(bootstrap, settings, rate, args.seconds, run=n)
+                rows.append((rate, hop, result))
+        finally:
+            routing.stop()
+            if args.keep_log:
+                Path(args.keep_log).write_bytes((home / "routing.log").read_bytes())
+        print(f"\nrouting benchmark — {args.seconds:.0f} s per rate, {args.partitions} partitions, one routing "
+              f"process; {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+        print(f"{'contacts/s':>10} {'events/s':>9} {'decisions/s':>12} {'assigned':>9} {'drain s':>8} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'hop p50':>8} {'hop p99':>8} {'p99/hop':>8}")
+        for rate, hop, r in rows:
+            lat = r["latencies"]
+            p50, p99 = percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000
+            h50, h99 = percentile(hop, 0.5) * 1000, percentile(hop, 0.99) * 1000
+            print(f"{rate:>10} {rate * 3:>9} {r['decisions'] / r['drained_s']:>12,.0f} "
+                  f"{len(lat):>5}/{r['total']:<4} {r['drained_s'] - r['offered_s']:>7.1f} "
+                  f"{p50:>7.0f} {p99:>7.0f} {h50:>8.0f} {h99:>8.0f} {p99 / h99:>8.2f}")
+        print("events/s = offered contact events (received, field_selected, ended); drain s = seconds after the "
+              "last contact was offered until its assignment was consumed (growing lag shows here); "
+              "hop = a bare publish→consume hop at the same contacts/s, same run."
+              )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="100,500,2000", help="offered contacts per second, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per rate")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--log-level", default="warning", help="routing's log level (debug: per-batch timings)")
+    parser.add_argument("--keep-log", default=None, help="copy routing's log here")
+    asyncio.run(main(parser.parse_args()))

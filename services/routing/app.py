@@ -1,0 +1,92 @@
+"""routing's factory: settings, broker, pool, the outbox publisher, live-state routes and health.
+
+At start it applies the registry files named in ``TSUNAGU_ROUTING_DESKS_FILES`` that are not yet
+stored (by default config/trial1.yaml and config/trial2.yaml, so the local stack routes the demo's
+trial-1 contacts). With none, it starts all the same: every contact then waits in its queue until a
+version is applied with `tsunagu desks apply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import structlog
+from fastapi import FastAPI
+
+from services.routing import store
+from services.routing.handlers import Routing, register_contact_events
+from services.routing.http import router as live_router
+from tsunagu import auth
+from tsunagu.db import create_pool
+from tsunagu.health import health_router, service_checks
+from tsunagu.kafka import make_broker, make_producer
+from tsunagu.outbox import OutboxPublisher
+from tsunagu.settings import Settings, SettingsError
+
+log = structlog.get_logger()
+
+
+async def apply_configured_registries(routing: Routing) -> list[str]:
+    applied = []
+    for name in filter(None, (n.strip() for n in routing.settings.routing_desks_files.split(","))):
+        path = store.resolve_config(name)
+        try:
+            registry, stored = await store.apply_registry(routing.pool, store.read_document(path))
+        except store.VersionConflict as err:
+            log.warning("desk_registry_not_applied", file=str(path), reason=str(err))
+            continue
+        except (OSError, ValueError) as err:
+            raise SettingsError(f"TSUNAGU_ROUTING_DESKS_FILES: {path}: {err}") from None
+        if stored:
+            applied.append(registry.version)
+    return applied
+
+
+def create_app(settings: Settings) -> FastAPI:
+    if not settings.database_url:
+        raise SettingsError("routing needs DATABASE_URL (`tsunagu up` sets it for the local stack)")
+    routing = Routing(settings=settings)
+    broker = make_broker(settings, client_id="tsunagu-routing")
+    register_contact_events(broker, routing)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        routing.pool = app.state.pool = await create_pool(settings.database_url)
+        migrations = await auth.migrate_schema(routing.pool) + await store.migrate_schema(routing.pool)
+        versions = await apply_configured_registries(routing)
+        # The publisher's own connections commit asynchronously: what it commits is only the
+        # deletion of rows already published, and losing one to a server crash republishes them
+        # with the same ids (consumers de-duplicate). It saves a disk flush per round. The board's
+        # transactions stay synchronous.
+        outbox_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4,
+                                                server_settings={"synchronous_commit": "off"})
+        producer = make_producer(settings, client_id="tsunagu-routing-outbox")
+        await producer.start()
+        routing.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)
+        routing.outbox.start()
+        await broker.start()
+        log.info("routing_started", migrations=migrations, registry_versions_applied=versions)
+        try:
+            yield
+        finally:
+            await broker.stop()  # commits the consumer's offsets
+            await routing.publishing_done()
+            await routing.outbox.stop()
+            await producer.stop()
+            await outbox_pool.close()
+            await routing.pool.close()
+            log.info("routing_stopped", decisions=routing.decided)
+
+    app = FastAPI(
+        title="tsunagu routing",
+        version="1",
+        summary="An ACD over partner desks: assigns every contact to a free, qualified line.",
+        lifespan=lifespan,
+    )
+    app.state.routing = routing
+
+    app.include_router(health_router("routing", service_checks(routing, broker)))
+    app.include_router(live_router)
+    return app

@@ -1,0 +1,509 @@
+"""routing's rules, pure: the board of desks, lines and queues, and every assignment decision.
+
+``Board.apply(kind, at, data)`` takes one canonical contact event and returns the decisions it
+causes (``routing.assigned`` / ``queued`` / ``overflowed`` / ``withdrawn``). No I/O, no clock:
+the caller hands in the event's time.
+
+**Time.** The board's clock is the greatest event time it has seen, across all partitions and
+all routing instances (the board is one, see store.py); it never goes back. An event older than
+the clock is applied at the clock. Before an event is applied, the timers that fall due up to
+its time fire in order, each at its own due time: a queued contact's overflow to tier-2 desks,
+a ringing assignment's withdrawal. When no contact arrives, time advances by the
+``platform.heartbeat`` events that partners' telephony and chat platforms send every few seconds
+(5 s suggested); without any event, routing's time stands still, which is what an accelerated
+or paused replay needs.
+
+**Rules.**
+- A contact that chose a field goes to an open tier-1 desk serving the field with a free line:
+  preferring a desk whose regions include the caller's prefecture, then the desk idle longest
+  (its last line released earliest), then the desk id. Otherwise it queues.
+- Queues are per field, ordered by priority (the version's ``priority_fields``, highest first)
+  and then by arrival (FIFO). A desk serving several fields takes the best-ranked contact across
+  them.
+- Work conservation: after every event, no contact waits while a line that qualifies for it is
+  free (an open desk serving its field, tier 1 — or tier 2 once it has overflowed).
+- Overflow: after the field's ``overflow_after_s`` in the queue a contact becomes eligible for
+  tier-2 desks too (``routing.overflowed``).
+- Ring timeout: an assignment not answered within ``ring_timeout_s`` is withdrawn
+  (``routing.withdrawn``), its line released, and the contact goes back to its place in the
+  queue (it keeps its arrival rank) and is re-routed at once if a line qualifies — to another
+  desk of the same tier when one has a free line, else to the same desk again.
+- A line is released by ``contact.ended`` or ``contact.abandoned``; ``contact.answered`` turns a
+  ringing assignment into a talk (no more ring timeout).
+- Registry versions are effective-dated: at each moment the newest version in effect decides.
+  Contacts on a desk that a new version shrinks or removes keep their line until they end; no
+  new contact is given to a desk while it holds as many contacts as the version gives it lines.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from schemas import RoutingAssigned, RoutingOverflowed, RoutingQueued, RoutingWithdrawn
+from services.routing.desks import JST, Desk, Registry, is_open
+
+State = Literal["received", "waiting", "ringing", "talking"]
+Reason = Literal["free_line", "line_freed", "overflow", "rerouted"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One event routing publishes: its short type, its event time and its data."""
+
+    kind: str  # routing.assigned, routing.queued, routing.overflowed, routing.withdrawn
+    at: datetime
+    data: BaseModel
+
+    @property
+    def contact_id(self) -> str:
+        return self.data.contact_id  # type: ignore[attr-defined]
+
+
+@dataclass
+class Contact:
+    contact_id: str
+    prefecture: str | None = None
+    field: str | None = None
+    state: State = "received"
+    priority: int = 0
+    seq: int = 0  # tie-break of the queue order; kept when an assignment is withdrawn
+    arrived: float = 0.0  # the field choice's own event time (POSIX seconds): the FIFO order
+    queued_at: datetime | None = None
+    overflow_at: datetime | None = None
+    overflowed: bool = False
+    rerouted: bool = False
+    withdrawn_from: str | None = None  # the desk that let it ring out: offered elsewhere first
+    received_at: datetime | None = None
+    desk_id: str | None = None
+    assigned_at: datetime | None = None
+    ring_deadline: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        # Times as POSIX seconds: this runs for every contact on the board once per batch.
+        out: dict[str, Any] = {}
+        for k, v in self.__dict__.items():
+            if v is None or v is False:
+                continue
+            out[k] = v.timestamp() if type(v) is datetime else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Contact:
+        c = cls(**d)
+        for name in _TIMES:
+            value = getattr(c, name)
+            if isinstance(value, (int, float)):
+                setattr(c, name, datetime.fromtimestamp(value, JST))
+        return c
+
+
+_TIMES = ("queued_at", "overflow_at", "assigned_at", "ring_deadline", "received_at")
+# A contact that never chose a field (and whose end was never reported) is dropped after this.
+FORGET_UNROUTED_AFTER = timedelta(hours=1)
+
+
+@dataclass(order=True)
+class _Timer:
+    due: datetime
+    order: int
+    kind: str = field(compare=False)  # overflow | ring
+    contact_id: str = field(compare=False)
+
+
+class Board:
+    """Desks, lines and queues at one moment of event time; ``apply`` moves it forward."""
+
+    def __init__(self, registries: list[Registry] | None = None) -> None:
+        self.registries: list[Registry] = []
+        self.clock: datetime | None = None
+        self.contacts: dict[str, Contact] = {}
+        self.busy: dict[str, set[str]] = {}  # desk id -> contact ids holding one of its lines
+        self.idle_since: dict[str, datetime] = {}  # desk id -> when it last released a line
+        self.next_seq = 1
+        self._queues: dict[str, list[tuple[int, float, int, str]]] = {}  # field -> sorted _entry()s
+        self._timers: list[_Timer] = []
+        self._timer_order = 0
+        self._open_cache: tuple[datetime | None, dict[str, bool]] = (None, {})
+        self._arriving: str | None = None  # the contact whose own arrival is being dispatched
+        self._event_at: datetime = _EPOCH  # the event time of the event being applied
+        self.set_registries(registries or [])
+
+    # --- registry -------------------------------------------------------------------------
+
+    def set_registries(self, registries: list[Registry]) -> None:
+        self.registries = sorted(registries, key=lambda r: (r.effective_from, r.version))
+        self._open_cache = (None, {})
+
+    def registry_at(self, at: datetime | None) -> Registry | None:
+        if at is None:
+            return None
+        current = None
+        for r in self.registries:
+            if r.effective_from <= at:
+                current = r
+            else:
+                break
+        return current
+
+    def _is_open(self, desk: Desk, at: datetime) -> bool:
+        when, cache = self._open_cache
+        if when != at:
+            cache = {}
+            self._open_cache = (at, cache)
+        if desk.id not in cache:
+            cache[desk.id] = is_open(desk, at)
+        return cache[desk.id]
+
+    # --- queries --------------------------------------------------------------------------
+
+    def waiting(self, field_code: str | None = None) -> list[Contact]:
+        """Waiting contacts in queue order (one field's, or all fields' merged)."""
+        if field_code is not None:
+            return [self.contacts[e[-1]] for e in self._queues.get(field_code, [])]
+        merged = sorted(entry for q in self._queues.values() for entry in q)
+        return [self.contacts[e[-1]] for e in merged]
+
+    def free_lines(self, desk: Desk) -> int:
+        return max(0, desk.lines - len(self.busy.get(desk.id, ())))
+
+    def qualifying_free_desks(self, contact: Contact, at: datetime | None = None) -> list[Desk]:
+        """Desks with a free line that may take ``contact`` now (open, its field, its tier)."""
+        at = at or self.clock
+        registry = self.registry_at(at)
+        if registry is None or contact.field is None or at is None:
+            return []
+        return [
+            d for d in registry.desks
+            if d.serves(contact.field) and (d.tier == 1 or contact.overflowed)
+            and self.free_lines(d) > 0 and self._is_open(d, at)
+        ]
+
+    def queue_position(self, contact: Contact) -> int:
+        q = self._queues.get(contact.field or "", [])
+        return bisect.bisect_left(q, _entry(contact)) + 1
+
+    # --- the one entry point ----------------------------------------------------------------
+
+    def apply(self, kind: str, at: datetime, data: BaseModel) -> list[Decision]:
+        """Apply one canonical event (short type, event time, data); returns the decisions."""
+        out: list[Decision] = []
+        now = self._advance(at, out)
+        handler = _HANDLERS.get(kind)
+        self._event_at = at
+        if handler is not None:
+            handler(self, now, data, out)
+        self._dispatch(now, out)
+        return out
+
+    def tick(self, at: datetime) -> list[Decision]:
+        """Let time pass to ``at`` with no event (what a heartbeat does)."""
+        out: list[Decision] = []
+        now = self._advance(at, out)
+        self._dispatch(now, out)
+        return out
+
+    # --- time -----------------------------------------------------------------------------
+
+    def _advance(self, at: datetime, out: list[Decision]) -> datetime:
+        if self.clock is not None and at <= self.clock:
+            return self.clock
+        while self._timers and self._timers[0].due <= at:
+            timer = heapq.heappop(self._timers)
+            if self.clock is None or timer.due > self.clock:
+                self.clock = timer.due
+            fired = self._fire(timer, out)
+            if fired:
+                self._dispatch(timer.due, out)
+        self.clock = at
+        return at
+
+    def _push_timer(self, due: datetime, kind: str, contact_id: str) -> None:
+        self._timer_order += 1
+        heapq.heappush(self._timers, _Timer(due, self._timer_order, kind, contact_id))
+
+    def _fire(self, timer: _Timer, out: list[Decision]) -> bool:
+        c = self.contacts.get(timer.contact_id)
+        if c is None or (c.field is None and timer.kind != "forget"):
+            return False
+        if timer.kind == "overflow":
+            if c.state != "waiting" or c.overflowed or c.overflow_at != timer.due:
+                return False
+            c.overflowed = True
+            waited = (timer.due - c.queued_at).total_seconds() if c.queued_at else 0.0
+            out.append(Decision("routing.overflowed", timer.due, RoutingOverflowed(
+                contact_id=c.contact_id, field=c.field, waited_seconds=max(0.0, waited), tier=2)))
+            return True
+        if timer.kind == "forget":
+            due = c.received_at + FORGET_UNROUTED_AFTER if c.received_at is not None else None
+            if c.state == "received" and due == timer.due:
+                del self.contacts[c.contact_id]
+            return False
+        if timer.kind == "ring":
+            if c.state != "ringing" or c.ring_deadline != timer.due or c.desk_id is None:
+                return False
+            desk_id = c.desk_id
+            organisation = self._organisation_of(desk_id, timer.due)
+            ringing = (timer.due - c.assigned_at).total_seconds() if c.assigned_at else 0.0
+            self._release(c, timer.due)
+            out.append(Decision("routing.withdrawn", timer.due, RoutingWithdrawn(
+                contact_id=c.contact_id, desk_id=desk_id, organisation_id=organisation, field=c.field,
+                reason="ring_timeout", ring_seconds=max(0.0, ringing))))
+            c.rerouted = True
+            c.withdrawn_from = desk_id
+            self._enqueue(c)
+            return True
+        return False
+
+    def _organisation_of(self, desk_id: str, at: datetime) -> str:
+        for registry in [self.registry_at(at), *reversed(self.registries)]:
+            if registry is None:
+                continue
+            for d in registry.desks:
+                if d.id == desk_id:
+                    return d.organisation_id
+        return "unknown"
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _on_received(self, now: datetime, data: Any, out: list[Decision]) -> None:
+        c = self.contacts.setdefault(data.contact_id, Contact(data.contact_id))
+        c.prefecture = data.prefecture
+        if c.state == "received":
+            # A caller who hangs up in the voice menu may never be reported: forget them later.
+            c.received_at = now
+            self._push_timer(now + FORGET_UNROUTED_AFTER, "forget", c.contact_id)
+
+    def _on_field_selected(self, now: datetime, data: Any, out: list[Decision]) -> None:
+        c = self.contacts.setdefault(data.contact_id, Contact(data.contact_id))
+        if c.state != "received":
+            return  # already routed: a second choice does not re-route a contact
+        registry = self.registry_at(now)
+        c.field = data.field.value if hasattr(data.field, "value") else str(data.field)
+        c.priority = registry.rules.priority(c.field) if registry else 0
+        c.seq = self.next_seq
+        self.next_seq += 1
+        # FIFO by the caller's own choice time, so that contacts on partitions read in a different
+        # order (or by another instance) still queue in the order they chose; the wait runs from now.
+        c.arrived = self._event_at.timestamp()
+        c.queued_at = now
+        overflow_after = registry.rules.overflow_after(c.field) if registry else 30.0
+        c.overflow_at = now + timedelta(seconds=overflow_after)
+        self._enqueue(c)
+        self._push_timer(c.overflow_at, "overflow", c.contact_id)
+        self._arriving = c.contact_id
+        try:
+            self._dispatch(now, out)
+        finally:
+            self._arriving = None
+        if c.state == "waiting":
+            out.append(Decision("routing.queued", now, RoutingQueued(
+                contact_id=c.contact_id, field=c.field, queue_position=self.queue_position(c), priority=c.priority)))
+
+    def _on_answered(self, now: datetime, data: Any, out: list[Decision]) -> None:
+        c = self.contacts.get(data.contact_id)
+        if c is None:
+            return
+        if c.state == "ringing":
+            c.state = "talking"
+            c.ring_deadline = None
+        elif c.state == "waiting":
+            # The platform connected it although routing had it queued (e.g. an answer that
+            # arrived after a withdrawal): it is talking now; it takes a line only if one is free.
+            self._dequeue(c)
+            c.state = "talking"
+            desk = self._desk(data.desk_id, now)
+            if desk is not None and self.free_lines(desk) > 0:
+                c.desk_id = desk.id
+                c.assigned_at = now
+                self.busy.setdefault(desk.id, set()).add(c.contact_id)
+
+    def _on_finished(self, now: datetime, data: Any, out: list[Decision]) -> None:
+        c = self.contacts.pop(data.contact_id, None)
+        if c is None:
+            return
+        if c.state == "waiting":
+            self._dequeue(c)
+        elif c.desk_id is not None:
+            self._release(c, now)
+
+    def _desk(self, desk_id: str, at: datetime) -> Desk | None:
+        registry = self.registry_at(at)
+        if registry is None:
+            return None
+        return next((d for d in registry.desks if d.id == desk_id), None)
+
+    # --- queues and lines -----------------------------------------------------------------
+
+    def _enqueue(self, c: Contact) -> None:
+        c.state = "waiting"
+        bisect.insort(self._queues.setdefault(c.field or "", []), _entry(c))
+
+    def _dequeue(self, c: Contact) -> None:
+        q = self._queues.get(c.field or "", [])
+        i = bisect.bisect_left(q, _entry(c))
+        if i < len(q) and q[i][-1] == c.contact_id:
+            q.pop(i)
+        if not q:
+            self._queues.pop(c.field or "", None)
+
+    def _release(self, c: Contact, now: datetime) -> None:
+        if c.desk_id is not None:
+            holders = self.busy.get(c.desk_id)
+            if holders is not None:
+                holders.discard(c.contact_id)
+                if not holders:
+                    del self.busy[c.desk_id]
+            self.idle_since[c.desk_id] = now
+        c.desk_id = None
+        c.ring_deadline = None
+        c.assigned_at = None
+
+    def _dispatch(self, now: datetime, out: list[Decision]) -> None:
+        """Give free qualifying lines to waiting contacts, best-ranked contact first."""
+        if not self._queues:
+            return
+        registry = self.registry_at(now)
+        if registry is None:
+            return
+        while self._queues:
+            free = [d for d in registry.desks if self.free_lines(d) > 0 and self._is_open(d, now)]
+            if not free:
+                return
+            best: tuple[tuple[int, float, int, str], Contact, list[Desk]] | None = None
+            for field_code, q in self._queues.items():
+                tier1 = [d for d in free if d.tier == 1 and d.serves(field_code)]
+                tier2 = [d for d in free if d.tier != 1 and d.serves(field_code)]
+                if not tier1 and not tier2:
+                    continue
+                for entry in q:
+                    if best is not None and entry >= best[0]:
+                        break
+                    c = self.contacts[entry[-1]]
+                    candidates = tier1 + tier2 if c.overflowed else tier1
+                    if candidates:
+                        best = (entry, c, candidates)
+                        break
+            if best is None:
+                return
+            entry, c, candidates = best
+            desk = min(candidates, key=lambda d: (
+                d.tier,
+                d.id == c.withdrawn_from,
+                0 if c.prefecture is not None and c.prefecture in d.regions else 1,
+                self.idle_since.get(d.id, _EPOCH),
+                d.id,
+            ))
+            self._assign(c, desk, registry, now, out)
+
+    def _assign(self, c: Contact, desk: Desk, registry: Registry, now: datetime, out: list[Decision]) -> None:
+        position = self.queue_position(c)
+        self._dequeue(c)
+        if c.contact_id == self._arriving:
+            reason: Reason = "free_line"
+        elif c.rerouted:
+            reason = "rerouted"
+        elif desk.tier != 1:
+            reason = "overflow"
+        else:
+            reason = "line_freed"
+        c.state = "ringing"
+        c.desk_id = desk.id
+        c.assigned_at = now
+        c.ring_deadline = now + timedelta(seconds=registry.rules.ring_timeout_s)
+        self._push_timer(c.ring_deadline, "ring", c.contact_id)
+        self.busy.setdefault(desk.id, set()).add(c.contact_id)
+        out.append(Decision("routing.assigned", now, RoutingAssigned(
+            contact_id=c.contact_id, desk_id=desk.id, organisation_id=desk.organisation_id, field=c.field,
+            reason=reason, queue_position=None if reason == "free_line" else position)))
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything that is not the registry, as JSON-ready data (``restore`` reads it back)."""
+        return {
+            "clock": self.clock.isoformat() if self.clock else None,
+            "next_seq": self.next_seq,
+            "idle_since": {k: v.isoformat() for k, v in sorted(self.idle_since.items())},
+            "contacts": [c.as_dict() for c in self.contacts.values()],
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any] | None, registries: list[Registry]) -> Board:
+        board = cls(registries)
+        if not snapshot:
+            return board
+        board.clock = datetime.fromisoformat(snapshot["clock"]) if snapshot.get("clock") else None
+        board.next_seq = int(snapshot.get("next_seq", 1))
+        board.idle_since = {k: datetime.fromisoformat(v) for k, v in snapshot.get("idle_since", {}).items()}
+        for d in snapshot.get("contacts", []):
+            c = Contact.from_dict(d)
+            board.contacts[c.contact_id] = c
+            if c.state == "waiting":
+                bisect.insort(board._queues.setdefault(c.field or "", []), _entry(c))
+                if not c.overflowed and c.overflow_at is not None:
+                    board._push_timer(c.overflow_at, "overflow", c.contact_id)
+            if c.desk_id is not None:
+                board.busy.setdefault(c.desk_id, set()).add(c.contact_id)
+            if c.state == "ringing" and c.ring_deadline is not None:
+                board._push_timer(c.ring_deadline, "ring", c.contact_id)
+            if c.state == "received" and c.received_at is not None:
+                board._push_timer(c.received_at + FORGET_UNROUTED_AFTER, "forget", c.contact_id)
+        return board
+
+
+def _entry(c: Contact) -> tuple[int, float, int, str]:
+    """A contact's place in its field's queue: priority first, then its choice time, then arrival."""
+    return (-c.priority, c.arrived, c.seq, c.contact_id)
+
+
+_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+_HANDLERS = {
+    "contact.received": Board._on_received,
+    "contact.field_selected": Board._on_field_selected,
+    "contact.answered": Board._on_answered,
+    "contact.abandoned": Board._on_finished,
+    "contact.ended": Board._on_finished,
+}
+
+# --- invariants (the property tests and the integration checks use these) -------------------
+
+
+def invariant_violations(board: Board) -> list[str]:
+    """What is wrong with the board now; empty when every invariant holds."""
+    problems: list[str] = []
+    at = board.clock
+    registry = board.registry_at(at)
+    desks = {d.id: d for d in registry.desks} if registry else {}
+    for desk_id, holders in board.busy.items():
+        desk = desks.get(desk_id)
+        if desk is None or len(holders) <= desk.lines or registry is None:
+            continue
+        # Over its lines is allowed only with contacts it held before this version cut its lines.
+        since = registry.effective_from
+        if any((board.contacts[cid].assigned_at or since) >= since for cid in holders if cid in board.contacts):
+            problems.append(f"desk {desk_id} holds {len(holders)} contacts on {desk.lines} lines")
+    holders_of: dict[str, list[str]] = {}
+    for desk_id, holders in board.busy.items():
+        for cid in holders:
+            holders_of.setdefault(cid, []).append(desk_id)
+    for cid, ds in holders_of.items():
+        if len(ds) > 1:
+            problems.append(f"contact {cid} holds lines at {ds}")
+        c = board.contacts.get(cid)
+        if c is None or c.desk_id != ds[0]:
+            problems.append(f"desk {ds[0]} holds {cid}, which does not know it")
+    for c in board.contacts.values():
+        if c.state == "waiting" and at is not None:
+            free = board.qualifying_free_desks(c, at)
+            if free:
+                problems.append(f"contact {c.contact_id} waits while {free[0].id} has a free line for it")
+        if c.state in ("ringing",) and c.desk_id is None:
+            problems.append(f"contact {c.contact_id} rings nowhere")
+    return problems

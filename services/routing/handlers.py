@@ -1,0 +1,177 @@
+"""routing's thin subscriber: a batch of contact events in, decisions out, in one transaction.
+
+``on_contact_events`` follows tsunagu/consume.py: inbox claim + board change + outbox enqueue in
+ONE PostgreSQL transaction, under the board row's lock (store.py explains why that is what keeps
+two instances from booking a line twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from faststream.kafka import KafkaBroker
+
+from schemas import ValidatedEvent
+from schemas.kafka import encode_value
+from services.routing import store
+from services.routing.desks import Registry
+from services.routing.domain import Board, Decision
+from tsunagu import topics
+from tsunagu.consume import batch_subscriber, decode_records
+from tsunagu.inbox import claim_new
+from tsunagu.outbox import OutboxPublisher, Outgoing, enqueue
+from tsunagu.settings import Settings
+
+log = structlog.get_logger()
+
+SOURCE = "/tsunagu/routing"
+
+
+def decision_id(cause_source: str, cause_id: str, index: int) -> str:
+    """Deterministic: the same input event yields the same decision ids when it is reprocessed."""
+    digest = hashlib.sha256(f"{cause_source}\n{cause_id}".encode()).hexdigest()[:24]
+    return f"rt-{digest}-{index}"
+
+
+def encode_decision(decision: Decision, event_id: str) -> Outgoing:
+    envelope = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": f"jp.tsunagu.{decision.kind}.v1",
+        "time": decision.at.isoformat(),
+        "subject": decision.contact_id,
+        "partitionkey": decision.contact_id,
+        "data": decision.data.model_dump(mode="json", exclude_none=True),
+    }
+    return Outgoing(topics.ROUTING_DECISIONS, decision.contact_id, encode_value(envelope))
+
+
+@dataclass
+class Routing:
+    """What the handler and the API need, built in the app's lifespan."""
+
+    settings: Settings
+    pool: asyncpg.Pool | None = None
+    outbox: OutboxPublisher | None = None
+    board: Board | None = None  # the last board this instance committed or read
+    version: int = -1
+    registry_seq: int = -1
+    registries: list[Registry] = field(default_factory=list)
+    decided: int = 0
+    _publishing: asyncio.Task | None = None
+    _view: tuple[int, int, Board] | None = None  # (board version, registry seq, board) for the API
+
+    async def _sync(self, conn: asyncpg.Connection, version: int, state: str) -> Board:
+        seq = await store.registry_seq(conn)
+        if seq != self.registry_seq:
+            self.registry_seq, self.registries = await store.load_registries(conn)
+            if self.board is not None:
+                self.board.set_registries(self.registries)
+        if self.board is None or version != self.version:
+            self.board = Board.restore(json.loads(state) if state else None, self.registries)
+            self.version = version
+        return self.board
+
+    async def apply_batch(self, events: list[ValidatedEvent]) -> int:
+        """Apply a batch of canonical contact events; returns how many decisions were made."""
+        assert self.pool is not None
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                version, state = await store.lock_board(conn)
+                board = await self._sync(conn, version, state)
+                keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for e in events]
+                new = await claim_new(conn, store.SCHEMA, keys)
+                outgoing: list[Outgoing] = []
+                applied = 0
+                for e in events:
+                    ident = (e.envelope.source, e.envelope.id)
+                    if ident not in new:
+                        continue
+                    new.discard(ident)  # the same event twice in one batch counts once
+                    applied += 1
+                    decisions = board.apply(e.event_type.short, e.envelope.time, e.data)
+                    outgoing += [encode_decision(d, decision_id(*ident, i)) for i, d in enumerate(decisions)]
+                if applied:
+                    await store.save_board(conn, version + 1, board.clock, json.dumps(board.snapshot()))
+                    await enqueue(conn, store.SCHEMA, outgoing)
+        except BaseException:
+            self.board = None  # it may hold half a batch that was rolled back: re-read next time
+            raise
+        if applied:
+            self.version = version + 1
+        self.decided += len(outgoing)
+        return len(outgoing)
+
+    def publish_soon(self) -> None:
+        """Publish what the last batch queued, without holding up the next batch.
+
+        Not only ``outbox.wake()``: a wake-up that arrives while the background publisher is
+        mid-round is lost (it then sleeps its 0.2 s poll), which would add ~100 ms to an
+        assignment. Rounds are chained, one after the other, so decisions leave in the order they
+        were made; SKIP LOCKED keeps them and the background publisher off each other's rows.
+        """
+        if self.outbox is None:
+            return
+        outbox, previous = self.outbox, self._publishing
+
+        async def publish() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            try:
+                await outbox.drain_once()
+            except Exception:  # broker or database away: the background publisher retries
+                outbox.wake()
+
+        self._publishing = asyncio.create_task(publish(), name="routing-publish")
+
+    async def publishing_done(self) -> None:
+        if self._publishing is not None:
+            with contextlib.suppress(Exception):
+                await self._publishing
+
+    async def live_board(self) -> Board:
+        """The last committed board, for the API: its own copy, so a request can never swap the
+        board the consumer is applying a batch to (another instance may have moved it since)."""
+        assert self.pool is not None
+        version, state = await store.read_board(self.pool)
+        seq = await store.registry_seq(self.pool)
+        view = self._view
+        if view is None or view[0] != version or view[1] != seq:
+            _, registries = await store.load_registries(self.pool)
+            board = Board.restore(json.loads(state) if state else None, registries)
+            self._view = view = (version, seq, board)
+        return view[2]
+
+
+def register_contact_events(broker: KafkaBroker, routing: Routing) -> None:
+    settings = routing.settings
+
+    @broker.subscriber(
+        settings.topic(topics.CONTACT_EVENTS),
+        **batch_subscriber("routing", fetch_max_wait_ms=20),
+        title="routing.contact_events",
+        description="Contact events and platform heartbeats: assign, queue, overflow, withdraw.",
+    )
+    async def on_contact_events(records: Any) -> None:
+        batch = decode_records(records)
+        for record, why in batch.invalid:
+            log.warning("contact_event_set_aside", partition=record.partition, offset=record.offset,
+                        id=why.id, problems=len(why.problems))
+        if not batch.events:
+            return
+        t0 = time.perf_counter()
+        decided = await routing.apply_batch(batch.events)
+        t1 = time.perf_counter()
+        if decided:
+            routing.publish_soon()
+        log.debug("routing_batch", events=len(batch.events), decisions=decided, apply_ms=round((t1 - t0) * 1000, 1))

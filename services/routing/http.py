@@ -1,0 +1,112 @@
+"""Live state over HTTP: ``GET /v1/desks`` (lines free and busy) and ``GET /v1/queues``.
+
+Read from the last committed board, so every instance answers the same. The secretariat sees
+every desk and every queue with its contacts; a partner key sees its own organisation's desks and
+only the sizes of the queues for the fields those desks serve.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from schemas import FieldCode
+from services.routing.desks import is_open, opening_summary
+from services.routing.handlers import Routing
+from tsunagu.auth import Caller
+from tsunagu.http_auth import require_roles
+
+router = APIRouter(tags=["live state"])
+Reader = Annotated[Caller, Depends(require_roles("secretariat", "partner"))]
+
+
+class DeskOut(BaseModel):
+    desk_id: str
+    organisation_id: str
+    fields: list[str]
+    tier: int
+    lines: int
+    busy: int = Field(description="contacts ringing or talking on the desk's lines")
+    free: int
+    open: bool
+    hours: str
+    regions: list[str]
+
+
+class DesksOut(BaseModel):
+    at: str | None = Field(description="the event time the board has reached")
+    registry_version: str | None
+    desks: list[DeskOut]
+
+
+class WaitingOut(BaseModel):
+    contact_id: str
+    position: int
+    priority: int
+    waited_seconds: float
+    overflowed: bool
+
+
+class QueueOut(BaseModel):
+    field: str
+    label_ja: str
+    waiting: int
+    overflowed: int
+    oldest_wait_seconds: float | None
+    contacts: list[WaitingOut] | None = Field(None, description="secretariat only")
+
+
+class QueuesOut(BaseModel):
+    at: str | None
+    queues: list[QueueOut]
+
+
+def _routing(request: Request) -> Routing:
+    return request.app.state.routing
+
+
+@router.get("/v1/desks", response_model=DesksOut, summary="Every desk's lines now: busy, free, open")
+async def desks(request: Request, caller: Reader) -> DesksOut:
+    board = await _routing(request).live_board()
+    registry = board.registry_at(board.clock)
+    out: list[DeskOut] = []
+    for d in registry.desks if registry else ():
+        if caller.role != "secretariat" and d.organisation_id != caller.org_id:
+            continue
+        busy = len(board.busy.get(d.id, ()))
+        out.append(DeskOut(
+            desk_id=d.id, organisation_id=d.organisation_id, fields=[f.value for f in d.fields], tier=d.tier,
+            lines=d.lines, busy=busy, free=max(0, d.lines - busy),
+            open=is_open(d, board.clock) if board.clock else False, hours=opening_summary(d),
+            regions=list(d.regions),
+        ))
+    return DesksOut(at=board.clock.isoformat() if board.clock else None,
+                    registry_version=registry.version if registry else None, desks=out)
+
+
+@router.get("/v1/queues", response_model=QueuesOut, summary="Who waits for which field, and how long")
+async def queues(request: Request, caller: Reader) -> QueuesOut:
+    board = await _routing(request).live_board()
+    registry = board.registry_at(board.clock)
+    visible = {f.value for f in FieldCode}
+    if caller.role != "secretariat":
+        visible = {f.value for d in (registry.desks if registry else ()) if d.organisation_id == caller.org_id
+                   for f in d.fields}
+    out: list[QueueOut] = []
+    for code in FieldCode:
+        if code.value not in visible:
+            continue
+        waiting = board.waiting(code.value)
+        waits = [(board.clock - c.queued_at).total_seconds() if board.clock and c.queued_at else 0.0
+                 for c in waiting]
+        contacts = None
+        if caller.role == "secretariat":
+            contacts = [WaitingOut(contact_id=c.contact_id, position=i + 1, priority=c.priority,
+                                   waited_seconds=w, overflowed=c.overflowed)
+                        for i, (c, w) in enumerate(zip(waiting, waits, strict=True))]
+        out.append(QueueOut(field=code.value, label_ja=code.ja, waiting=len(waiting),
+                            overflowed=sum(1 for c in waiting if c.overflowed),
+                            oldest_wait_seconds=max(waits) if waits else None, contacts=contacts))
+    return QueuesOut(at=board.clock.isoformat() if board.clock else None, queues=out)
