@@ -1,0 +1,230 @@
+"""Benchmark metrics: events aggregated per second, beside the same run's raw batched hop, and the
+latency of the secretariat's report queries over a year-sized history.
+
+Runs on its own embedded broker and PostgreSQL (temp dir, free ports). Steps:
+
+1. baseline — raw aiokafka batch consume → validate each event → one set-based
+   ``INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING`` → produce a derived record per event →
+   await the acks → commit offsets (the hop PERFORMANCE.md measures at ~25–28 k msg/s);
+2. metrics — the real service process, fed the same canonical events on its four topics: time until
+   every event is in its inbox and folded into the facts;
+3. history — ``--history`` contacts spread over a year written straight into the facts tables (with
+   consultations and referrals in proportion), then each report query timed for a trial week and
+   for the whole year (median of 5).
+
+Usage: ``python bench/metrics.py [--events N] [--history N]``. Defaults are small (CI-sized); the
+year of the issue is ``--history 10000000`` (about 10 M contacts ≈ 70 M events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.scaffold import private_stack  # noqa: E402
+from schemas import event_type, validate_event_json  # noqa: E402
+from schemas.kafka import encode_value, kafka_key  # noqa: E402
+from services.metrics import figures, store  # noqa: E402
+from services.metrics.domain import Period  # noqa: E402
+from tests.integration.metrics_support import publish, synthetic_log  # noqa: E402
+from tests.support import ServiceProcess  # noqa: E402
+from tsunagu import auth  # noqa: E402
+from tsunagu.db import create_pool  # noqa: E402
+from tsunagu.settings import Settings  # noqa: E402
+
+JST = timezone(timedelta(hours=9))
+YEAR_START = datetime(2022, 4, 1, tzinfo=JST)
+TRIAL_WEEK = Period(datetime(2022, 7, 7, 10, tzinfo=JST), datetime(2022, 7, 14, 10, tzinfo=JST), "trial1")
+WHOLE_YEAR = Period(YEAR_START, YEAR_START + timedelta(days=365), "year")
+
+
+async def baseline_hop(bootstrap: str, dsn: str, values: list[tuple[bytes, bytes]], partitions: int) -> float:
+    """Raw batched hop over the same records: consume → validate → one insert → produce → commit."""
+    admin_settings = Settings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, topic_prefix="bench.", partitions=partitions)
+    from tsunagu.kafka import create_topics
+
+    await create_topics(bootstrap, ["bench.base.in", "bench.base.out"], admin_settings.partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=65536)
+    await producer.start()
+    futures = [await producer.send("bench.base.in", v, key=k) for k, v in values]
+    await asyncio.gather(*futures)
+    pool = await create_pool(dsn)
+    await pool.execute("CREATE TABLE IF NOT EXISTS bench_inbox (source text, id text, PRIMARY KEY (source, id))")
+    consumer = AIOKafkaConsumer("bench.base.in", bootstrap_servers=bootstrap, group_id="bench-baseline",
+                                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    seen = 0
+    t0 = None
+    try:
+        while seen < len(values):
+            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            records = [r for rs in batches.values() for r in rs]
+            if not records:
+                continue
+            t0 = t0 or time.perf_counter()
+            events = [validate_event_json(r.value) for r in records]
+            await pool.execute(
+                "INSERT INTO bench_inbox SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+                [e.envelope.source for e in events], [e.envelope.id for e in events])
+            sends = [await producer.send("bench.base.out", r.value, key=r.key) for r in records]
+            await asyncio.gather(*sends)
+            await consumer.commit()
+            seen += len(records)
+        return seen / (time.perf_counter() - (t0 or time.perf_counter()))
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+
+
+async def metrics_rate(settings: Settings, log: list[dict], home: Path) -> float:
+    env = {"DATABASE_URL": settings.database_url or "",
+           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+           "TSUNAGU_METRICS_PORT": str(settings.metrics_port), "TSUNAGU_LOG_LEVEL": "warning"}
+    service = ServiceProcess("metrics", env, settings.metrics_port, home / "metrics.log").start()
+    pool = await create_pool(settings.database_url or "", max_size=1)
+    try:
+        await asyncio.sleep(4)  # let the consumer group settle before timing
+        t0 = time.perf_counter()
+        await publish(settings, log)
+        while await pool.fetchval("SELECT count(*) FROM metrics.inbox") < len(log):
+            await asyncio.sleep(0.05)
+        return len(log) / (time.perf_counter() - t0)
+    finally:
+        await pool.close()
+        service.stop()
+
+
+HISTORY_SQL = """
+INSERT INTO metrics.contacts (contact_id, received_at, received_tb, channel, caller_key, prefecture,
+    chosen_at, chosen_tb, field, answered_at, answered_tb, wait_seconds, desk_id, organisation_id,
+    abandoned_at, abandoned_tb, abandon_stage, abandon_wait, ended_at, ended_tb, talk_seconds)
+SELECT 'h' || g, t, 'x', CASE WHEN g % 20 = 0 THEN 'chat' ELSE 'phone' END,
+       md5((g % ($1 / 2))::text) || md5((g % ($1 / 2))::text || 'k'), lpad((1 + g % 47)::text, 2, '0'),
+       t + interval '20 seconds', 'x', (ARRAY['loneliness','suicidal','hardship','women_dv','under18','gender',
+       'single_mother','foreign_language'])[1 + g % 8],
+       CASE WHEN ans THEN t + interval '60 seconds' END, CASE WHEN ans THEN 'x' END,
+       CASE WHEN ans THEN (g % 120)::float8 END, CASE WHEN ans THEN 'desk-' || (g % 40) END,
+       CASE WHEN ans THEN 'npo-' || (g % 11) END,
+       CASE WHEN NOT ans THEN t + interval '90 seconds' END, CASE WHEN NOT ans THEN 'x' END,
+       CASE WHEN NOT ans THEN (CASE WHEN g % 9 = 0 THEN 'ivr' ELSE 'queue' END) END,
+       CASE WHEN NOT ans THEN (g % 300)::float8 END,
+       CASE WHEN ans THEN t + interval '20 minutes' END, CASE WHEN ans THEN 'x' END,
+       CASE WHEN ans THEN (g % 1800)::float8 END
+  FROM (SELECT g, $2::timestamptz + (g * (31536000.0 / $1)) * interval '1 second' AS t, g % 10 < 3 AS ans
+          FROM generate_series($3::bigint, $4::bigint) g) s
+"""
+CONSULTATIONS_SQL = """
+INSERT INTO metrics.consultations
+SELECT contact_id, answered_at + interval '30 minutes', 'x', organisation_id, desk_id, field,
+       string_to_array((ARRAY['mental_health,living_money', 'no_place_to_talk', 'home_family,wanting_to_die'])
+         [1 + abs(hashtext(contact_id)) % 3], ','),
+       (ARRAY['age30s','age40s','age50s','age60s'])[1 + abs(hashtext(contact_id)) % 4],
+       (ARRAY['none','low','medium','high'])[1 + abs(hashtext(contact_id)) % 4], false
+  FROM metrics.contacts WHERE answered_at IS NOT NULL AND contact_id LIKE 'h%'
+"""
+REFERRALS_SQL = """
+INSERT INTO metrics.referrals (referral_id, contact_id, requested_at, requested_tb, organisation_id, municipality,
+    urgency, state_at, state_rank, state_tb, state, receiver_at, receiver_tb, receiver_type, acknowledged_at)
+SELECT 'r' || contact_id, contact_id, recorded_at + interval '1 minute', 'x', organisation_id, '131016', 'urgent',
+       recorded_at + interval '1 day', 5, 'x', 'completed', recorded_at + interval '1 day', 'x', 'municipality',
+       recorded_at + interval '10 minutes'
+  FROM metrics.consultations WHERE risk = 'high' AND abs(hashtext(contact_id)) % 20 = 0
+"""
+
+
+async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
+                          ) -> tuple[float, list[tuple[str, float, float | None]]]:
+    pool = await create_pool(dsn, max_size=2)
+    try:
+        await store.migrate_schema(pool)  # already there when the service ran
+        t0 = time.perf_counter()
+        step = 500_000
+        for lo in range(1, contacts + 1, step):
+            await pool.execute(HISTORY_SQL, contacts, YEAR_START, lo, min(lo + step - 1, contacts))
+        await pool.execute(CONSULTATIONS_SQL)
+        await pool.execute(REFERRALS_SQL)
+        await pool.execute("ANALYZE metrics.contacts; ANALYZE metrics.consultations; ANALYZE metrics.referrals")
+        loaded = time.perf_counter() - t0
+        queries = {
+            "answer rate by field": lambda p: figures.answer_rate(pool, p, "field"),
+            "answer rate by hour": lambda p: figures.answer_rate(pool, p, "hour"),
+            "waits and service level": lambda p: figures.waits(pool, p, None, [20, 60]),
+            "consultations": lambda p: figures.consultations(pool, p, None),
+            "referrals by receiver": lambda p: figures.referrals(pool, p, "receiver_type"),
+            "live gauges (ops)": lambda p: store.live_figures(pool),
+        }
+        out = []
+        for name, query in queries.items():
+            timings = {}
+            for period in (TRIAL_WEEK, WHOLE_YEAR) if whole_year else (TRIAL_WEEK,):
+                runs = []
+                for _ in range(5):
+                    q0 = time.perf_counter()
+                    await query(period)
+                    runs.append((time.perf_counter() - q0) * 1000)
+                timings[period.name] = statistics.median(runs)
+            out.append((name, timings["trial1"], timings.get("year")))
+        return loaded, out
+    finally:
+        await pool.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with private_stack("metrics", args.partitions, "bench") as (settings, home):
+        bootstrap, dsn = settings.kafka_bootstrap_servers, settings.database_url
+        pool = await create_pool(dsn)
+        await auth.migrate_schema(pool)
+        await pool.close()
+
+        log: list[dict] = []
+        seed = 1
+        while len(log) < args.events:
+            log += synthetic_log(2000, seed=seed, start=TRIAL_WEEK.start + timedelta(days=seed - 1),
+                                 span=timedelta(days=1))
+            seed += 1
+        log = log[: args.events]
+        records = [(kafka_key(e), encode_value(e)) for e in log]
+        mean_bytes = sum(len(v) for _, v in records) / len(records)
+        if not args.skip_service:
+            baseline = await baseline_hop(bootstrap, dsn, records, args.partitions)
+            rate = await metrics_rate(settings, log, home)
+        if args.skip_service:
+            baseline = rate = float("nan")
+        loaded, timings = await history_queries(dsn, args.history, not args.skip_year)
+
+        print(f"\nmetrics benchmark — {len(log):,} canonical events (~{mean_bytes:.0f} bytes, "
+              f"{len({event_type(e['type']).topic for e in log})} topics), {args.partitions} partitions; "
+              f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+        print(f"{'path':62} {'events/s':>10} {'× baseline':>11}")
+        print(f"{'raw batched hop (consume → validate → insert → produce)':62} {baseline:10,.0f} {1:11.2f}")
+        print(f"{'metrics service (consume → inbox → fold → upsert facts)':62} {rate:10,.0f} "
+              f"{rate / baseline:11.2f}")
+        print(f"rebuild of a year (70 M events) at this rate: {70e6 / rate / 3600:.1f} h (one instance)")
+        print(f"\nhistory: {args.history:,} contacts over a year written in {loaded:.1f} s; "
+              "report query latency, median of 5 (ms):")
+        print(f"{'query':34} {'trial week':>12} {'whole year':>12}")
+        for name, week, year in timings:
+            print(f"{name:34} {week:12.1f} {'-' if year is None else f'{year:.1f}':>12}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=40_000, help="canonical events through the service")
+    parser.add_argument("--history", type=int, default=300_000, help="contacts in the year-sized history")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--skip-service", action="store_true", help="only the history queries")
+    parser.add_argument("--skip-year", action="store_true", help="time the trial week only (big histories)")
+    asyncio.run(main(parser.parse_args()))

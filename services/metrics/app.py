@@ -1,0 +1,94 @@
+"""metrics' factory: settings, broker (one batch subscriber on every canonical topic), pool, the
+secretariat's API, the ops scrape endpoint and health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from services.metrics import store
+from services.metrics.domain import Period, load_periods
+from services.metrics.handlers import Metrics, register_consumer
+from services.metrics.http import router as metrics_router
+from services.metrics.telemetry import OpsTelemetry
+from tsunagu import auth
+from tsunagu.db import create_pool
+from tsunagu.health import health_router, service_checks
+from tsunagu.kafka import make_broker
+from tsunagu.settings import Settings, SettingsError
+
+log = structlog.get_logger()
+
+DEFAULT_PERIODS = Path(__file__).parents[2] / "config" / "periods.yaml"
+
+
+def periods_of(settings: Settings) -> dict[str, Period]:
+    path = settings.metrics_periods_file or DEFAULT_PERIODS
+    if not path.exists():
+        if settings.metrics_periods_file is not None:
+            raise SettingsError(f"TSUNAGU_METRICS_PERIODS_FILE: {path} does not exist")
+        return {}
+    return load_periods(path)
+
+
+async def refresh_live(metrics: Metrics, every: float) -> None:
+    """Keep the ops gauges current from the facts (shared by every instance)."""
+    while True:
+        try:
+            assert metrics.pool is not None
+            metrics.telemetry.live = await store.live_figures(metrics.pool)
+        except Exception as err:  # a gauge that lags is better than a consumer that dies
+            log.warning("live_figures_failed", error=type(err).__name__)
+        await asyncio.sleep(every)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    if not settings.database_url:
+        raise SettingsError("metrics needs DATABASE_URL (`tsunagu up` sets it for the local stack)")
+    telemetry = OpsTelemetry()
+    metrics = Metrics(settings=settings, telemetry=telemetry)
+    broker = make_broker(settings, client_id="tsunagu-metrics")
+    register_consumer(broker, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.pool = app.state.pool = await create_pool(settings.database_url)
+        applied = await auth.migrate_schema(metrics.pool) + await store.migrate_schema(metrics.pool)
+        await broker.start()
+        live = asyncio.create_task(refresh_live(metrics, settings.metrics_live_seconds))
+        log.info("metrics_started", migrations=applied, group=settings.metrics_consumer_group)
+        try:
+            yield
+        finally:
+            live.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await live
+            await broker.stop()  # commits the consumer's offsets
+            await metrics.pool.close()
+            telemetry.shutdown()
+            log.info("metrics_stopped", consumed=metrics.consumed)
+
+    app = FastAPI(
+        title="tsunagu metrics",
+        version="1",
+        summary="Exact answer rates for the secretariat, live figures for ops, capacity planning.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.periods = periods_of(settings)
+
+    app.include_router(health_router("metrics", service_checks(metrics, broker)))
+    app.include_router(metrics_router)
+
+    @app.get("/metrics", tags=["ops"], summary="OpenTelemetry metrics in the Prometheus text format")
+    async def scrape() -> Response:
+        return Response(telemetry.scrape(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app

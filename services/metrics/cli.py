@@ -1,0 +1,239 @@
+"""``tsunagu report`` and ``tsunagu plan``: the secretariat's period report and capacity plan.
+
+Both read the metrics schema directly (DATABASE_URL, else the running local stack's PostgreSQL via
+tsunagu.stack.resolve_runtime) through the same figure functions the HTTP API uses, so they work
+even when the metrics service is stopped, and always agree with the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas.codes import FieldCode
+from services.metrics import erlang, figures, store
+from services.metrics.app import periods_of
+from services.metrics.domain import NO_FIELD, Period, PeriodError, hours_by_hour_of_day, resolve_period
+from tsunagu.db import create_pool
+from tsunagu.settings import get_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+PeriodOpt = Annotated[str | None, typer.Option("--period", "-p", help="a named period, e.g. trial1")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="start (RFC 3339 or a date, JST)")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="end, exclusive (RFC 3339, or a date: its end)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+
+
+def _database_url() -> str:
+    settings = get_settings()
+    if settings.database_url:
+        return settings.database_url
+    from tsunagu import stack
+
+    try:
+        return stack.resolve_runtime(settings).database_url
+    except stack.StackError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+
+
+def _period(period: str | None, start: str | None, end: str | None) -> Period:
+    try:
+        return resolve_period(periods_of(get_settings()), period, start, end)
+    except PeriodError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} s"
+
+
+async def period_report(dsn: str, period: Period) -> dict[str, Any]:
+    pool = await create_pool(dsn, max_size=2)
+    try:
+        return {
+            "period": period.as_dict(),
+            "answer_rate": await figures.answer_rate(pool, period, "field"),
+            "waits": await figures.waits(pool, period, None, [20, 60]),
+            "consultations": await figures.consultations(pool, period, None),
+            "referrals": await figures.referrals(pool, period, "receiver_type"),
+        }
+    finally:
+        await pool.close()
+
+
+def print_report(report: dict[str, Any]) -> None:
+    p = report["period"]
+    ar = report["answer_rate"]
+    t = ar["totals"]
+    console.rule(f"実施結果 / results  {p['name'] or ''}  {p['from']} → {p['to']}")
+    head = Table(show_header=False, box=None)
+    head.add_row("呼出件数 / call attempts", f"{t.get('attempts', 0):,}")
+    head.add_row("接続完了 / connected", f"{t.get('connected', 0):,}")
+    head.add_row("応答率 / answer rate", _pct(t.get("answer_rate")))
+    head.add_row("放棄（音声ガイダンス中 / 待ち行列）/ abandoned (menu / queue)",
+                 f"{t.get('abandoned_ivr', 0):,} / {t.get('abandoned_queue', 0):,}")
+    head.add_row("発信者あたり応答率 / per-caller rate",
+                 f"{_pct(t.get('caller_rate'))}  ({t.get('callers_connected', 0):,} / {t.get('callers', 0):,})")
+    console.print(head)
+
+    ranked = sorted(ar["groups"], key=lambda g: (g["key"] is None, -g["attempts"], str(g["key"])))
+    table = Table(title="分野別の応答率（選択の多い順）/ answer rate by field, most chosen first")
+    table.add_column("順位", justify="right")
+    table.add_column("相談分野", no_wrap=True)
+    table.add_column("field")
+    for col in ("呼出件数 attempts", "接続完了 connected", "応答率 rate"):
+        table.add_column(col, justify="right")
+    for i, g in enumerate(ranked, 1):
+        label = g["label"] if g["key"] is not None else NO_FIELD
+        table.add_row(str(i) if g["key"] is not None else "-", label["ja"], label["en"],
+                      f"{g['attempts']:,}", f"{g['connected']:,}", _pct(g["answer_rate"]))
+    console.print(table)
+
+    w = report["waits"]["totals"]
+    waits = Table(title="待ち時間 / waits", show_header=False)
+    waits.add_row("応答までの待ち（中央値・90%）/ wait to answer (median, p90)",
+                  f"{_secs(w.get('wait_p50'))} / {_secs(w.get('wait_p90'))}")
+    waits.add_row("20秒以内の応答 / answered within 20 s (of attempts)", _pct(w.get("service_level_20s")))
+    waits.add_row("60秒以内の応答 / answered within 60 s (of attempts)", _pct(w.get("service_level_60s")))
+    waits.add_row("通話時間（平均）/ talk time (mean)", _secs(w.get("talk_mean")))
+    console.print(waits)
+
+    r = report["referrals"]["totals"]
+    console.print(f"つないだ深刻なケース / serious cases handed on: [bold]{r.get('contacts', 0):,}[/bold] "
+                  f"(referrals {r.get('referrals', 0):,}, acknowledged {r.get('acknowledged', 0):,}, "
+                  f"escalated {r.get('escalated', 0):,})")
+
+    c = report["consultations"]["totals"]
+    ages = Table(title=f"推定年代 / estimated age band ({c.get('consultations', 0):,} consultations)")
+    ages.add_column("年代", no_wrap=True)
+    ages.add_column("age band")
+    ages.add_column("件数 count", justify="right")
+    ages.add_column("割合 share", justify="right")
+    for a in c.get("age_bands", []):
+        ages.add_row(a["ja"], a["en"], f"{a['count']:,}", _pct(a["share"]))
+    console.print(ages)
+    cats = Table(title="相談内容（多い順）/ consultation types, most frequent first")
+    cats.add_column("順位 rank", justify="right")
+    cats.add_column("相談内容", no_wrap=True)
+    cats.add_column("type")
+    cats.add_column("件数 count", justify="right")
+    for i, cat in enumerate(c.get("categories", []), 1):
+        cats.add_row(str(i), cat["ja"], cat["en"], f"{cat['count']:,}")
+    console.print(cats)
+
+
+def report(period: PeriodOpt = None, start: FromOpt = None, to: ToOpt = None, as_json: JsonOpt = False) -> None:
+    """The period report, laid out like the government's summary (Japanese labels beside English)."""
+    p = _period(period, start, to)
+    result = asyncio.run(period_report(_database_url(), p))
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2, default=_json_default))
+    else:
+        print_report(result)
+
+
+# --- plan -------------------------------------------------------------------------------------
+
+
+async def capacity_plan(dsn: str, period: Period, target: float, lines: dict[str, int]) -> dict[str, Any]:
+    """Per field and hour of day: observed arrivals, the lines Erlang-A needs for ``target`` and the
+    answer rate the current lines predict. Talk time and patience are per field over the period;
+    current lines are ``lines`` where given, else the most talks the period shows at once."""
+    pool = await create_pool(dsn, max_size=2)
+    try:
+        arrivals = await store.arrivals_by_field_and_hour(pool, period)
+        service = {r["field"]: r for r in await store.service_by_field(pool, period)}
+        peaks = await store.peak_lines_by_field(pool, period)
+    finally:
+        await pool.close()
+    exposure = hours_by_hour_of_day(period)
+    rows: list[dict[str, Any]] = []
+    fields: dict[str, dict[str, Any]] = {}
+    for r in arrivals:
+        f = r["field"]
+        s = service.get(f)
+        talk = s["talk_mean"] if s and s["talk_mean"] else None
+        patience = (s["waited_seconds"] / s["abandoned"]) if s and s["abandoned"] else None
+        current = lines.get(f, peaks.get(f, 0))
+        fields[f] = {"talk_mean_seconds": talk, "patience_mean_seconds": patience, "current_lines": current,
+                     "current_lines_source": "given" if f in lines else "observed peak of talks at once"}
+        hours = exposure.get(r["hour"], 0.0)
+        lam = r["attempts"] / (hours * 3600) if hours else 0.0
+        row: dict[str, Any] = {"field": f, "hour": r["hour"], "attempts": r["attempts"], "connected": r["connected"],
+                               "observed_rate": r["connected"] / r["attempts"] if r["attempts"] else None,
+                               "arrivals_per_hour": lam * 3600, "lines_needed": None, "predicted_rate": None}
+        if talk and lam > 0:
+            mu, theta = 1 / talk, (1 / patience if patience else 0.0)
+            try:
+                row["lines_needed"] = erlang.lines_needed(lam, mu, theta, target)
+            except ValueError:
+                row["lines_needed"] = None
+            if current > 0 and (theta > 0 or lam < current * mu):
+                row["predicted_rate"] = erlang.ErlangA(lam, mu, theta, current).p_served()
+            elif current == 0:
+                row["predicted_rate"] = 0.0
+        rows.append(row)
+    return {"period": period.as_dict(), "target": target, "fields": fields, "hours": rows}
+
+
+def _parse_lines(spec: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in spec:
+        field, _, n = item.partition("=")
+        try:
+            FieldCode(field)
+            out[field] = int(n)
+        except ValueError:
+            err_console.print(f"[red]--lines takes field=count, e.g. loneliness=3 (got {item[:40]!r})[/red]")
+            raise typer.Exit(2) from None
+    return out
+
+
+def plan(
+    period: PeriodOpt = None, start: FromOpt = None, to: ToOpt = None,
+    target: Annotated[float, typer.Option(help="the answer rate to reach, e.g. 0.8", min=0.01, max=0.99)] = 0.8,
+    lines: Annotated[list[str] | None, typer.Option("--lines", help="current lines of a field, field=count "
+                                                     "(repeatable); default: the observed peak")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erlang-A per field and hour of day: lines needed for the target answer rate, and the rate the
+    current lines predict."""
+    p = _period(period, start, to)
+    result = asyncio.run(capacity_plan(_database_url(), p, target, _parse_lines(lines or [])))
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2, default=_json_default))
+        return
+    when = f"{p.name or ''} {p.start.isoformat()} → {p.end.isoformat()}"
+    console.rule(f"必要回線数 / lines needed for {target:.0%}  {when}")
+    for f, info in result["fields"].items():
+        label = FieldCode(f)
+        table = Table(title=f"{label.ja} ({label.en}) — talk {_secs(info['talk_mean_seconds'])}, "
+                            f"patience {_secs(info['patience_mean_seconds'])}, current lines {info['current_lines']} "
+                            f"({info['current_lines_source']})")
+        columns = ("時 hour", "呼出/時 calls/h", "実績応答率 observed", "予測応答率 predicted", "必要回線 lines needed")
+        for col in columns:
+            table.add_column(col, justify="right")
+        for r in (r for r in result["hours"] if r["field"] == f):
+            table.add_row(f"{r['hour']:02d}", f"{r['arrivals_per_hour']:.1f}", _pct(r["observed_rate"]),
+                          _pct(r["predicted_rate"]), "-" if r["lines_needed"] is None else str(r["lines_needed"]))
+        console.print(table)

@@ -1,0 +1,437 @@
+"""metrics' rules: what each event tells about a contact, a consultation or a referral, and how
+facts from several events combine — plus the secretariat's definitions and named periods.
+
+Every event becomes a *slot* of facts (its event time, a tie-break, the values it carries). Slots of
+the same kind combine by a rule that is commutative, associative and idempotent — keep the earliest
+(``min``) or the latest (``max``) by (event time, tie-break) — so the facts of a contact are the same
+whatever order its events arrive in, and however often. ``store.py`` applies the very same rules in
+SQL (``ON CONFLICT ... DO UPDATE``), so figures computed over the facts are exact under duplicates,
+reordering and late events, and a replay from the start gives identical results.
+
+The secretariat's definitions (DESIGN.md, binding):
+- call attempts (呼出件数): phone ``contact.received`` in the period (by its event time);
+- connected (接続完了): ``contact.answered`` for those contacts, whenever it was answered;
+- answer rate (応答率): connected / attempts; per field among the contacts that chose it;
+- a contact that hangs up in the IVR before choosing counts as an attempt with no field.
+
+No I/O, no clock: times come from the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas import ValidatedEvent
+from schemas.codes import (
+    AbandonStage,
+    AgeBand,
+    Channel,
+    ConsultationCategory,
+    FieldCode,
+    LabelledCode,
+    ReceiverType,
+    RiskLevel,
+    Urgency,
+)
+
+JST = timezone(timedelta(hours=9), "Asia/Tokyo")
+
+# A slot: (event time, tie-break, values...). The tie-break (source + id) only matters when two
+# different events of the same kind carry the same event time.
+Slot = tuple[Any, ...] | None
+
+
+def _earliest(a: Slot, b: Slot) -> Slot:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a[:2] <= b[:2] else b
+
+
+def _latest(a: Slot, b: Slot) -> Slot:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a[:2] >= b[:2] else b
+
+
+def _least(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _greatest(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else max(a, b)
+
+
+# --- contacts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContactFacts:
+    """What the events say about one contact. Each slot: (at, tie-break, values...)."""
+
+    contact_id: str
+    received: Slot = None  # earliest contact.received: (at, tb, channel, caller_key, prefecture)
+    chosen: Slot = None  # latest contact.field_selected: (at, tb, field)
+    answered: Slot = None  # earliest contact.answered: (at, tb, wait_seconds, desk_id, organisation_id)
+    abandoned: Slot = None  # earliest contact.abandoned: (at, tb, stage, wait_seconds)
+    ended: Slot = None  # latest contact.ended: (at, tb, talk_seconds)
+    assigned: Slot = None  # latest routing.assigned: (at, tb, desk_id, organisation_id, field)
+    queued_at: datetime | None = None  # earliest routing.queued
+    overflow_tier: int | None = None  # highest routing.overflowed tier
+
+    def merge(self, other: ContactFacts) -> ContactFacts:
+        assert other.contact_id == self.contact_id
+        return ContactFacts(
+            self.contact_id,
+            received=_earliest(self.received, other.received),
+            chosen=_latest(self.chosen, other.chosen),
+            answered=_earliest(self.answered, other.answered),
+            abandoned=_earliest(self.abandoned, other.abandoned),
+            ended=_latest(self.ended, other.ended),
+            assigned=_latest(self.assigned, other.assigned),
+            queued_at=_least(self.queued_at, other.queued_at),
+            overflow_tier=_greatest(self.overflow_tier, other.overflow_tier),
+        )
+
+
+@dataclass(frozen=True)
+class ConsultationFacts:
+    """The latest consultation.recorded of a contact (a correction replaces the record)."""
+
+    contact_id: str
+    recorded: Slot = None  # (at, tb, organisation_id, desk_id, field, categories, age_band, risk, referral_needed)
+
+    def merge(self, other: ConsultationFacts) -> ConsultationFacts:
+        return ConsultationFacts(self.contact_id, _latest(self.recorded, other.recorded))
+
+
+# Where a referral stands; on equal event times the later step wins.
+REFERRAL_STATES = (
+    "requested", "created", "received", "accepted", "in_progress", "rejected", "completed", "failed", "cancelled",
+)
+STATE_RANK = {s: i for i, s in enumerate(REFERRAL_STATES)}
+ACKNOWLEDGING = frozenset({"received", "accepted", "rejected", "in_progress", "completed", "failed"})
+
+
+@dataclass(frozen=True)
+class ReferralFacts:
+    referral_id: str
+    contact_id: str | None = None
+    requested: Slot = None  # earliest referral.requested: (at, tb, organisation_id, municipality, need, urgency)
+    state: Slot = None  # latest lifecycle step: (at, rank, tb, state)
+    receiver: Slot = None  # latest step naming a receiver type: (at, tb, receiver_type)
+    acknowledged_at: datetime | None = None  # earliest step by the receiver
+    escalated_at: datetime | None = None  # earliest referral.escalated
+
+    def merge(self, other: ReferralFacts) -> ReferralFacts:
+        return ReferralFacts(
+            self.referral_id,
+            contact_id=_least(self.contact_id, other.contact_id),
+            requested=_earliest(self.requested, other.requested),
+            state=_latest(self.state, other.state) if self.state is None or other.state is None
+            else (self.state if self.state[:3] >= other.state[:3] else other.state),
+            receiver=_latest(self.receiver, other.receiver),
+            acknowledged_at=_least(self.acknowledged_at, other.acknowledged_at),
+            escalated_at=_least(self.escalated_at, other.escalated_at),
+        )
+
+
+@dataclass
+class Facts:
+    """The facts of a batch (or of a whole log), keyed by contact / referral id."""
+
+    contacts: dict[str, ContactFacts] = field(default_factory=dict)
+    consultations: dict[str, ConsultationFacts] = field(default_factory=dict)
+    referrals: dict[str, ReferralFacts] = field(default_factory=dict)
+
+    def add(self, facts: ContactFacts | ConsultationFacts | ReferralFacts) -> None:
+        if isinstance(facts, ContactFacts):
+            table: dict[str, Any] = self.contacts
+            key = facts.contact_id
+        elif isinstance(facts, ConsultationFacts):
+            table, key = self.consultations, facts.contact_id
+        else:
+            table, key = self.referrals, facts.referral_id
+        old = table.get(key)
+        table[key] = facts if old is None else old.merge(facts)
+
+
+def _code(value: Any) -> Any:
+    return value.value if isinstance(value, LabelledCode) else value
+
+
+# Types that say nothing the secretariat counts: heartbeats only advance routing's clock, and a
+# withdrawn assignment is followed by the contact's next routing decision (the latest one counts).
+IGNORED = frozenset({"platform.heartbeat", "routing.withdrawn"})
+
+
+def facts_of(event: ValidatedEvent) -> ContactFacts | ConsultationFacts | ReferralFacts | None:
+    """The facts one canonical event carries (None for a type metrics does not count)."""
+    at = event.envelope.time
+    tb = f"{event.envelope.source} {event.envelope.id}"
+    d: Any = event.data
+    short = event.event_type.short
+    if short == "contact.received":
+        return ContactFacts(d.contact_id, received=(at, tb, _code(d.channel), d.caller_key, d.prefecture))
+    if short == "contact.field_selected":
+        return ContactFacts(d.contact_id, chosen=(at, tb, _code(d.field)))
+    if short == "contact.answered":
+        return ContactFacts(d.contact_id, answered=(at, tb, d.wait_seconds, d.desk_id, d.organisation_id))
+    if short == "contact.abandoned":
+        return ContactFacts(d.contact_id, abandoned=(at, tb, _code(d.stage), d.wait_seconds))
+    if short == "contact.ended":
+        return ContactFacts(d.contact_id, ended=(at, tb, d.talk_seconds))
+    if short == "routing.assigned":
+        return ContactFacts(d.contact_id, assigned=(at, tb, d.desk_id, d.organisation_id, _code(d.field)))
+    if short == "routing.queued":
+        return ContactFacts(d.contact_id, queued_at=at)
+    if short == "routing.overflowed":
+        return ContactFacts(d.contact_id, overflow_tier=d.tier)
+    if short == "consultation.recorded":
+        categories = tuple(sorted(_code(c) for c in d.categories))
+        return ConsultationFacts(d.contact_id, recorded=(
+            at, tb, d.organisation_id, d.desk_id, _code(d.field), categories, _code(d.age_band), _code(d.risk),
+            d.referral_needed,
+        ))
+    if short == "referral.requested":
+        return ReferralFacts(
+            d.referral_id, contact_id=d.contact_id, state=(at, STATE_RANK["requested"], tb, "requested"),
+            requested=(at, tb, d.organisation_id, d.municipality, _code(d.need), _code(d.urgency)),
+        )
+    step = short.removeprefix("referral.")
+    if short in IGNORED or not short.startswith("referral.") or (step not in STATE_RANK and step != "escalated"):
+        return None  # a type added to the contract after this service: consumed, not counted
+    facts = ReferralFacts(d.referral_id, contact_id=d.contact_id)
+    if d.receiver_type is not None:
+        facts = replace(facts, receiver=(at, tb, _code(d.receiver_type)))
+    if step == "escalated":
+        return replace(facts, escalated_at=at)
+    return replace(
+        facts,
+        state=(at, STATE_RANK[step], tb, step),
+        acknowledged_at=at if step in ACKNOWLEDGING else None,
+    )
+
+
+def fold(events: Iterable[ValidatedEvent], into: Facts | None = None) -> Facts:
+    """The combined facts of ``events`` (order and repetition do not matter)."""
+    facts = into if into is not None else Facts()
+    for event in events:
+        found = facts_of(event)
+        if found is not None:
+            facts.add(found)
+    return facts
+
+
+def slot_fields(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+# --- the questions: periods and dimensions ----------------------------------------------------
+
+
+class PeriodError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime  # inclusive
+    end: datetime  # exclusive
+    name: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"name": self.name, "from": self.start.isoformat(), "to": self.end.isoformat()}
+
+    def hours(self) -> float:
+        return (self.end - self.start).total_seconds() / 3600
+
+
+def parse_instant(text: str, *, end: bool = False) -> datetime:
+    """An RFC 3339 time, or a date (a day in Japan time: its start, or the next day's start for ``to``)."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = datetime(day.year, day.month, day.day, tzinfo=JST)
+            return start + timedelta(days=1) if end else start
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise PeriodError(f"not a date or an RFC 3339 time: {text[:40]!r}") from None
+    if value.tzinfo is None:
+        raise PeriodError("a time must carry a UTC offset, e.g. 2022-07-07T10:00:00+09:00")
+    return value
+
+
+def load_periods(path: Path) -> dict[str, Period]:
+    """Named periods from a YAML file: ``name: {from: ..., to: ..., label: ...}``."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    periods: dict[str, Period] = {}
+    for name, spec in (raw.get("periods") or {}).items():
+        start, end = str(spec["from"]), str(spec["to"])
+        periods[name] = Period(parse_instant(start), parse_instant(end, end=True), name)
+    return periods
+
+
+def resolve_period(periods: dict[str, Period], name: str | None, start: str | None, end: str | None) -> Period:
+    """A named period, or ``from``–``to`` (both needed); from must be before to."""
+    if name is not None:
+        if start is not None or end is not None:
+            raise PeriodError("give either period or from and to, not both")
+        if name not in periods:
+            raise PeriodError(f"unknown period {name[:40]!r}; known: {', '.join(sorted(periods)) or 'none'}")
+        return periods[name]
+    if start is None or end is None:
+        raise PeriodError("give period (e.g. trial1) or both from and to")
+    period = Period(parse_instant(start), parse_instant(end, end=True))
+    if period.end <= period.start:
+        raise PeriodError("from must be before to")
+    return period
+
+
+# group_by dimension -> the code list that labels its keys (None: keys are ids, hours or days)
+DIMENSIONS: dict[str, type[LabelledCode] | None] = {
+    "field": FieldCode,
+    "organisation": None,
+    "desk": None,
+    "channel": Channel,
+    "prefecture": None,
+    "hour": None,
+    "day": None,
+}
+CONSULTATION_DIMENSIONS: dict[str, type[LabelledCode] | None] = {
+    "field": FieldCode, "organisation": None, "desk": None, "hour": None, "day": None,
+    "age_band": AgeBand, "risk": RiskLevel,
+}
+REFERRAL_DIMENSIONS: dict[str, type[LabelledCode] | None] = {
+    "receiver_type": ReceiverType, "state": None, "urgency": Urgency, "organisation": None, "day": None,
+}
+NO_FIELD = {"code": None, "ja": "分野未選択", "en": "no field chosen"}
+
+
+def key_label(dimension: str, key: Any, codes: dict[str, type[LabelledCode] | None] = DIMENSIONS) -> dict[str, Any]:
+    """``{"code", "ja", "en"}`` for a group key (the code list's labels where there is one)."""
+    code_list = codes.get(dimension)
+    if key is None:
+        return NO_FIELD if dimension == "field" else {"code": None, "ja": "不明", "en": "unknown"}
+    if code_list is not None:
+        try:
+            member = code_list(key)
+            return {"code": member.value, "ja": member.ja, "en": member.en}
+        except ValueError:
+            pass
+    return {"code": key, "ja": str(key), "en": str(key)}
+
+
+@dataclass(frozen=True)
+class CountedContact:
+    """A contact as the secretariat counts it (the same view store.CONTACTS_VIEW computes in SQL)."""
+
+    received_at: datetime
+    channel: str
+    prefecture: str | None
+    caller_key: str | None
+    field: str | None  # chosen in the menu, else the field routing assigned
+    organisation: str | None  # that answered, else last assigned
+    desk: str | None
+    connected: bool
+    abandon_stage: str | None  # only when not answered
+
+    def key(self, dimension: str) -> Any:
+        if dimension == "hour":
+            return self.received_at.astimezone(JST).hour
+        if dimension == "day":
+            return self.received_at.astimezone(JST).date().isoformat()
+        return getattr(self, dimension)
+
+
+def counted(f: ContactFacts) -> CountedContact | None:
+    """None until the contact's contact.received has arrived (it is not an attempt before that)."""
+    if f.received is None:
+        return None
+    answered = f.answered
+    assigned = f.assigned
+    return CountedContact(
+        received_at=f.received[0], channel=f.received[2], caller_key=f.received[3], prefecture=f.received[4],
+        field=f.chosen[2] if f.chosen else (assigned[4] if assigned else None),
+        organisation=answered[4] if answered else (assigned[3] if assigned else None),
+        desk=answered[3] if answered else (assigned[2] if assigned else None),
+        connected=answered is not None,
+        abandon_stage=f.abandoned[2] if f.abandoned and answered is None else None,
+    )
+
+
+def answer_rate_counts(
+    contacts: Iterable[ContactFacts], period: Period, dimension: str | None = None,
+    channel: str | None = "phone", organisation: str | None = None,
+) -> dict[Any, dict[str, int]]:
+    """The secretariat's counts per group key (``"total"`` for all): attempts, connected, abandoned
+    (and in the IVR / queue), callers and callers who got through at least once."""
+    groups: dict[Any, dict[str, Any]] = {}
+    for facts in contacts:
+        c = counted(facts)
+        if c is None or not (period.start <= c.received_at < period.end):
+            continue
+        if channel is not None and c.channel != channel:
+            continue
+        if organisation is not None and c.organisation != organisation:
+            continue
+        for key in ("total", *((c.key(dimension),) if dimension else ())):
+            g = groups.setdefault(key, {"attempts": 0, "connected": 0, "abandoned": 0, "abandoned_ivr": 0,
+                                        "abandoned_queue": 0, "callers": set(), "callers_connected": set()})
+            g["attempts"] += 1
+            g["connected"] += c.connected
+            g["abandoned"] += c.abandon_stage is not None
+            g["abandoned_ivr"] += c.abandon_stage == "ivr"
+            g["abandoned_queue"] += c.abandon_stage == "queue"
+            if c.caller_key is not None:
+                g["callers"].add(c.caller_key)
+                if c.connected:
+                    g["callers_connected"].add(c.caller_key)
+    return {k: {n: len(v) if isinstance(v, set) else v for n, v in g.items()} for k, g in groups.items()}
+
+
+def hours_by_hour_of_day(period: Period) -> dict[int, float]:
+    """How many hours of each hour of day (Japan time) the period spans — the exposure for rates."""
+    out: dict[int, float] = {}
+    t = period.start
+    while t < period.end:
+        local = t.astimezone(JST)
+        next_hour = local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        step_end = min(next_hour, period.end.astimezone(JST))
+        out[local.hour] = out.get(local.hour, 0.0) + (step_end - local).total_seconds() / 3600
+        t = step_end
+    return out
+
+
+LABELS_JA = {
+    "attempts": ("呼出件数", "call attempts"),
+    "connected": ("接続完了", "connected"),
+    "answer_rate": ("応答率", "answer rate"),
+    "abandoned": ("放棄", "abandoned"),
+    "abandoned_ivr": ("音声ガイダンス中の放棄", "abandoned in the voice menu"),
+    "abandoned_queue": ("待ち行列での放棄", "abandoned in the queue"),
+    "overflowed": ("あふれ", "overflowed"),
+    "callers": ("発信者数", "callers"),
+    "callers_connected": ("つながった発信者数", "callers who got through"),
+    "caller_rate": ("発信者あたり応答率", "per-caller answer rate"),
+}
+
+
+def rate(numerator: int, denominator: int) -> float | None:
+    return round(numerator / denominator, 6) if denominator else None
+
+
+# re-exported for the report
+__all__ = [
+    "AbandonStage", "ConsultationCategory", "ContactFacts", "ConsultationFacts", "ReferralFacts", "Facts",
+    "fold", "facts_of", "Period", "resolve_period", "load_periods", "key_label", "rate",
+]
