@@ -39,13 +39,20 @@ test: $(SYNCED) ## Run the tests; they start their own broker and PostgreSQL (PY
 lint: $(SYNCED) ## Check the code with ruff
 	$(BIN)/ruff check .
 
+.PHONY: k8s-validate
+k8s-validate: $(SYNCED) ## Render deploy/k8s's overlays offline and check schemas and cross-references
+	$(BIN)/python deploy/validate.py
+
 schemas: $(SYNCED) ## Regenerate the JSON Schema and AsyncAPI documents from schemas/
 	$(BIN)/python -m schemas.generate
 
 asyncapi: schemas ## Same as schemas
 
-bench: $(SYNCED) ## Measure intake's throughput and latency
+bench: $(SYNCED) ## Measure every service beside same-run baselines (record results in bench/RESULTS.md)
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/referral.py
+	$(BIN)/python bench/metrics.py
 
 up: $(SYNCED) ## Start the local stack: broker, PostgreSQL, every service
 	$(BIN)/tsunagu up

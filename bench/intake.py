@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,8 +21,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.scaffold import private_stack  # noqa: E402
 from tests.support import ServiceProcess, contact_received, field_selected  # noqa: E402
-from tsunagu import auth, stack, topics  # noqa: E402
+from tsunagu import auth, topics  # noqa: E402
 from tsunagu.db import create_pool  # noqa: E402
 from tsunagu.settings import Settings  # noqa: E402
 
@@ -144,60 +144,48 @@ async def ingress_rate(bootstrap: str, settings: Settings, total: int, already: 
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="tsunagu-bench-") as tmp:
-        home = Path(tmp)
-        port = stack.free_port()
-        broker = stack.start_embedded_broker(port, home / "broker.log")
-        dsn_server = stack.start_embedded_postgres(home / "pgdata")
-        bootstrap = f"127.0.0.1:{port}"
+    async with private_stack("intake", args.partitions, "bench") as (settings, home):
+        bootstrap, dsn = settings.kafka_bootstrap_servers, settings.database_url
+        pool = await create_pool(dsn)
+        await auth.migrate_schema(pool)
+        key = (await auth.issue_credential(pool, "npo-bench", "partner"))[1]
+        await auth.issue_credential(pool, "npo-ingress", "partner")
+        await pool.close()
+
+        sample = json.dumps(contact_received("npo-bench", 1)).encode()
+        baseline = await raw_produce_rate(bootstrap, "bench.baseline", sample, args.events)
+
+        env = {"DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+               "TSUNAGU_INTAKE_PORT": str(settings.intake_port), "TSUNAGU_LOG_LEVEL": "warning",
+               "TSUNAGU_CALLER_KEY_SECRET": "bench-secret-0123456789abcdef0123456789",
+               "TSUNAGU_WORKERS": str(args.workers)}
+        intake = ServiceProcess("intake", env, settings.intake_port, home / "intake.log").start()
         try:
-            dsn = await stack.ensure_database(dsn_server, "bench")
-            settings = Settings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=dsn, partitions=args.partitions,
-                                intake_port=stack.free_port(), log_level="warning")
-            await stack.create_stack_topics(settings, bootstrap)
-            pool = await create_pool(dsn)
-            await auth.migrate_schema(pool)
-            key = (await auth.issue_credential(pool, "npo-bench", "partner"))[1]
-            await auth.issue_credential(pool, "npo-ingress", "partner")
-            await pool.close()
-
-            sample = json.dumps(contact_received("npo-bench", 1)).encode()
-            baseline = await raw_produce_rate(bootstrap, "bench.baseline", sample, args.events)
-
-            env = {"DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                   "TSUNAGU_INTAKE_PORT": str(settings.intake_port), "TSUNAGU_LOG_LEVEL": "warning",
-                   "TSUNAGU_CALLER_KEY_SECRET": "bench-secret-0123456789abcdef0123456789",
-                   "TSUNAGU_WORKERS": str(args.workers)}
-            intake = ServiceProcess("intake", env, settings.intake_port, home / "intake.log").start()
-            try:
-                async with httpx.AsyncClient(base_url=intake.url, timeout=60) as client:
-                    await worker_warmup(client, {"Authorization": f"Bearer {key}",
-                                                 "Content-Type": "application/cloudevents-batch+json"})
-                t0 = time.perf_counter()
-                http_seconds, accepted = await http_rate(intake.url, key, args.events, args.batch, args.concurrency)
-                # the outbox drains behind the answers; reading back is part of the measured time
-                await wait_on_topic(bootstrap, settings.topic(topics.CONTACT_EVENTS), accepted + 10)
-                to_topic_seconds = time.perf_counter() - t0
-                produced, ingress_seconds = await ingress_rate(bootstrap, settings, args.events, accepted + 10)
-            finally:
-                intake.stop()
-
-            rows = [
-                ("raw aiokafka produce (baseline)", baseline),
-                (f"HTTP batches of {args.batch}, accepted (2xx)", accepted / http_seconds),
-                (f"HTTP batches of {args.batch}, through to the canonical topic", accepted / to_topic_seconds),
-                ("ingress topic, through to the canonical topic", args.events / ingress_seconds),
-            ]
-            print(f"\nintake benchmark — {args.events} events of ~{len(sample)} bytes, {args.partitions} partitions, "
-                  f"{args.concurrency} concurrent HTTP clients, {args.workers} intake workers; "
-              f"{platform.machine()}, {os.cpu_count()} cores, "
-                  f"Python {platform.python_version()}")
-            print(f"{'path':58} {'events/s':>10} {'× baseline':>11}")
-            for name, rate in rows:
-                print(f"{name:58} {rate:10,.0f} {rate / baseline:11.2f}")
+            async with httpx.AsyncClient(base_url=intake.url, timeout=60) as client:
+                await worker_warmup(client, {"Authorization": f"Bearer {key}",
+                                             "Content-Type": "application/cloudevents-batch+json"})
+            t0 = time.perf_counter()
+            http_seconds, accepted = await http_rate(intake.url, key, args.events, args.batch, args.concurrency)
+            # the outbox drains behind the answers; reading back is part of the measured time
+            await wait_on_topic(bootstrap, settings.topic(topics.CONTACT_EVENTS), accepted + 10)
+            to_topic_seconds = time.perf_counter() - t0
+            produced, ingress_seconds = await ingress_rate(bootstrap, settings, args.events, accepted + 10)
         finally:
-            broker.terminate()
-            stack.stop_embedded_postgres(home / "pgdata")
+            intake.stop()
+
+        rows = [
+            ("raw aiokafka produce (baseline)", baseline),
+            (f"HTTP batches of {args.batch}, accepted (2xx)", accepted / http_seconds),
+            (f"HTTP batches of {args.batch}, through to the canonical topic", accepted / to_topic_seconds),
+            ("ingress topic, through to the canonical topic", args.events / ingress_seconds),
+        ]
+        print(f"\nintake benchmark — {args.events} events of ~{len(sample)} bytes, {args.partitions} partitions, "
+              f"{args.concurrency} concurrent HTTP clients, {args.workers} intake workers; "
+          f"{platform.machine()}, {os.cpu_count()} cores, "
+              f"Python {platform.python_version()}")
+        print(f"{'path':58} {'events/s':>10} {'× baseline':>11}")
+        for name, rate in rows:
+            print(f"{name:58} {rate:10,.0f} {rate / baseline:11.2f}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from services.intake.cli import credentials_app
+from services.metrics import cli as metrics_cli
+from services.referral.cli import directory_app
+from services.routing.cli import desks_app
 from tsunagu import stack
 from tsunagu.settings import SettingsError, get_settings
 
@@ -22,6 +25,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(credentials_app, name="credentials")
+app.add_typer(desks_app, name="desks")  # routing's desk registry (issue 3)
+# metrics (issue 5): the secretariat's period report and Erlang-A capacity plan
+app.command("report")(metrics_cli.report)
+app.command("plan")(metrics_cli.plan)
+app.add_typer(directory_app, name="directory")  # referral's directory of receivers
 
 console = Console()
 err_console = Console(stderr=True)

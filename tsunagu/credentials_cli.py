@@ -9,22 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from tsunagu import auth
-from tsunagu.db import create_pool
-from tsunagu.settings import get_settings
+from tsunagu.db import run_with_pool
 
 credentials_app = typer.Typer(help="API keys: issue, list, revoke.", no_args_is_help=True)
 
 
-async def _with_pool(work):
-    from tsunagu.stack import resolve_runtime
-
-    runtime = resolve_runtime(get_settings())
-    pool = await create_pool(runtime.database_url, attempts=5)
-    try:
-        await auth.migrate_schema(pool)
-        return await work(pool)
-    finally:
-        await pool.close()
+def _with_pool(work):
+    return run_with_pool(work, migrations=[auth.migrate_schema])
 
 
 @credentials_app.command("issue")

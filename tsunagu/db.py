@@ -66,3 +66,19 @@ async def migrate(
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
     return applied
+
+
+async def run_with_pool(work, *, migrations=()):
+    """For CLI commands: connect to the running stack's database (or DATABASE_URL), apply the
+    given ``migrate_schema`` functions, run ``await work(pool)`` and close the pool."""
+    from tsunagu.settings import get_settings
+    from tsunagu.stack import resolve_runtime
+
+    runtime = resolve_runtime(get_settings())
+    pool = await create_pool(runtime.database_url, attempts=5)
+    try:
+        for migrate_schema in migrations:
+            await migrate_schema(pool)
+        return await work(pool)
+    finally:
+        await pool.close()

@@ -37,3 +37,26 @@ def health_router(service: str, checks: dict[str, Check]) -> APIRouter:
         )
 
     return router
+
+
+def service_checks(state: object, broker: object) -> dict[str, Check]:
+    """The checks every service has: its database answers, its broker answers and, when it has one,
+    its outbox is publishing. ``state`` is the service's holder of ``pool`` (and ``outbox``), read
+    at check time because both are created in the lifespan."""
+
+    async def database() -> bool:
+        pool = getattr(state, "pool", None)
+        return pool is not None and await pool.fetchval("SELECT 1") == 1
+
+    async def broker_up() -> bool:
+        return await broker.ping(timeout=1.0)  # type: ignore[attr-defined]
+
+    checks: dict[str, Check] = {"database": database, "broker": broker_up}
+    if hasattr(state, "outbox"):
+
+        async def outbox() -> bool:
+            current = getattr(state, "outbox", None)
+            return current is not None and current.healthy
+
+        checks["outbox"] = outbox
+    return checks

@@ -14,6 +14,9 @@ from tsunagu.settings import get_settings
 # Services that exist so far; the local stack starts each as its own process.
 SERVICES: dict[str, str] = {
     "intake": "services.intake.app:create_app",
+    "routing": "services.routing.app:create_app",
+    "referral": "services.referral.app:create_app",
+    "metrics": "services.metrics.app:create_app",
 }
 
 

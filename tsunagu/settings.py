@@ -58,6 +58,43 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(64 * 1024, ge=512, description="largest single event")
     outbox_batch: int = Field(1000, ge=1, le=50_000, description="events published per outbox round")
 
+    # referral (issue 4)
+    referral_clock: Literal["wall", "event_time"] = Field(
+        "wall",
+        description="what 'now' is for referral deadlines: the wall clock, or the latest event time consumed "
+        "(replays, tests)",
+    )
+    referral_scan_seconds: float = Field(
+        2.0, gt=0, le=300, description="how often referral looks for missed deadlines"
+    )
+    referral_imminent_ack_minutes: int = Field(
+        15, ge=1, le=1440, description="imminent referrals must be acknowledged within these minutes"
+    )
+    referral_urgent_ack_hours: int = Field(
+        4, ge=1, le=168, description="urgent referrals must be acknowledged within these hours"
+    )
+    referral_standard_ack_business_days: int = Field(
+        1, ge=1, le=30, description="standard referrals must be acknowledged within these Japanese business days"
+    )
+
+    # metrics (issue 5)
+    metrics_consumer_group: str = Field(
+        "metrics", min_length=1, description="metrics' consumer group; a new name replays every topic from the "
+        "start (a rebuild into an empty schema)",
+    )
+    metrics_periods_file: Path | None = Field(
+        None, description="YAML file of named periods (trial1, ...); unset = config/periods.yaml of the repository"
+    )
+    metrics_live_seconds: float = Field(
+        5.0, gt=0, le=300, description="how often metrics refreshes its live gauges (queue, busy lines, 15-min rate)"
+    )
+
+    routing_desks_files: str = Field(
+        "config/trial1.yaml,config/trial2.yaml",
+        description="desk registry versions routing applies at start when not yet stored (comma-separated "
+        "YAML files; relative to the working directory or the project root; empty = none)",
+    )
+
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

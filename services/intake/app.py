@@ -15,7 +15,7 @@ from services.intake.handlers import Intake, register_ingress
 from services.intake.http import router as events_router
 from tsunagu import auth
 from tsunagu.db import create_pool
-from tsunagu.health import health_router
+from tsunagu.health import health_router, service_checks
 from tsunagu.kafka import make_broker, make_producer
 from tsunagu.outbox import OutboxPublisher
 from tsunagu.settings import Settings, SettingsError
@@ -68,15 +68,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.intake = intake
 
-    async def database() -> bool:
-        return intake.pool is not None and await intake.pool.fetchval("SELECT 1") == 1
-
-    async def broker_up() -> bool:
-        return await broker.ping(timeout=1.0)
-
-    async def outbox() -> bool:
-        return intake.outbox is not None and intake.outbox.healthy
-
-    app.include_router(health_router("intake", {"database": database, "broker": broker_up, "outbox": outbox}))
+    app.include_router(health_router("intake", service_checks(intake, broker)))
     app.include_router(events_router)
     return app
