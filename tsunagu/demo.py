@@ -20,6 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.codes import FieldCode
+from services.metrics.app import periods_of
+from services.metrics.cli import period_report, print_report
+from services.metrics.domain import resolve_period
 from tsunagu import auth, stack, topics
 from tsunagu.db import create_pool
 from tsunagu.settings import Settings
@@ -129,6 +132,8 @@ def run_demo(settings: Settings) -> None:
     runtime = stack.resolve_runtime(settings)
     url = stack.service_url(settings, "intake")
     keys = asyncio.run(_issue_keys(runtime.database_url))
+    period = resolve_period(periods_of(settings), "trial1", None, None)
+    before = asyncio.run(period_report(runtime.database_url, period))["answer_rate"]["totals"]
 
     calls, records = demo_events(run=secrets.token_hex(2))
     console.print(f"\nSending the first hour of trial 1 (2022-07-07 10:00 JST): {len(calls)} telephony "
@@ -164,8 +169,26 @@ def run_demo(settings: Settings) -> None:
     raw_numbers = [e["data"]["caller_id"] for e in calls if e["type"].endswith("contact.received.v1")]
     leaked = sum(1 for e in arrived for raw in raw_numbers if raw in json.dumps(e, ensure_ascii=False))
     console.print(f"  raw caller numbers found in published events: {leaked}")
+    received = sum(e["type"].endswith("contact.received.v1") for e in calls)
+    answered = sum(e["type"].endswith("contact.answered.v1") for e in calls)
+    report = asyncio.run(_report_when_counted(runtime.database_url, period, before, received, answered))
+    console.print("\nThe secretariat's report of everything this stack has seen in trial 1's week — routing decided "
+                  "and metrics counted these contacts by event time (`tsunagu report --period trial1`):")
+    print_report(report)
     console.print(f"\nThe stack is still running. Try:\n  curl {url}/health/ready\n  open {url}/docs\n"
                   "  tsunagu status · tsunagu logs intake · tsunagu down")
+
+
+async def _report_when_counted(dsn: str, period, before: dict, received: int, answered: int) -> dict:
+    """The period report once metrics has counted this run's calls (it consumes asynchronously)."""
+    for _ in range(120):
+        report = await period_report(dsn, period)
+        totals = report["answer_rate"]["totals"]
+        if (totals.get("attempts", 0) >= before.get("attempts", 0) + received
+                and totals.get("connected", 0) >= before.get("connected", 0) + answered):
+            return report
+        await asyncio.sleep(0.25)
+    return report
 
 
 async def _read_canonical(bootstrap: str, settings: Settings, sent: set[tuple[str, str]]) -> list[dict]:
