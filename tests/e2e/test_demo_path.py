@@ -3,17 +3,19 @@ events over HTTP, and a consumer on the canonical topic."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import contact_received, field_selected, read_topic, values
+from tests.support import T0, contact_received, envelope, field_selected, read_topic, values
 from tsunagu import stack
 from tsunagu.serve import SERVICES
 
@@ -72,3 +74,52 @@ async def test_a_partner_key_from_the_cli_publishes_events_that_arrive_on_the_ca
     assert after.status_code == 401, "a revoked key stops working at once"
     logs = Path(env["TSUNAGU_HOME"], "logs", "intake.log").read_text()
     assert "4242" not in logs
+
+
+async def test_a_contact_goes_through_intake_routing_and_metrics_on_the_local_stack(running_stack):
+    """The journey the secretariat's figures rest on: a partner's call events through intake,
+    routing's assignment on its topic, and metrics counting it — every service as its own process."""
+    env = running_stack
+    key = tsunagu(env, "credentials", "issue", "--role", "partner", "--org", "npo-journey").stdout.split()[-1]
+    secretariat = tsunagu(env, "credentials", "issue", "--role", "secretariat").stdout.split()[-1]
+    intake_url = f"http://127.0.0.1:{env['TSUNAGU_INTAKE_PORT']}"
+    metrics_url = f"http://127.0.0.1:{env['TSUNAGU_METRICS_PORT']}"
+    bootstrap = f"127.0.0.1:{env['TSUNAGU_BROKER_PORT']}"
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/cloudevents-batch+json"}
+
+    contact = "c-npo-journey-1"
+    first = [contact_received("npo-journey", 1, caller="090-1111-2222"),
+             field_selected("npo-journey", 1, field="hardship", key=1)]
+    async with httpx.AsyncClient(base_url=intake_url) as client:
+        assert (await client.post("/v1/events", content=json.dumps(first), headers=headers)).json()["accepted"] == 2
+
+    mine: list[dict] = []
+    for _ in range(30):  # other tests' contacts share the topic: wait for this one's decision
+        decisions = values(await read_topic(bootstrap, "tsunagu.routing.decisions", expect=1, timeout=1))
+        mine = [d for d in decisions if d["subject"] == contact and d["type"].endswith("routing.assigned.v1")]
+        if mine:
+            break
+    [assigned] = mine
+    desk, org = assigned["data"]["desk_id"], assigned["data"]["organisation_id"]
+    assert assigned["data"]["field"] == "hardship"
+
+    answered_at = T0 + timedelta(seconds=35)
+    rest = [envelope("npo-journey", "contact.answered", "ev-journey-answered", contact,
+                     {"contact_id": contact, "desk_id": desk, "organisation_id": org, "wait_seconds": 15.0},
+                     at=answered_at),
+            envelope("npo-journey", "contact.ended", "ev-journey-ended", contact,
+                     {"contact_id": contact, "talk_seconds": 600.0}, at=answered_at + timedelta(seconds=600))]
+    async with httpx.AsyncClient(base_url=intake_url) as client:
+        assert (await client.post("/v1/events", content=json.dumps(rest), headers=headers)).json()["accepted"] == 2
+
+    figures = {}
+    async with httpx.AsyncClient(base_url=metrics_url) as client:
+        for _ in range(120):
+            answer = await client.get("/v1/metrics/answer-rate", params={"period": "trial1", "group_by": "field"},
+                                      headers={"Authorization": f"Bearer {secretariat}"})
+            figures = {g["key"]: g for g in answer.json()["groups"]}
+            if figures.get("hardship", {}).get("connected") == 1:
+                break
+            await asyncio.sleep(0.25)
+    assert figures["hardship"]["attempts"] == 1 and figures["hardship"]["connected"] == 1
+    assert figures["hardship"]["answer_rate"] == 1.0
