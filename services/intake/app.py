@@ -17,7 +17,7 @@ from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
 from tsunagu.kafka import make_broker, make_producer
-from tsunagu.outbox import OutboxPublisher
+from tsunagu.outbox import OutboxPublisher, create_outbox_pool
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
@@ -48,7 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
         await broker.start()
         producer = make_producer(settings, client_id="tsunagu-intake-outbox")
         await producer.start()
-        intake.outbox = OutboxPublisher(intake.pool, producer, settings, store.SCHEMA)
+        outbox_pool = await create_outbox_pool(settings.database_url)
+        intake.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)
         intake.outbox.start()
         log.info("intake_started", migrations=applied)
         try:
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await intake.outbox.stop()
             await producer.stop()
+            await outbox_pool.close()
             await broker.stop()  # commits the ingress consumer's offsets
             await intake.pool.close()
             log.info("intake_stopped")

@@ -21,7 +21,7 @@ from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
 from tsunagu.kafka import make_broker, make_producer
-from tsunagu.outbox import OutboxPublisher
+from tsunagu.outbox import OutboxPublisher, create_outbox_pool
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
@@ -45,7 +45,8 @@ def create_app(settings: Settings) -> FastAPI:
                 log.info("directory_loaded", organizations=loaded, source="generated demo directory")
         producer = make_producer(settings, client_id="tsunagu-referral-outbox")
         await producer.start()
-        referrals.outbox = OutboxPublisher(pool, producer, settings, store.SCHEMA)
+        outbox_pool = await create_outbox_pool(settings.database_url)
+        referrals.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)
         referrals.outbox.start()
         await broker.start()
         scanner.start()
@@ -57,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
             await broker.stop()  # commits the consumer's offsets
             await referrals.outbox.stop()
             await producer.stop()
+            await outbox_pool.close()
             await pool.close()
             log.info("referral_stopped")
 

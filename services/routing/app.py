@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 import structlog
 from fastapi import FastAPI
 
@@ -22,7 +21,7 @@ from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
 from tsunagu.kafka import make_broker, make_producer
-from tsunagu.outbox import OutboxPublisher
+from tsunagu.outbox import OutboxPublisher, create_outbox_pool
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
@@ -56,12 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         routing.pool = app.state.pool = await create_pool(settings.database_url)
         migrations = await auth.migrate_schema(routing.pool) + await store.migrate_schema(routing.pool)
         versions = await apply_configured_registries(routing)
-        # The publisher's own connections commit asynchronously: what it commits is only the
-        # deletion of rows already published, and losing one to a server crash republishes them
-        # with the same ids (consumers de-duplicate). It saves a disk flush per round. The board's
-        # transactions stay synchronous.
-        outbox_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4,
-                                                server_settings={"synchronous_commit": "off"})
+        outbox_pool = await create_outbox_pool(settings.database_url)
         producer = make_producer(settings, client_id="tsunagu-routing-outbox")
         await producer.start()
         routing.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)
@@ -72,7 +66,6 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await broker.stop()  # commits the consumer's offsets
-            await routing.publishing_done()
             await routing.outbox.stop()
             await producer.stop()
             await outbox_pool.close()

@@ -7,8 +7,6 @@ two instances from booking a line twice).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import time
@@ -67,7 +65,6 @@ class Routing:
     registry_seq: int = -1
     registries: list[Registry] = field(default_factory=list)
     decided: int = 0
-    _publishing: asyncio.Task | None = None
     _view: tuple[int, int, Board] | None = None  # (board version, registry seq, board) for the API
 
     async def _sync(self, conn: asyncpg.Connection, version: int, state: str) -> Board:
@@ -112,32 +109,9 @@ class Routing:
         return len(outgoing)
 
     def publish_soon(self) -> None:
-        """Publish what the last batch queued, without holding up the next batch.
-
-        Not only ``outbox.wake()``: a wake-up that arrives while the background publisher is
-        mid-round is lost (it then sleeps its 0.2 s poll), which would add ~100 ms to an
-        assignment. Rounds are chained, one after the other, so decisions leave in the order they
-        were made; SKIP LOCKED keeps them and the background publisher off each other's rows.
-        """
-        if self.outbox is None:
-            return
-        outbox, previous = self.outbox, self._publishing
-
-        async def publish() -> None:
-            if previous is not None:
-                with contextlib.suppress(Exception):
-                    await previous
-            try:
-                await outbox.drain_once()
-            except Exception:  # broker or database away: the background publisher retries
-                outbox.wake()
-
-        self._publishing = asyncio.create_task(publish(), name="routing-publish")
-
-    async def publishing_done(self) -> None:
-        if self._publishing is not None:
-            with contextlib.suppress(Exception):
-                await self._publishing
+        """Publish what the last batch queued now, rather than at the publisher's next poll."""
+        if self.outbox is not None:
+            self.outbox.wake()
 
     async def live_board(self) -> Board:
         """The last committed board, for the API: its own copy, so a request can never swap the
