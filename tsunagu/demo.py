@@ -172,8 +172,8 @@ def run_demo(settings: Settings) -> None:
     received = sum(e["type"].endswith("contact.received.v1") for e in calls)
     answered = sum(e["type"].endswith("contact.answered.v1") for e in calls)
     report = asyncio.run(_report_when_counted(runtime.database_url, period, before, received, answered))
-    console.print("\nThe secretariat's report of everything this stack has seen in trial 1's week — routing decided "
-                  "and metrics counted these contacts by event time (`tsunagu report --period trial1`):")
+    console.print("\nThe secretariat's report of everything this stack has seen in trial 1's week, as metrics "
+                  "counted it by event time (`tsunagu report --period trial1`):")
     print_report(report)
     console.print(f"\nThe stack is still running. Try:\n  curl {url}/health/ready\n  open {url}/docs\n"
                   "  tsunagu status · tsunagu logs intake · tsunagu down")
