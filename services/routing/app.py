@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import structlog
 from fastapi import FastAPI
 
@@ -21,7 +22,7 @@ from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
 from tsunagu.kafka import make_broker, make_producer
-from tsunagu.outbox import OutboxPublisher, create_outbox_pool
+from tsunagu.outbox import OutboxPublisher
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
@@ -55,7 +56,10 @@ def create_app(settings: Settings) -> FastAPI:
         routing.pool = app.state.pool = await create_pool(settings.database_url)
         migrations = await auth.migrate_schema(routing.pool) + await store.migrate_schema(routing.pool)
         versions = await apply_configured_registries(routing)
-        outbox_pool = await create_outbox_pool(settings.database_url)
+        # Like create_outbox_pool (asynchronous commits of deletions), with room for the rounds that
+        # routing starts per batch beside the publisher's loop (Routing.publish_soon).
+        outbox_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4,
+                                                server_settings={"synchronous_commit": "off"})
         producer = make_producer(settings, client_id="tsunagu-routing-outbox")
         await producer.start()
         routing.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)
@@ -66,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await broker.stop()  # commits the consumer's offsets
+            await routing.flush()
             await routing.outbox.stop()
             await producer.stop()
             await outbox_pool.close()

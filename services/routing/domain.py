@@ -119,7 +119,7 @@ class _Timer:
 class Board:
     """Desks, lines and queues at one moment of event time; ``apply`` moves it forward."""
 
-    def __init__(self, registries: list[Registry] | None = None) -> None:
+    def __init__(self, registries: list[Registry] | None = None, *, track_changes: bool = False) -> None:
         self.registries: list[Registry] = []
         self.clock: datetime | None = None
         self.contacts: dict[str, Contact] = {}
@@ -132,6 +132,9 @@ class Board:
         self._open_cache: tuple[datetime | None, dict[str, bool]] = (None, {})
         self._arriving: str | None = None  # the contact whose own arrival is being dispatched
         self._event_at: datetime = _EPOCH  # the event time of the event being applied
+        # Contacts changed since take_changes(): what a save writes. Off unless asked for, so that a
+        # long replay that never saves does not collect every contact id it ever saw.
+        self._changed: set[str] | None = set() if track_changes else None
         self.set_registries(registries or [])
 
     # --- registry -------------------------------------------------------------------------
@@ -139,6 +142,12 @@ class Board:
     def set_registries(self, registries: list[Registry]) -> None:
         self.registries = sorted(registries, key=lambda r: (r.effective_from, r.version))
         self._open_cache = (None, {})
+        # Registry.desks builds a new tuple per call; the board asks for it per event.
+        self._desks = {id(r): r.desks for r in self.registries}
+
+    def desks_of(self, registry: Registry) -> tuple[Desk, ...]:
+        desks = self._desks.get(id(registry))
+        return desks if desks is not None else registry.desks
 
     def registry_at(self, at: datetime | None) -> Registry | None:
         if at is None:
@@ -179,7 +188,7 @@ class Board:
         if registry is None or contact.field is None or at is None:
             return []
         return [
-            d for d in registry.desks
+            d for d in self.desks_of(registry)
             if d.serves(contact.field) and (d.tier == 1 or contact.overflowed)
             and self.free_lines(d) > 0 and self._is_open(d, at)
         ]
@@ -197,6 +206,8 @@ class Board:
         handler = _HANDLERS.get(kind)
         self._event_at = at
         if handler is not None:
+            if self._changed is not None:
+                self._changed.add(data.contact_id)  # type: ignore[attr-defined]
             handler(self, now, data, out)
         self._dispatch(now, out)
         return out
@@ -209,6 +220,11 @@ class Board:
         return out
 
     # --- time -----------------------------------------------------------------------------
+
+    def next_timer_due(self) -> datetime | None:
+        """When the earliest pending timer (overflow, ring timeout) falls due, if any. A timer
+        that turns out to have nothing to do when it fires is dropped then."""
+        return self._timers[0].due if self._timers else None
 
     def _advance(self, at: datetime, out: list[Decision]) -> datetime:
         if self.clock is not None and at <= self.clock:
@@ -231,6 +247,8 @@ class Board:
         c = self.contacts.get(timer.contact_id)
         if c is None or (c.field is None and timer.kind != "forget"):
             return False
+        if self._changed is not None:
+            self._changed.add(c.contact_id)
         if timer.kind == "overflow":
             if c.state != "waiting" or c.overflowed or c.overflow_at != timer.due:
                 return False
@@ -264,7 +282,7 @@ class Board:
         for registry in [self.registry_at(at), *reversed(self.registries)]:
             if registry is None:
                 continue
-            for d in registry.desks:
+            for d in self.desks_of(registry):
                 if d.id == desk_id:
                     return d.organisation_id
         return "unknown"
@@ -336,7 +354,7 @@ class Board:
         registry = self.registry_at(at)
         if registry is None:
             return None
-        return next((d for d in registry.desks if d.id == desk_id), None)
+        return next((d for d in self.desks_of(registry) if d.id == desk_id), None)
 
     # --- queues and lines -----------------------------------------------------------------
 
@@ -372,7 +390,7 @@ class Board:
         if registry is None:
             return
         while self._queues:
-            free = [d for d in registry.desks if self.free_lines(d) > 0 and self._is_open(d, now)]
+            free = [d for d in self.desks_of(registry) if self.free_lines(d) > 0 and self._is_open(d, now)]
             if not free:
                 return
             best: tuple[tuple[int, float, int, str], Contact, list[Desk]] | None = None
@@ -412,6 +430,8 @@ class Board:
             reason = "overflow"
         else:
             reason = "line_freed"
+        if self._changed is not None:
+            self._changed.add(c.contact_id)
         c.state = "ringing"
         c.desk_id = desk.id
         c.assigned_at = now
@@ -426,16 +446,32 @@ class Board:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything that is not the registry, as JSON-ready data (``restore`` reads it back)."""
+        return {**self.snapshot_header(), "contacts": [c.as_dict() for c in self.contacts.values()]}
+
+    def snapshot_header(self) -> dict[str, Any]:
+        """The snapshot without its contacts: what a save writes every time (it is small)."""
         return {
             "clock": self.clock.isoformat() if self.clock else None,
             "next_seq": self.next_seq,
             "idle_since": {k: v.isoformat() for k, v in sorted(self.idle_since.items())},
-            "contacts": [c.as_dict() for c in self.contacts.values()],
         }
 
+    def take_changes(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The contacts changed since the last call — (their ``as_dict()``s, ids of those gone) — and
+        start counting afresh. A store that holds the header and one row per contact and applies
+        these stays equal to ``snapshot()``, at a cost that follows the batch, not the board.
+        Needs a board made with ``track_changes=True``."""
+        if self._changed is None:
+            raise ValueError("this board does not track changes: make it with track_changes=True")
+        changed, self._changed = self._changed, set()
+        kept = [self.contacts[cid].as_dict() for cid in changed if cid in self.contacts]
+        gone = [cid for cid in changed if cid not in self.contacts]
+        return kept, gone
+
     @classmethod
-    def restore(cls, snapshot: dict[str, Any] | None, registries: list[Registry]) -> Board:
-        board = cls(registries)
+    def restore(cls, snapshot: dict[str, Any] | None, registries: list[Registry], *,
+                track_changes: bool = False) -> Board:
+        board = cls(registries, track_changes=track_changes)
         if not snapshot:
             return board
         board.clock = datetime.fromisoformat(snapshot["clock"]) if snapshot.get("clock") else None

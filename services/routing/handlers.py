@@ -7,8 +7,8 @@ two instances from booking a line twice).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,10 @@ from tsunagu.settings import Settings
 log = structlog.get_logger()
 
 SOURCE = "/tsunagu/routing"
+# How long a fetch waits on the broker. The embedded broker does not wake a waiting fetch when data
+# arrives (PERFORMANCE.md), so this bounds the consume side of routing's latency; bench/routing.py
+# gives its echo baseline the same wait.
+FETCH_MAX_WAIT_MS = 20
 
 
 def decision_id(cause_source: str, cause_id: str, index: int) -> str:
@@ -66,15 +70,18 @@ class Routing:
     registries: list[Registry] = field(default_factory=list)
     decided: int = 0
     _view: tuple[int, int, Board] | None = None  # (board version, registry seq, board) for the API
+    _rounds: set[asyncio.Task[None]] = field(default_factory=set)  # publish rounds in flight
 
-    async def _sync(self, conn: asyncpg.Connection, version: int, state: str) -> Board:
-        seq = await store.registry_seq(conn)
+    async def _sync(self, conn: asyncpg.Connection, version: int, seq: int) -> Board:
+        """The board as committed at ``version``: the one in memory when this instance wrote that
+        version itself (the usual case, and free), else read back from PostgreSQL."""
         if seq != self.registry_seq:
             self.registry_seq, self.registries = await store.load_registries(conn)
             if self.board is not None:
                 self.board.set_registries(self.registries)
         if self.board is None or version != self.version:
-            self.board = Board.restore(json.loads(state) if state else None, self.registries)
+            version, snapshot = await store.load_snapshot(conn)
+            self.board = Board.restore(snapshot, self.registries, track_changes=True)
             self.version = version
         return self.board
 
@@ -83,8 +90,8 @@ class Routing:
         assert self.pool is not None
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                version, state = await store.lock_board(conn)
-                board = await self._sync(conn, version, state)
+                version, seq = await store.lock_board(conn)
+                board = await self._sync(conn, version, seq)
                 keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for e in events]
                 new = await claim_new(conn, store.SCHEMA, keys)
                 outgoing: list[Outgoing] = []
@@ -98,7 +105,8 @@ class Routing:
                     decisions = board.apply(e.event_type.short, e.envelope.time, e.data)
                     outgoing += [encode_decision(d, decision_id(*ident, i)) for i, d in enumerate(decisions)]
                 if applied:
-                    await store.save_board(conn, version + 1, board.clock, json.dumps(board.snapshot()))
+                    changed, gone = board.take_changes()
+                    await store.save_board(conn, version + 1, board.clock, board.snapshot_header(), changed, gone)
                     await enqueue(conn, store.SCHEMA, outgoing)
         except BaseException:
             self.board = None  # it may hold half a batch that was rolled back: re-read next time
@@ -109,21 +117,39 @@ class Routing:
         return len(outgoing)
 
     def publish_soon(self) -> None:
-        """Publish what the last batch queued now, rather than at the publisher's next poll."""
-        if self.outbox is not None:
-            self.outbox.wake()
+        """Publish what the last batch queued now: a round of its own, started at once.
+
+        Waking the publisher's loop would wait for its round in flight (sends, acks, delete) to end
+        first; rounds side by side are safe, as each claims its rows FOR UPDATE SKIP LOCKED."""
+        if self.outbox is None:
+            return
+        task = asyncio.create_task(self._publish_round(self.outbox))
+        self._rounds.add(task)
+        task.add_done_callback(self._rounds.discard)
+
+    async def _publish_round(self, outbox: OutboxPublisher) -> None:
+        try:
+            await outbox.drain_once()
+        except Exception as err:  # the rows stay; the publisher's loop retries them
+            log.warning("routing_publish_deferred", error=type(err).__name__)
+            outbox.wake()
+
+    async def flush(self) -> None:
+        """Wait for the rounds started by ``publish_soon`` (before the producer stops)."""
+        if self._rounds:
+            await asyncio.wait(set(self._rounds), timeout=15)
 
     async def live_board(self) -> Board:
         """The last committed board, for the API: its own copy, so a request can never swap the
         board the consumer is applying a batch to (another instance may have moved it since)."""
         assert self.pool is not None
-        version, state = await store.read_board(self.pool)
+        version = await store.board_version(self.pool)
         seq = await store.registry_seq(self.pool)
         view = self._view
         if view is None or view[0] != version or view[1] != seq:
-            _, registries = await store.load_registries(self.pool)
-            board = Board.restore(json.loads(state) if state else None, registries)
-            self._view = view = (version, seq, board)
+            seq, registries = await store.load_registries(self.pool)
+            version, snapshot = await store.read_board(self.pool)
+            self._view = view = (version, seq, Board.restore(snapshot, registries))
         return view[2]
 
 
@@ -132,7 +158,7 @@ def register_contact_events(broker: KafkaBroker, routing: Routing) -> None:
 
     @broker.subscriber(
         settings.topic(topics.CONTACT_EVENTS),
-        **batch_subscriber("routing", fetch_max_wait_ms=20),
+        **batch_subscriber("routing", fetch_max_wait_ms=FETCH_MAX_WAIT_MS),
         title="routing.contact_events",
         description="Contact events and platform heartbeats: assign, queue, overflow, withdraw.",
     )

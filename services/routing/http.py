@@ -16,9 +16,9 @@ from schemas import FieldCode
 from services.routing.desks import is_open, opening_summary
 from services.routing.handlers import Routing
 from tsunagu.auth import Caller
-from tsunagu.http_auth import require_roles
+from tsunagu.http_auth import AUTH_RESPONSES, require_roles
 
-router = APIRouter(tags=["live state"])
+router = APIRouter(tags=["live state"], responses=AUTH_RESPONSES)
 Reader = Annotated[Caller, Depends(require_roles("secretariat", "partner"))]
 
 

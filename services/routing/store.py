@@ -2,10 +2,11 @@
 
 **No double booking with several instances.** Instances of routing split the partitions of
 ``contact.events`` between them, but desks' lines are shared. So the board (queues, line
-occupancy, clock) is one row, ``routing.board``, and every batch is applied inside one transaction
-that first takes that row's lock (``SELECT ... FOR UPDATE``): claim the batch's events in the
-inbox, apply the new ones to the board, write the board back with ``version + 1``, queue the
-decisions in the outbox, commit. Instances therefore take turns, each starting from the board the
+occupancy, clock) is one row, ``routing.board`` (its contacts one row each in
+``routing.board_contacts``), and every batch is applied inside one transaction that first takes
+that row's lock (``SELECT ... FOR UPDATE``): claim the batch's events in the inbox, apply the new
+ones to the board, write back the header with ``version + 1`` and the contacts the batch changed,
+queue the decisions in the outbox, commit. Instances therefore take turns, each starting from the board the
 other left; an instance keeps the board in memory and re-reads it only when the version moved.
 A SIGKILL mid-batch rolls the whole transaction back (the lock dies with the connection), the
 partition's records are redelivered to whichever instance holds it next, and nothing was
@@ -91,20 +92,47 @@ async def load_registries(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int,
     return (int(rows[-1]["seq"]) if rows else 0), registries
 
 
-async def lock_board(conn: asyncpg.Connection) -> tuple[int, str]:
-    """Take the board's lock for this transaction; returns (version, state JSON)."""
-    row = await conn.fetchrow(f"SELECT version, state FROM {SCHEMA}.board WHERE id = 1 FOR UPDATE")
-    return int(row["version"]), row["state"]
+async def lock_board(conn: asyncpg.Connection) -> tuple[int, int]:
+    """Take the board's lock for this transaction; returns (board version, registry seq).
+
+    One round trip: it runs before every batch."""
+    row = await conn.fetchrow(
+        f"SELECT version, (SELECT coalesce(max(seq), 0) FROM {SCHEMA}.desk_versions) AS seq "
+        f"FROM {SCHEMA}.board WHERE id = 1 FOR UPDATE")
+    return int(row["version"]), int(row["seq"])
 
 
-async def read_board(pool: asyncpg.Pool) -> tuple[int, str]:
-    """The last committed board, without waiting for a lock (for the live-state API)."""
-    row = await pool.fetchrow(f"SELECT version, state FROM {SCHEMA}.board WHERE id = 1")
-    return int(row["version"]), row["state"]
+async def load_snapshot(conn: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
+    """The whole board as ``Board.snapshot()`` wrote it: (version, snapshot). Read it inside the
+    transaction that holds the lock, or in a REPEATABLE READ one, so header and rows agree."""
+    row = await conn.fetchrow(f"SELECT version, state FROM {SCHEMA}.board WHERE id = 1")
+    snapshot = json.loads(row["state"]) if row["state"] else {}
+    rows = await conn.fetch(f"SELECT state FROM {SCHEMA}.board_contacts")
+    snapshot["contacts"] = [json.loads(r["state"]) for r in rows]
+    return int(row["version"]), snapshot
 
 
-async def save_board(conn: asyncpg.Connection, version: int, clock: Any, state: str) -> None:
+async def board_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    return int(await conn.fetchval(f"SELECT version FROM {SCHEMA}.board WHERE id = 1"))
+
+
+async def read_board(pool: asyncpg.Pool) -> tuple[int, dict[str, Any]]:
+    """The last committed board, without waiting for the lock (for the live-state API)."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        return await load_snapshot(conn)
+
+
+async def save_board(conn: asyncpg.Connection, version: int, clock: Any, header: dict[str, Any],
+                     changed: list[dict[str, Any]], gone: list[str]) -> None:
+    """Write the board's header and the contacts a batch changed (``Board.take_changes()``): one
+    statement, one round trip (a contact is never both changed and gone)."""
     await conn.execute(
-        f"UPDATE {SCHEMA}.board SET version = $1, clock = $2, state = $3, updated_at = now() WHERE id = 1",
-        version, clock, state,
+        f"""WITH header AS (
+                UPDATE {SCHEMA}.board SET version = $1, clock = $2, state = $3, updated_at = now() WHERE id = 1
+            ), gone AS (
+                DELETE FROM {SCHEMA}.board_contacts WHERE contact_id = ANY($6::text[])
+            )
+            INSERT INTO {SCHEMA}.board_contacts (contact_id, state) SELECT * FROM unnest($4::text[], $5::text[])
+            ON CONFLICT (contact_id) DO UPDATE SET state = excluded.state""",
+        version, clock, json.dumps(header), [c["contact_id"] for c in changed], [json.dumps(c) for c in changed], gone,
     )

@@ -240,3 +240,19 @@ def test_with_no_desk_registry_every_caller_waits_until_one_takes_effect():
     assert kinds(s.call("c1", "loneliness")) == [("queued", "c1")]
     s.board.set_registries([registry(LONELY, effective_from=at(10))])
     assert kinds(s.tick(10)) == [("assigned", "c1", "lonely-1")]
+
+
+def test_a_save_writes_every_contact_a_step_changed_also_the_one_a_freed_line_went_to():
+    s = Script(registry(LONELY))
+    s.board = Board(s.board.registries, track_changes=True)
+    s.call("c1", "loneliness")
+    s.call("c2", "loneliness", t=1)
+    s.board.take_changes()
+    s.end("c1", 2)  # c1 leaves; c2, queued, gets its line
+    changed, gone = s.board.take_changes()
+    assert gone == ["c1"]
+    assert [(c["contact_id"], c["state"], c["desk_id"]) for c in changed] == [("c2", "ringing", "lonely-1")]
+    s.tick(30)  # c2 rings out (timeout 20 s): withdrawn, queued again, offered again
+    changed, gone = s.board.take_changes()
+    assert [c["contact_id"] for c in changed] == ["c2"] and gone == []
+    assert s.board.take_changes() == ([], [])

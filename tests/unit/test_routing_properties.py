@@ -2,8 +2,9 @@
 
 After every event: no desk holds more contacts than lines; a contact has at most one live
 assignment; every assignment is to an open desk serving the contact's field (tier 2 only after
-overflow); no contact waits while a qualifying line is free; and a board restored from its
-snapshot is the same board.
+overflow); no contact waits while a qualifying line is free; a board restored from its
+snapshot is the same board; and a store that keeps only the contacts each step changed
+(``take_changes``, what routing writes per batch) holds that same board.
 """
 
 from __future__ import annotations
@@ -47,19 +48,20 @@ def test_random_traffic_never_breaks_the_invariants(desks, ops):
     reg = registry(*[{"id": f"d{i}", "org": f"npo-{i % 2}", **d} for i, d in enumerate(desks)],
                    overflow_after_s={"default": 30, "suicidal": 10}, ring_timeout_s=20)
     by_id = {d.id: d for d in reg.desks}
-    board = Board([reg])
+    board = Board([reg], track_changes=True)
     now = T0
     n = 0
     live: dict[str, str] = {}  # contact -> desk, from the published decisions
     fields: dict[str, str] = {}
     overflowed: set[str] = set()
     calls: list[str] = []
+    stored: dict[str, dict] = {}  # contact id -> row, as routing's board_contacts table holds them
 
     def step(kind: str, at, data) -> None:
-        check(board.apply(kind, at, data))
+        decisions = board.apply(kind, at, data)
         if kind in ("contact.ended", "contact.abandoned"):
-            live.pop(data.contact_id, None)
-        check([])
+            live.pop(data.contact_id, None)  # its line is free before the decisions it causes
+        check(decisions)
 
     def check(decisions) -> None:
         for d in decisions:
@@ -81,6 +83,17 @@ def test_random_traffic_never_breaks_the_invariants(desks, ops):
         assert all(count <= by_id[d].lines for d, count in per_desk.items())
         restored = Board.restore(json.loads(json.dumps(board.snapshot())), [reg])
         assert restored.snapshot() == board.snapshot()
+        changed, gone = board.take_changes()
+        stored.update({c["contact_id"]: json.loads(json.dumps(c)) for c in changed})
+        for cid in gone:
+            stored.pop(cid, None)
+        snapshot = board.snapshot()
+        assert stored == {c["contact_id"]: c for c in json.loads(json.dumps(snapshot["contacts"]))}
+        from_rows = Board.restore({**board.snapshot_header(), "contacts": list(stored.values())}, [reg])
+        assert {c["contact_id"]: c for c in from_rows.snapshot()["contacts"]} == stored
+        assert from_rows.snapshot_header() == board.snapshot_header()
+        assert [c.contact_id for c in from_rows.waiting()] == [c.contact_id for c in board.waiting()]
+        assert from_rows.busy == board.busy
 
     for op in ops:
         if op[0] == "call":
