@@ -1,9 +1,10 @@
 """metrics' one subscriber: every canonical topic, one consumer group, batches of facts.
 
 Per batch, in one PostgreSQL transaction: claim the events in the inbox (a redelivered event is a
-no-op), fold the new ones into facts (domain.py) and combine them with the stored facts
-(store.py). Offsets are committed after the transaction (NACK_ON_ERROR): a crash anywhere
-replays the batch, which finds its events already claimed.
+no-op), fold the new ones into facts (domain.py) and combine them with the stored facts, moving the
+rollups by each changed contact's difference (store.py). Offsets are committed after the
+transaction (NACK_ON_ERROR): a crash anywhere replays the batch, which finds its events already
+claimed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
 
+from schemas import ValidatedEvent
 from services.metrics import store
 from services.metrics.domain import fold
 from services.metrics.telemetry import OpsTelemetry
@@ -38,6 +40,20 @@ class Metrics:
     consumed: int = field(default=0)  # new events applied by this process
 
 
+async def apply_events(conn: asyncpg.Connection, events: list[ValidatedEvent]) -> list[ValidatedEvent]:
+    """Inside the caller's transaction: claim the events in the inbox and fold the new ones into the
+    facts and the rollups. Returns the events that were new."""
+    new = await claim_new(conn, store.SCHEMA, [(e.envelope.source, e.envelope.id, e.envelope.type) for e in events])
+    fresh = []
+    for event in events:
+        pair = (event.envelope.source, event.envelope.id)
+        if pair in new:
+            new.discard(pair)  # a repeat within the batch is applied once
+            fresh.append(event)
+    await store.apply_facts(conn, fold(fresh))
+    return fresh
+
+
 async def apply_batch(metrics: Metrics, records: Any) -> int:
     """Apply one batch of records; returns how many events were new."""
     assert metrics.pool is not None
@@ -49,14 +65,7 @@ async def apply_batch(metrics: Metrics, records: Any) -> int:
     if not batch.events:
         return 0
     async with metrics.pool.acquire() as conn, conn.transaction():
-        new = await claim_new(conn, store.SCHEMA, batch.keys())
-        fresh = []
-        for event in batch.events:
-            pair = (event.envelope.source, event.envelope.id)
-            if pair in new:
-                new.discard(pair)  # a repeat within the batch is applied once
-                fresh.append(event)
-        await store.apply_facts(conn, fold(fresh))
+        fresh = await apply_events(conn, batch.events)
     metrics.telemetry.record(fresh)
     metrics.consumed += len(fresh)
     return len(fresh)

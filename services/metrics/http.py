@@ -17,9 +17,9 @@ from fastapi.responses import JSONResponse, Response
 from services.metrics import figures
 from services.metrics.domain import Period, PeriodError, resolve_period
 from tsunagu.auth import Caller
-from tsunagu.http_auth import require_roles
+from tsunagu.http_auth import AUTH_RESPONSES, BAD_REQUEST, require_roles
 
-router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
+router = APIRouter(prefix="/v1/metrics", tags=["metrics"], responses=AUTH_RESPONSES)
 Reader = Annotated[Caller, Depends(require_roles("secretariat", "partner"))]
 
 FromQ = Annotated[str | None, Query(alias="from", description="start, inclusive: RFC 3339 time or a date (JST)")]
@@ -61,7 +61,9 @@ def _answer(request: Request, body: dict[str, Any]) -> Response:
     return JSONResponse(body)
 
 
-@router.get("/answer-rate", summary="Call attempts, connected, answer rate (応答率), abandonment, per-caller rate")
+@router.get("/answer-rate",
+            summary="Call attempts, connected, answer rate (応答率), abandonment, per-caller rate",
+            responses=BAD_REQUEST)
 async def answer_rate(request: Request, caller: Reader, start: FromQ = None, to: ToQ = None, period: PeriodQ = None,
                       group_by: ContactGroup | None = None, channel: ChannelQ = None) -> Response:
     p = _period(request, period, start, to)
@@ -70,7 +72,9 @@ async def answer_rate(request: Request, caller: Reader, start: FromQ = None, to:
     return _answer(request, body)
 
 
-@router.get("/waits", summary="Waits, talk times and service level (answered within N seconds)")
+@router.get("/waits",
+            summary="Waits, talk times and service level (answered within N seconds)",
+            responses=BAD_REQUEST)
 async def waits(request: Request, caller: Reader, start: FromQ = None, to: ToQ = None, period: PeriodQ = None,
                 group_by: ContactGroup | None = None, channel: ChannelQ = None,
                 within: Annotated[str, Query(description="seconds, comma-separated, e.g. 20,60")] = "20,60",
@@ -87,7 +91,9 @@ async def waits(request: Request, caller: Reader, start: FromQ = None, to: ToQ =
     return _answer(request, body)
 
 
-@router.get("/consultations", summary="Consultations: categories ranked, age bands, risk levels")
+@router.get("/consultations",
+            summary="Consultations: categories ranked, age bands, risk levels",
+            responses=BAD_REQUEST)
 async def consultations(request: Request, caller: Reader, start: FromQ = None, to: ToQ = None,
                         period: PeriodQ = None,
                         group_by: Literal["field", "organisation", "desk", "age_band", "risk", "hour", "day"]
@@ -97,7 +103,9 @@ async def consultations(request: Request, caller: Reader, start: FromQ = None, t
     return _answer(request, body)
 
 
-@router.get("/referrals", summary="Referrals (つなぎ) by receiver type, state, urgency; time to acknowledge")
+@router.get("/referrals",
+            summary="Referrals (つなぎ) by receiver type, state, urgency; time to acknowledge",
+            responses=BAD_REQUEST)
 async def referrals(request: Request, caller: Reader, start: FromQ = None, to: ToQ = None, period: PeriodQ = None,
                     group_by: Literal["receiver_type", "state", "urgency", "organisation", "day"] | None = None,
                     ) -> Response:

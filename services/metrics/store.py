@@ -2,13 +2,16 @@
 combine a batch's facts with what is stored, and the SQL that turns facts into figures.
 
 The upserts apply domain.py's rules column by column: a slot's values are replaced only when the
-incoming slot wins (earlier or later by (event time, tie-break)). All figures are computed here
-over the facts, for any from–to, so nothing is pre-aggregated that a late event could invalidate.
+incoming slot wins (earlier or later by (event time, tie-break)). The same statement returns each
+changed row's old and new version (PostgreSQL 18 ``RETURNING old.*, new.*``) and moves the rollups
+(migration 002) by the difference between the two contributions, inside the batch's transaction —
+so the rollups always equal what the facts would give from scratch (``rebuild_rollups``). Figures
+read whole days and months from the rollups and the hours at a period's edges from the facts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,11 +19,18 @@ from typing import Any
 import asyncpg
 
 from services.metrics.domain import (
+    EDGE_INDEX,
+    HISTOGRAM_EDGES,
+    JST,
     ConsultationFacts,
     ContactFacts,
     Facts,
     Period,
     ReferralFacts,
+    cover,
+    dimension_index,
+    quantiles_from_bins,
+    within_from_bins,
 )
 from tsunagu.db import migrate
 
@@ -30,7 +40,11 @@ TZ = "Asia/Tokyo"
 
 
 async def migrate_schema(pool: asyncpg.Pool) -> list[str]:
-    return await migrate(pool, SCHEMA, MIGRATIONS, inbox_outbox=True)
+    applied = await migrate(pool, SCHEMA, MIGRATIONS, inbox_outbox=True)
+    if "002_rollups.sql" in applied and await pool.fetchval(f'SELECT EXISTS (SELECT FROM "{SCHEMA}".contacts)'):
+        async with pool.acquire() as conn:  # facts from before the rollups existed
+            await rebuild_rollups(conn)
+    return applied
 
 
 # --- writing facts --------------------------------------------------------------------------
@@ -149,17 +163,305 @@ def _columns(rows: Sequence[list[Any]], width: int) -> list[list[Any]]:
 
 
 async def apply_facts(conn: asyncpg.Connection, facts: Facts) -> None:
-    """Combine a batch's facts with the stored ones: one set-based statement per table."""
+    """Combine a batch's facts with the stored ones — one set-based statement per table, which also
+    moves the rollups by the difference between each changed row's old and new contribution."""
     # Sorted keys: concurrent consumers then lock rows in the same order (no deadlocks).
     if facts.contacts:
         rows = [contact_row(facts.contacts[k]) for k in sorted(facts.contacts)]
-        await conn.execute(CONTACTS_UPSERT, *_columns(rows, len(CONTACT_COLUMNS)))
+        await conn.execute(CONTACTS_APPLY, *_columns(rows, len(CONTACT_COLUMNS)))
     if facts.consultations:
         rows = [consultation_row(facts.consultations[k]) for k in sorted(facts.consultations)]
-        await conn.execute(CONSULTATIONS_UPSERT, *_columns(rows, len(CONSULTATION_COLUMNS)))
+        await conn.execute(CONSULTATIONS_APPLY, *_columns(rows, len(CONSULTATION_COLUMNS)))
     if facts.referrals:
         rows = [referral_row(facts.referrals[k]) for k in sorted(facts.referrals)]
         await conn.execute(REFERRALS_UPSERT, *_columns(rows, len(REFERRAL_COLUMNS)))
+
+
+# --- rollups: each row's contribution, moved by deltas -----------------------------------------
+# A contact contributes to contact_rollup / contact_hist (and, inside a named period, to the caller
+# sets) exactly as the secretariat counts it (CONTACTS_VIEW below). The same SQL turns a row of the
+# facts into its contribution in three places: the deltas of a batch (old row −1, new row +1), the
+# rebuild of the rollups from the facts, and the edges of a period read straight from the facts.
+
+S = f'"{SCHEMA}"'
+_TZ = f"'{TZ}'"
+_NEG_EDGES = "ARRAY[" + ",".join(str(-e) for e in reversed(HISTOGRAM_EDGES)) + "]::float8[]"
+
+
+def _bin(value: str) -> str:
+    """SQL for domain.bin_of: how many histogram edges lie below the value."""
+    return f"({len(HISTOGRAM_EDGES)} - width_bucket(-({value})::float8, {_NEG_EDGES}))::smallint"
+
+
+def _contact_view(c: Callable[[str], str], alias: Callable[[str], str] = lambda n: n) -> str:
+    """The counted view of a contacts row; ``c`` names a stored column, ``alias`` the output."""
+    answered = c("answered_at")
+    return ", ".join(f"{expr} AS {alias(name)}" for name, expr in (
+        ("received_at", c("received_at")), ("channel", c("channel")), ("caller_key", c("caller_key")),
+        ("prefecture", c("prefecture")), ("field", f"coalesce({c('field')}, {c('assigned_field')})"),
+        ("organisation", f"coalesce({c('organisation_id')}, {c('assigned_org')})"),
+        ("desk", f"coalesce({c('desk_id')}, {c('assigned_desk')})"),
+        ("connected", f"{answered} IS NOT NULL"),
+        ("abandon_stage", f"CASE WHEN {answered} IS NULL THEN {c('abandon_stage')} END"),
+        ("overflowed", f"{c('overflow_tier')} IS NOT NULL"),
+        ("wait", f"CASE WHEN {answered} IS NOT NULL THEN {c('wait_seconds')} END"),
+        ("talk", f"CASE WHEN {answered} IS NOT NULL THEN {c('talk_seconds')} END"),
+        ("queue_wait", f"CASE WHEN {answered} IS NULL AND {c('abandon_stage')} = 'queue' THEN {c('abandon_wait')} END"),
+    ))
+
+
+VIEW_NAMES = ["received_at", "channel", "caller_key", "prefecture", "field", "organisation", "desk", "connected",
+              "abandon_stage", "overflowed", "wait", "talk", "queue_wait"]
+_HOD = f"extract(hour FROM {{t}} AT TIME ZONE {_TZ})::int::text"
+_DAYKEY = f"to_char({{t}} AT TIME ZONE {_TZ}, 'YYYY-MM-DD')"
+GRAIN_BUCKET = (f"CASE g.grain WHEN 'd' THEN date_trunc('day', received_at, {_TZ}) "
+                f"ELSE date_trunc('month', received_at, {_TZ}) END")
+GRAINS_SQL = """(VALUES ('d'::"char"), ('m'::"char")) g(grain)"""
+# contact cubes: 0 none, 1 field, 2 desk, 3 prefecture, 4 hour of day
+CONTACT_CUBE_KEY = ("CASE c.cube WHEN 1 THEN field WHEN 2 THEN desk WHEN 3 THEN prefecture "
+                    f"WHEN 4 THEN {_HOD.format(t='received_at')} END")
+CONTACT_MEASURES = """
+    sum(sign) AS attempts,
+    sum(sign * connected::int) AS connected,
+    sum(sign * (abandon_stage IS NOT NULL)::int) AS abandoned,
+    sum(sign * (abandon_stage IS NOT DISTINCT FROM 'ivr')::int) AS abandoned_ivr,
+    sum(sign * (abandon_stage IS NOT DISTINCT FROM 'queue')::int) AS abandoned_queue,
+    sum(sign * (abandon_stage IS NOT DISTINCT FROM 'ringing')::int) AS abandoned_ringing,
+    sum(sign * overflowed::int) AS overflowed,
+    sum(sign * (wait IS NOT NULL)::int) AS wait_n,
+    coalesce(sum(sign * wait::numeric), 0) AS wait_sum,
+    sum(sign * (talk IS NOT NULL)::int) AS talk_n,
+    coalesce(sum(sign * talk::numeric), 0) AS talk_sum"""
+ROLLUP_MEASURES = ["attempts", "connected", "abandoned", "abandoned_ivr", "abandoned_queue", "abandoned_ringing",
+                   "overflowed", "wait_n", "wait_sum", "talk_n", "talk_sum"]
+_ADD = ", ".join(f"{m} = t.{m} + EXCLUDED.{m}" for m in ROLLUP_MEASURES)
+# period_callers dims: 0 total, then domain.DIMENSIONS in order
+PERIOD_DIM_KEY = ("CASE d.dim WHEN 1 THEN field WHEN 2 THEN organisation WHEN 3 THEN desk WHEN 4 THEN channel "
+                  f"WHEN 5 THEN prefecture WHEN 6 THEN {_HOD.format(t='received_at')} "
+                  f"WHEN 7 THEN {_DAYKEY.format(t='received_at')} END")
+
+
+def _contact_rollup_sql(delta: str, grains: str = GRAINS_SQL) -> str:
+    return f"""INSERT INTO {S}.contact_rollup AS t
+            (cube, grain, bucket, channel, organisation, k, {", ".join(ROLLUP_MEASURES)})
+        SELECT c.cube, g.grain, {GRAIN_BUCKET}, channel, organisation, {CONTACT_CUBE_KEY}, {CONTACT_MEASURES}
+          FROM {delta} CROSS JOIN {grains} CROSS JOIN generate_series(0, 4) c(cube)
+         GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+        ON CONFLICT (cube, grain, bucket, channel, organisation, k) DO UPDATE SET {_ADD}"""
+
+
+# Histograms are kept for the cubes none (which also answers by organisation, channel and day) and
+# field only — waits by desk, prefecture or hour of day are counted from the facts: per contact,
+# histogram rows are the most a batch writes.
+HIST_CUBES = (0, 1)
+
+
+def _contact_hist_sql(delta: str, grains: str = GRAINS_SQL) -> str:
+    return f"""INSERT INTO {S}.contact_hist AS t (cube, grain, bucket, measure, channel, organisation, k, bin, n)
+        SELECT c.cube, g.grain, {GRAIN_BUCKET}, m.measure, channel, organisation, {CONTACT_CUBE_KEY},
+               {_bin("m.value")}, sum(sign)
+          FROM {delta} CROSS JOIN {grains} CROSS JOIN unnest(ARRAY[0, 1]) c(cube)
+               CROSS JOIN LATERAL (VALUES ('w'::"char", wait), ('t'::"char", talk), ('a'::"char", queue_wait))
+               m(measure, value)
+         WHERE m.value IS NOT NULL
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+        ON CONFLICT (cube, grain, bucket, measure, channel, organisation, k, bin) DO UPDATE SET n = t.n + EXCLUDED.n"""
+
+
+def _period_callers_sql(delta: str, only: str = "") -> str:
+    """Caller-set deltas for the named periods, and the counts of callers they move."""
+    return f"""pc AS (
+        INSERT INTO {S}.period_callers AS t (period, dim, channel, organisation, k, caller_key, attempts, connected)
+        SELECT p.name, d.dim, s.any_channel, s.any_org, {PERIOD_DIM_KEY}, caller_key, sum(sign),
+               sum(sign * connected::int)
+          FROM {delta} JOIN {S}.named_periods p ON received_at >= p.start_at AND received_at < p.end_at {only}
+               CROSS JOIN generate_series(0, 7) d(dim)
+               CROSS JOIN LATERAL (VALUES (channel, organisation), (channel, '*'), ('*', '*')) s(any_channel, any_org)
+         WHERE caller_key IS NOT NULL
+         GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+        ON CONFLICT (period, dim, channel, organisation, k, caller_key) DO UPDATE
+           SET attempts = t.attempts + EXCLUDED.attempts, connected = t.connected + EXCLUDED.connected
+        RETURNING period, dim, channel, organisation, k,
+                  (new.attempts > 0)::int - (coalesce(old.attempts, 0) > 0)::int AS dc,
+                  (new.connected > 0)::int - (coalesce(old.connected, 0) > 0)::int AS dcc)
+    INSERT INTO {S}.period_caller_counts AS t (period, dim, channel, organisation, k, callers, callers_connected)
+    SELECT period, dim, channel, organisation, k, sum(dc), sum(dcc) FROM pc
+     GROUP BY 1, 2, 3, 4, 5 HAVING sum(abs(dc)) + sum(abs(dcc)) > 0 ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (period, dim, channel, organisation, k) DO UPDATE
+       SET callers = t.callers + EXCLUDED.callers, callers_connected = t.callers_connected + EXCLUDED.callers_connected
+    """
+
+
+_RETURN_CONTACT = (
+    "RETURNING " + _contact_view(lambda col: f"old.{col}", lambda n: f"o_{n}") + ", "
+    + _contact_view(lambda col: f"new.{col}", lambda n: f"n_{n}")
+)
+_O = ", ".join(f"o_{n}" for n in VIEW_NAMES)
+_N = ", ".join(f"n_{n}" for n in VIEW_NAMES)
+CONTACTS_APPLY = f"""
+WITH up AS ({CONTACTS_UPSERT} {_RETURN_CONTACT}),
+changed AS (SELECT * FROM up WHERE ROW({_O}) IS DISTINCT FROM ROW({_N})),
+delta AS (
+    SELECT -1 AS sign, {", ".join(f"o_{n} AS {n}" for n in VIEW_NAMES)} FROM changed WHERE o_received_at IS NOT NULL
+    UNION ALL
+    SELECT 1, {", ".join(f"n_{n}" for n in VIEW_NAMES)} FROM changed WHERE n_received_at IS NOT NULL),
+r AS ({_contact_rollup_sql("delta")}),
+h AS ({_contact_hist_sql("delta")}),
+{_period_callers_sql("delta")}
+"""
+
+# consultation cubes: 0 none, 1 field, 2 desk, 3 age band, 4 risk, 5 hour of day, 6 category
+CONSULTATION_VIEW_NAMES = ["recorded_at", "organisation_id", "desk_id", "field", "categories", "age_band", "risk",
+                           "referral_needed"]
+
+
+def _consultation_rollup_sql(delta: str, grains: str = GRAINS_SQL) -> str:
+    bucket = GRAIN_BUCKET.replace("received_at", "recorded_at")
+    key = ("CASE c.cube WHEN 1 THEN field WHEN 2 THEN desk_id WHEN 3 THEN age_band WHEN 4 THEN risk "
+           f"WHEN 5 THEN {_HOD.format(t='recorded_at')} WHEN 6 THEN cat.code END")
+    return f"""INSERT INTO {S}.consultation_rollup AS t
+            (cube, grain, bucket, organisation, k, consultations, referral_needed, high_risk)
+        SELECT c.cube, g.grain, {bucket}, organisation_id, {key}, sum(sign), sum(sign * referral_needed::int),
+               sum(sign * (risk IN ('high', 'imminent'))::int)
+          FROM {delta} CROSS JOIN {grains} CROSS JOIN generate_series(0, 6) c(cube)
+               CROSS JOIN LATERAL (SELECT NULL::text AS code WHERE c.cube <> 6
+                                   UNION ALL SELECT u FROM unnest(categories) u WHERE c.cube = 6) cat
+         GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT (cube, grain, bucket, organisation, k) DO UPDATE
+           SET consultations = t.consultations + EXCLUDED.consultations,
+               referral_needed = t.referral_needed + EXCLUDED.referral_needed,
+               high_risk = t.high_risk + EXCLUDED.high_risk"""
+
+
+_CO = ", ".join(f"old.{n} AS o_{n}" for n in CONSULTATION_VIEW_NAMES)
+_CN = ", ".join(f"new.{n} AS n_{n}" for n in CONSULTATION_VIEW_NAMES)
+CONSULTATIONS_APPLY = f"""
+WITH up AS ({CONSULTATIONS_UPSERT} RETURNING {_CO}, {_CN}),
+changed AS (SELECT * FROM up WHERE ROW({", ".join(f"o_{n}" for n in CONSULTATION_VIEW_NAMES)})
+                                   IS DISTINCT FROM ROW({", ".join(f"n_{n}" for n in CONSULTATION_VIEW_NAMES)})),
+delta AS (
+    SELECT -1 AS sign, {", ".join(f"o_{n} AS {n}" for n in CONSULTATION_VIEW_NAMES)} FROM changed
+     WHERE o_recorded_at IS NOT NULL
+    UNION ALL
+    SELECT 1, {", ".join(f"n_{n}" for n in CONSULTATION_VIEW_NAMES)} FROM changed WHERE n_recorded_at IS NOT NULL)
+{_consultation_rollup_sql("delta")}
+"""
+
+_FACTS_DELTA = (f"(SELECT 1 AS sign, {_contact_view(lambda col: col)} FROM {S}.contacts "
+                "WHERE received_at >= $1 AND received_at < $2) v")
+_CONSULTATION_FACTS_DELTA = (f"(SELECT 1 AS sign, * FROM {S}.consultations "
+                             "WHERE recorded_at >= $1 AND recorded_at < $2) v")
+_DAILY = """(VALUES ('d'::"char")) g(grain)"""
+
+
+def _coarser(table: str, key: list[str], measures: list[str], grain: str, finer: str) -> str:
+    """Sum the ``finer`` grain's rows into ``grain`` (a day or a month in Japan time)."""
+    unit = "day" if grain == "d" else "month"
+    cols = ", ".join(key)
+    return f"""INSERT INTO {S}.{table} AS t (grain, bucket, {cols}, {", ".join(measures)})
+        SELECT '{grain}', date_trunc('{unit}', bucket, {_TZ}), {cols}, {", ".join(f"sum({m})" for m in measures)}
+          FROM {S}.{table} WHERE grain = '{finer}' AND bucket >= $1 AND bucket < $2
+         GROUP BY 2, {cols}
+        ON CONFLICT (cube, grain, bucket, {", ".join(k for k in key if k != "cube")}) DO UPDATE
+           SET {", ".join(f"{m} = t.{m} + EXCLUDED.{m}" for m in measures)}"""
+
+
+async def rebuild_rollups(conn: asyncpg.Connection) -> None:
+    """Compute every rollup and the named periods' caller sets from the facts, from scratch (for a
+    schema that had facts before the rollups existed, and for benchmarks that write facts directly).
+    Days come from the facts a month at a time; months from the days."""
+    async with conn.transaction():
+        await conn.execute(f"LOCK TABLE {S}.contacts, {S}.consultations IN SHARE MODE")
+        for table in ("contact_rollup", "contact_hist", "consultation_rollup", "period_callers",
+                      "period_caller_counts"):
+            await conn.execute(f"TRUNCATE {S}.{table}")
+        lo, hi = await conn.fetchrow(
+            f"SELECT least((SELECT min(received_at) FROM {S}.contacts), "
+            f"(SELECT min(recorded_at) FROM {S}.consultations)), "
+            f"greatest((SELECT max(received_at) FROM {S}.contacts), (SELECT max(recorded_at) FROM {S}.consultations))")
+        if lo is None:
+            return
+        months = []
+        t = _floor_month(lo)
+        while t <= hi:
+            nxt = _next_month(t)
+            months.append((t, nxt))
+            t = nxt
+        for a, b in months:
+            await conn.execute(_contact_rollup_sql(_FACTS_DELTA, _DAILY), a, b)
+            await conn.execute(_contact_hist_sql(_FACTS_DELTA, _DAILY), a, b)
+            await conn.execute(_consultation_rollup_sql(_CONSULTATION_FACTS_DELTA, _DAILY), a, b)
+        start, end = months[0][0], months[-1][1]
+        contact_key = ["cube", "channel", "organisation", "k"]
+        for grain, finer in (("m", "d"),):
+            await conn.execute(_coarser("contact_rollup", contact_key, ROLLUP_MEASURES, grain, finer), start, end)
+            await conn.execute(_coarser("contact_hist", ["cube", "measure", *contact_key[1:], "bin"], ["n"], grain,
+                                        finer), start, end)
+            await conn.execute(_coarser("consultation_rollup", ["cube", "organisation", "k"],
+                                        ["consultations", "referral_needed", "high_risk"], grain, finer), start, end)
+        await _fill_period_callers(conn, None)
+
+
+async def _fill_period_callers(conn: asyncpg.Connection, name: str | None) -> None:
+    """The caller sets and counts of one named period (all when ``name`` is None) from the facts."""
+    delta = f"(SELECT 1 AS sign, {_contact_view(lambda col: col)} FROM {S}.contacts) v"
+    if name is None:
+        await conn.execute(f"WITH {_period_callers_sql(delta)}")
+    else:
+        await conn.execute(f"WITH {_period_callers_sql(delta, 'AND p.name = $1')}", name)
+
+
+async def sync_named_periods(pool: asyncpg.Pool, periods: dict[str, Period]) -> list[str]:
+    """Keep the named periods' caller sets in step with the configured periods: a new or moved
+    period is filled from the facts (consumers wait meanwhile), a removed one dropped. Returns the
+    names (re)filled."""
+    filled: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"LOCK TABLE {S}.named_periods IN EXCLUSIVE MODE")
+        stored = {r["name"]: (r["start_at"], r["end_at"])
+                  for r in await conn.fetch(f"SELECT name, start_at, end_at FROM {S}.named_periods")}
+        wanted = {name: (p.start, p.end) for name, p in periods.items()}
+        stale = [n for n in stored if stored[n] != wanted.get(n)]
+        fresh = [n for n in wanted if stored.get(n) != wanted[n]]
+        if not stale and not fresh:
+            return []
+        await conn.execute(f"LOCK TABLE {S}.contacts IN SHARE MODE")
+        for name in stale:
+            await conn.execute(f"DELETE FROM {S}.named_periods WHERE name = $1", name)
+            await conn.execute(f"DELETE FROM {S}.period_callers WHERE period = $1", name)
+            await conn.execute(f"DELETE FROM {S}.period_caller_counts WHERE period = $1", name)
+        for name in fresh:
+            start, end = wanted[name]
+            await conn.execute(f"INSERT INTO {S}.named_periods VALUES ($1, $2, $3)", name, start, end)
+            await _fill_period_callers(conn, name)
+            filled.append(name)
+    return filled
+
+
+ROLLUP_TABLES = {  # table -> its counts (a row whose counts are all zero says nothing)
+    "contact_rollup": ROLLUP_MEASURES,
+    "contact_hist": ["n"],
+    "consultation_rollup": ["consultations", "referral_needed", "high_risk"],
+    "period_caller_counts": ["callers", "callers_connected"],
+}
+
+
+async def rollup_rows(conn: Any) -> dict[str, set[tuple[Any, ...]]]:
+    """Every non-zero rollup row, per table — to compare the rollups of two runs."""
+    out = {}
+    for table, counts in ROLLUP_TABLES.items():
+        rows = await conn.fetch(f"SELECT * FROM {S}.{table} WHERE {' OR '.join(f'{c} <> 0' for c in counts)}")
+        out[table] = {tuple(r) for r in rows}
+    return out
+
+
+def _floor_month(t: datetime) -> datetime:
+    local = t.astimezone(JST)
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_month(t: datetime) -> datetime:
+    return t.replace(year=t.year + t.month // 12, month=t.month % 12 + 1)
 
 
 # --- reading figures ------------------------------------------------------------------------
@@ -231,7 +533,7 @@ def _split(rows: list[asyncpg.Record]) -> tuple[dict[str, Any], list[dict[str, A
     return totals, groups
 
 
-async def answer_rate(
+async def answer_rate_from_facts(
     conn: asyncpg.Connection | asyncpg.Pool, period: Period, group_by: str | None,
     channel: str | None = "phone", organisation: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -257,7 +559,7 @@ def _within_aggregates(within: list[int]) -> str:
     return ", ".join(parts)
 
 
-async def waits(
+async def waits_from_facts(
     conn: asyncpg.Connection | asyncpg.Pool, period: Period, group_by: str | None, within: list[int],
     channel: str | None = "phone", organisation: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -272,7 +574,7 @@ CONSULTATIONS_VIEW = f"""
 """
 
 
-async def consultations(
+async def consultations_from_facts(
     conn: asyncpg.Connection | asyncpg.Pool, period: Period, group_by: str | None, organisation: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[tuple[str, int]]]]:
     """(totals, groups, breakdowns): breakdowns ranks categories, age bands and risk levels."""
@@ -289,6 +591,228 @@ async def consultations(
             f"SELECT code, count(*) AS n FROM (SELECT {expr} AS code FROM ({CONSULTATIONS_VIEW}) v) c "
             "GROUP BY code ORDER BY n DESC, code", *args,
         )
+        breakdowns[name] = [(r["code"], r["n"]) for r in rows]
+    return totals, groups, breakdowns
+
+
+# --- figures from the rollups (edges of the period from the facts) --------------------------------
+# group_by -> (cube, key of a rollup row, key of a facts row, coarsest grain that still has the key)
+_ROLLUP_DAY = f"to_char(bucket AT TIME ZONE {_TZ}, 'YYYY-MM-DD')"
+CONTACT_ROLLUP_KEYS: dict[str | None, tuple[int, str, str, str]] = {
+    None: (0, "NULL::text", "NULL::text", "m"),
+    "field": (1, "k", "field", "m"),
+    "desk": (2, "k", "desk", "m"),
+    "prefecture": (3, "k", "prefecture", "m"),
+    "hour": (4, "k::int", _HOUR.format(t="received_at"), "m"),
+    "organisation": (0, "organisation", "organisation", "m"),
+    "channel": (0, "channel", "channel", "m"),
+    "day": (0, _ROLLUP_DAY, _DAY.format(t="received_at"), "d"),
+}
+CONSULTATION_ROLLUP_KEYS: dict[str | None, tuple[int, str, str, str]] = {
+    None: (0, "NULL::text", "NULL::text", "m"),
+    "field": (1, "k", "field", "m"),
+    "desk": (2, "k", "desk_id", "m"),
+    "age_band": (3, "k", "age_band", "m"),
+    "risk": (4, "k", "risk", "m"),
+    "hour": (5, "k::int", _HOUR.format(t="recorded_at"), "m"),
+    "organisation": (0, "organisation", "organisation_id", "m"),
+    "day": (0, _ROLLUP_DAY, _DAY.format(t="recorded_at"), "d"),
+}
+
+
+def _rollup_rows(table: str, cube: int, where: str) -> str:
+    """The rows of ``table`` in the period's buckets ($1 grains, $2 starts, $3 ends): one index range
+    scan per bucket range (OFFSET 0 keeps the planner from turning it into a scan of the table)."""
+    return f"""(SELECT t.* FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) r(grain, lo, hi)
+         CROSS JOIN LATERAL (SELECT * FROM {S}.{table} t WHERE t.cube = {cube} AND t.grain = r.grain::"char"
+                                AND t.bucket >= r.lo AND t.bucket < r.hi AND {where} OFFSET 0) t) t"""
+
+
+def _edge_rows(table: str, column: str) -> str:
+    """The facts at the period's edges ($4 starts, $5 ends), one index range scan each."""
+    return f"""unnest($4::timestamptz[], $5::timestamptz[]) e(lo, hi)
+         CROSS JOIN LATERAL (SELECT * FROM {S}.{table} c WHERE c.{column} >= e.lo AND c.{column} < e.hi OFFSET 0) c"""
+
+
+_CONTACT_EDGE_ROWS = f"""(SELECT 1 AS sign, {_contact_view(lambda col: "c." + col)}
+           FROM {_edge_rows("contacts", "received_at")}) v"""
+_EDGE_WHERE = "($6::text IS NULL OR channel = $6) AND ($7::text IS NULL OR organisation = $7)"
+_CONTACT_EDGES = f"{_CONTACT_EDGE_ROWS} WHERE {_EDGE_WHERE}"
+_MEASURE_VALUES = """CROSS JOIN LATERAL (VALUES ('w'::"char", wait), ('t'::"char", talk), ('a'::"char", queue_wait))
+               m(measure, value)"""
+_CONTACT_FILTER = "($6::text IS NULL OR t.channel = $6) AND ($7::text IS NULL OR t.organisation = $7)"
+
+
+def _sum_groups(sums: str, count: str, total_only: bool) -> str:
+    """Sum the parts per key and in total (keys whose count nets to zero left out)."""
+    if total_only:
+        return f"SELECT NULL AS key, true AS is_total, {sums} FROM parts"
+    return (f"SELECT key, GROUPING(key) = 1 AS is_total, {sums} FROM parts GROUP BY GROUPING SETS ((key), ()) "
+            f"HAVING GROUPING(key) = 1 OR sum({count}) <> 0 ORDER BY is_total DESC, key NULLS LAST")
+
+
+def _cover_args(period: Period, coarsest: str) -> list[Any]:
+    c = cover(period, coarsest)
+    return [[b[0] for b in c.buckets], [b[1] for b in c.buckets], [b[2] for b in c.buckets],
+            [e[0] for e in c.edges], [e[1] for e in c.edges]]
+
+
+def _totals_and_groups(rows: list[asyncpg.Record], names: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    totals: dict[str, Any] = dict.fromkeys(names, 0)
+    groups = []
+    for row in rows:
+        values = {n: row[n] for n in names}
+        if row["is_total"]:
+            totals = values
+        else:
+            groups.append({"key": row["key"], **values})
+    return totals, groups
+
+
+async def contact_sums(conn: Any, period: Period, group_by: str | None, channel: str | None,
+                        organisation: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    cube, rkey, fkey, coarsest = CONTACT_ROLLUP_KEYS[group_by]
+    sums = ", ".join(f"coalesce(sum({m}), 0)::{'numeric' if m.endswith('_sum') else 'bigint'} AS {m}"
+                     for m in ROLLUP_MEASURES)
+    sql = f"""
+        WITH parts AS (
+            SELECT {rkey} AS key, {", ".join(ROLLUP_MEASURES)}
+              FROM {_rollup_rows("contact_rollup", cube, _CONTACT_FILTER)}
+            UNION ALL
+            SELECT {fkey}, {CONTACT_MEASURES} FROM {_CONTACT_EDGES} GROUP BY 1)
+        {_sum_groups(sums, "attempts", group_by is None)}"""
+    rows = await conn.fetch(sql, *_cover_args(period, coarsest), channel, organisation)
+    return _totals_and_groups(rows, ROLLUP_MEASURES)
+
+
+async def _contact_bins(conn: Any, period: Period, group_by: str | None, channel: str | None,
+                        organisation: str | None) -> dict[Any, dict[str, dict[int, int]]]:
+    """key -> measure ('w' wait, 't' talk, 'a' queue abandon wait) -> bin -> count; key "total" too."""
+    cube, rkey, fkey, coarsest = CONTACT_ROLLUP_KEYS[group_by]
+    sql = f"""
+        WITH parts AS (
+            SELECT {rkey} AS key, measure, bin, n FROM {_rollup_rows("contact_hist", cube, _CONTACT_FILTER)}
+            UNION ALL
+            SELECT {fkey}, m.measure, {_bin("m.value")}, count(*) FROM {_CONTACT_EDGE_ROWS} {_MEASURE_VALUES}
+             WHERE {_EDGE_WHERE} AND m.value IS NOT NULL GROUP BY 1, 2, 3)
+        SELECT key, measure::text AS measure, bin, sum(n)::bigint AS n FROM parts GROUP BY 1, 2, 3 HAVING sum(n) <> 0"""
+    out: dict[Any, dict[str, dict[int, int]]] = {}
+    for r in await conn.fetch(sql, *_cover_args(period, coarsest), channel, organisation):
+        for key in ("total", r["key"]) if group_by else ("total",):
+            bins = out.setdefault(key, {}).setdefault(r["measure"], {})
+            bins[r["bin"]] = bins.get(r["bin"], 0) + r["n"]
+    return out
+
+
+async def distinct_callers(conn: Any, period: Period, group_by: str | None, channel: str | None,
+                   organisation: str | None) -> dict[Any, tuple[int, int]]:
+    """key ("total" for all) -> (callers, callers who got through): from a named period's maintained
+    counts when the period is one, else counted from the facts (exact, slower on long periods)."""
+    # the sets keep (channel, organisation), (channel, all organisations) and (all, all)
+    name = None if channel is None and organisation is not None else await conn.fetchval(
+        f"SELECT name FROM {S}.named_periods WHERE start_at = $1 AND end_at = $2 LIMIT 1", period.start, period.end)
+    out: dict[Any, tuple[int, int]] = {"total": (0, 0)}
+    if name is not None:
+        dim = dimension_index(group_by)
+        key = "k::int" if group_by == "hour" else "k"
+        rows = await conn.fetch(
+            f"""SELECT dim, {key} AS key, callers, callers_connected FROM {S}.period_caller_counts
+                 WHERE period = $1 AND dim IN (0, $2) AND channel = $3 AND organisation = $4""",
+            name, dim, channel or "*", organisation or "*")
+        for r in rows:
+            out["total" if r["dim"] == 0 else r["key"]] = (r["callers"], r["callers_connected"])
+        return out
+    key = CONTACT_DIMENSIONS[group_by] if group_by else None
+    sql = _grouped(CONTACTS_VIEW, "count(DISTINCT caller_key) AS callers, "
+                   "count(DISTINCT caller_key) FILTER (WHERE connected) AS callers_connected", key)
+    for r in await conn.fetch(sql, period.start, period.end, channel, organisation):
+        out["total" if r["is_total"] else r["key"]] = (r["callers"], r["callers_connected"])
+    return out
+
+
+ANSWER_RATE_FIELDS = ["attempts", "connected", "abandoned", "abandoned_ivr", "abandoned_queue", "abandoned_ringing",
+                      "overflowed"]
+
+
+async def answer_rate(
+    conn: asyncpg.Connection | asyncpg.Pool, period: Period, group_by: str | None,
+    channel: str | None = "phone", organisation: str | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    totals, groups = await contact_sums(conn, period, group_by, channel, organisation)
+    callers = await distinct_callers(conn, period, group_by, channel, organisation)
+
+    def row(values: dict[str, Any], key: Any) -> dict[str, Any]:
+        c, cc = callers.get(key, (0, 0))
+        return {**{n: values[n] for n in ANSWER_RATE_FIELDS}, "callers": c, "callers_connected": cc}
+
+    return row(totals, "total"), [{"key": g["key"], **row(g, g["key"])} for g in groups]
+
+
+def _mean(total: Any, n: int) -> float | None:
+    return float(total) / n if n else None
+
+
+async def waits(
+    conn: asyncpg.Connection | asyncpg.Pool, period: Period, group_by: str | None, within: list[int],
+    channel: str | None = "phone", organisation: str | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Waits and service level from the rollups: means exact, percentiles from the histogram bins
+    (domain.HISTOGRAM_EDGES gives the precision), "answered within N s" exact for N on a bin edge —
+    any other N is counted from the facts."""
+    cube = CONTACT_ROLLUP_KEYS[group_by][0]
+    if cube not in HIST_CUBES or any(n not in EDGE_INDEX for n in within):
+        return await waits_from_facts(conn, period, group_by, within, channel, organisation)
+    totals, groups = await contact_sums(conn, period, group_by, channel, organisation)
+    bins = await _contact_bins(conn, period, group_by, channel, organisation)
+
+    def row(v: dict[str, Any], key: Any) -> dict[str, Any]:
+        b = bins.get(key, {})
+        w, t, a = b.get("w", {}), b.get("t", {}), b.get("a", {})
+        out = {
+            "attempts": v["attempts"], "connected": v["connected"], "wait_mean": _mean(v["wait_sum"], v["wait_n"]),
+            "wait_p": quantiles_from_bins(w, (0.5, 0.9, 0.95)), "talk_mean": _mean(v["talk_sum"], v["talk_n"]),
+            "talk_p": quantiles_from_bins(t, (0.5, 0.9)), "abandoned_queue": v["abandoned_queue"],
+            "abandon_wait_p": quantiles_from_bins(a, (0.5, 0.9)),
+        }
+        for n in within:
+            out[f"within_{n}"] = within_from_bins(w, n)
+        return out
+
+    return row(totals, "total"), [{"key": g["key"], **row(g, g["key"])} for g in groups]
+
+
+async def consultations(
+    conn: asyncpg.Connection | asyncpg.Pool, period: Period, group_by: str | None, organisation: str | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[tuple[str, int]]]]:
+    """(totals, groups, breakdowns) from the consultation rollups (edges of the period from the facts)."""
+    names = ["consultations", "referral_needed", "high_risk"]
+    edge_rows = f"""(SELECT 1 AS sign, c.* FROM {_edge_rows("consultations", "recorded_at")}) v"""
+    where = "($6::text IS NULL OR organisation_id = $6)"
+
+    def parts(cube: int, rkey: str, fkey: str) -> str:
+        measures = ("sum(sign), sum(sign * referral_needed::int), sum(sign * (risk IN ('high', 'imminent'))::int)")
+        if cube == 6:
+            facts = (f"SELECT u, {measures} FROM {edge_rows} CROSS JOIN LATERAL unnest(v.categories) u "
+                     f"WHERE {where} GROUP BY 1")
+        else:
+            facts = f"SELECT {fkey}, {measures} FROM {edge_rows} WHERE {where} GROUP BY 1"
+        return f"""WITH parts AS (
+            SELECT {rkey} AS key, {", ".join(names)}
+              FROM {_rollup_rows("consultation_rollup", cube, "($6::text IS NULL OR t.organisation = $6)")}
+            UNION ALL {facts})"""
+
+    cube, rkey, fkey, coarsest = CONSULTATION_ROLLUP_KEYS[group_by]
+    args = [*_cover_args(period, coarsest), organisation]
+    sums = ", ".join(f"coalesce(sum({n}), 0)::bigint AS {n}" for n in names)
+    rows = await conn.fetch(f"""{parts(cube, rkey, fkey)}
+        {_sum_groups(sums, "consultations", group_by is None)}""", *args)
+    totals, groups = _totals_and_groups(rows, names)
+    breakdowns: dict[str, list[tuple[str, int]]] = {}
+    args = [*_cover_args(period, "m"), organisation]
+    for name, cube, fkey in (("categories", 6, "u"), ("age_bands", 3, "age_band"), ("risks", 4, "risk")):
+        rows = await conn.fetch(f"""{parts(cube, "k", fkey)}
+            SELECT key AS code, sum(consultations)::bigint AS n FROM parts GROUP BY 1 HAVING sum(consultations) <> 0
+             ORDER BY n DESC, code""", *args)
         breakdowns[name] = [(r["code"], r["n"]) for r in rows]
     return totals, groups, breakdowns
 

@@ -12,13 +12,20 @@ from hypothesis import strategies as st
 
 from services.metrics.domain import (
     DIMENSIONS,
+    GRAINS,
+    JST,
     Period,
     PeriodError,
     answer_rate_counts,
+    bin_bounds,
+    bin_of,
+    cover,
     fold,
     hours_by_hour_of_day,
     load_periods,
+    quantiles_from_bins,
     resolve_period,
+    within_from_bins,
 )
 from tests.integration.metrics_support import TRIAL1, caller_key, event, synthetic_log, validated
 
@@ -177,3 +184,43 @@ def test_heartbeats_withdrawn_assignments_and_created_referrals_never_disturb_a_
     with_extra, plain = fold(validated(log + extra)), fold(validated(log))
     assert with_extra.contacts == plain.contacts and with_extra.consultations == plain.consultations
     assert set(with_extra.referrals) == set(plain.referrals)
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.datetimes(datetime(2021, 1, 1), datetime(2023, 12, 31)),
+       length=st.timedeltas(timedelta(seconds=1), timedelta(days=500)), coarsest=st.sampled_from(GRAINS))
+def test_a_period_is_covered_by_whole_buckets_and_its_edges_exactly_once(start, length, coarsest):
+    period = Period(start.replace(tzinfo=JST), start.replace(tzinfo=JST) + length)
+    c = cover(period, coarsest)
+    pieces = sorted([(lo, hi) for _, lo, hi in c.buckets] + list(c.edges))
+    assert pieces[0][0] == period.start and pieces[-1][1] == period.end
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False))  # no gap, no overlap
+    assert all(lo < hi for lo, hi in pieces)
+    assert all(hi - lo < timedelta(days=1) for lo, hi in c.edges)
+    for grain, *bounds in c.buckets:
+        assert GRAINS.index(grain) <= GRAINS.index(coarsest)
+        for local in (t.astimezone(JST) for t in bounds):
+            assert (local.minute, local.second, local.microsecond) == (0, 0, 0)
+            assert local.hour == 0 and (grain == "d" or local.day == 1)
+
+
+def test_answered_within_n_seconds_is_exact_on_every_bucket_edge_and_refused_elsewhere():
+    waits = [0.0, 0.4, 5.0, 19.9, 20.0, 20.1, 29.9, 59.5, 60.0, 61.0, 299.0, 3600.0, 90000.0]
+    bins: dict[int, int] = {}
+    for w in waits:
+        bins[bin_of(w)] = bins.get(bin_of(w), 0) + 1
+    for n in (0, 5, 20, 30, 60, 120, 300, 600, 3600, 86400):
+        assert within_from_bins(bins, n) == sum(w <= n for w in waits), n
+    assert within_from_bins(bins, 21) is None
+
+
+def test_a_percentile_from_the_bins_lies_in_the_bin_of_the_value_of_its_rank():
+    rnd = random.Random(5)
+    values = sorted(round(rnd.expovariate(1 / 60), 1) for _ in range(501))
+    bins: dict[int, int] = {}
+    for v in values:
+        bins[bin_of(v)] = bins.get(bin_of(v), 0) + 1
+    for q, got in zip((0.5, 0.9, 0.99), quantiles_from_bins(bins, (0.5, 0.9, 0.99)), strict=True):
+        lo, hi = bin_bounds(values[int(q * (len(values) - 1))])
+        assert lo <= got <= hi
+    assert quantiles_from_bins({}, (0.5,)) is None

@@ -1,0 +1,148 @@
+"""The rollups on a real PostgreSQL: kept by deltas in the inbox-claim transaction, they equal the
+rollups computed from the facts from scratch whatever order and however often the events arrive, and
+the figures read from them equal the figures counted from the facts for any from–to."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.metrics import store
+from services.metrics.domain import DIMENSIONS, Period, answer_rate_counts, bin_bounds, fold, load_periods
+from services.metrics.handlers import apply_events
+from tests.integration.metrics_support import TRIAL1, synthetic_log, validated
+from tsunagu.db import create_pool
+
+pytestmark = pytest.mark.integration
+
+PERIODS = load_periods(Path(__file__).parents[2] / "config" / "periods.yaml")
+LOG = validated(synthetic_log(500, seed=31, span=timedelta(days=8)))
+# not aligned to hours, days or months: edges come from the facts
+ODD = Period(TRIAL1 + timedelta(hours=5, minutes=17, seconds=3), TRIAL1 + timedelta(days=6, hours=2, minutes=41))
+COUNTS = ("attempts", "connected", "abandoned", "abandoned_ivr", "abandoned_queue", "callers", "callers_connected")
+
+
+async def fresh_schema(pool) -> None:
+    await pool.execute("DROP SCHEMA IF EXISTS metrics CASCADE")
+    await store.migrate_schema(pool)
+    await store.sync_named_periods(pool, PERIODS)
+
+
+async def consume(pool, log, batches: int, rnd: random.Random) -> None:
+    cuts = sorted(rnd.sample(range(1, len(log)), k=min(batches - 1, len(log) - 1)))
+    for a, b in zip([0, *cuts], [*cuts, len(log)], strict=True):
+        async with pool.acquire() as conn, conn.transaction():
+            await apply_events(conn, log[a:b])
+
+
+async def every_figure(pool) -> dict:
+    out = {}
+    for period in (PERIODS["trial1"], ODD):
+        for dim in (None, *DIMENSIONS):
+            for channel in ("phone", None):
+                out[("answer", period, dim, channel)] = await store.answer_rate(pool, period, dim, channel)
+            out[("waits", period, dim)] = await store.waits(pool, period, dim, [20, 60])
+        for dim in (None, "field", "age_band", "risk", "organisation", "day", "hour"):
+            out[("consultations", period, dim)] = await store.consultations(pool, period, dim)
+    out["npo-a"] = await store.answer_rate(pool, PERIODS["trial1"], "field", "phone", "npo-a")
+    return out
+
+
+@pytest.fixture
+async def pool(database_url):
+    pool = await create_pool(database_url, max_size=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def test_rollups_kept_by_deltas_equal_the_rollups_rebuilt_from_the_facts(pool):
+    await fresh_schema(pool)
+    rnd = random.Random(3)
+    sent = LOG + rnd.sample(LOG, 300)
+    rnd.shuffle(sent)
+    await consume(pool, sent, 12, rnd)
+    kept = await store.rollup_rows(pool)
+    figures = await every_figure(pool)
+    async with pool.acquire() as conn:
+        await store.rebuild_rollups(conn)
+    assert await store.rollup_rows(pool) == kept
+    assert await every_figure(pool) == figures
+    assert all(kept.values())
+
+
+async def test_figures_from_the_rollups_equal_the_figures_counted_from_the_facts_for_any_from_to(pool):
+    await fresh_schema(pool)
+    await consume(pool, LOG, 5, random.Random(1))
+    facts = fold(LOG)
+    for period in (PERIODS["trial1"], ODD, Period(ODD.start, ODD.start + timedelta(minutes=50))):
+        for dim in (None, *DIMENSIONS):
+            for channel, org in (("phone", None), (None, None), ("phone", "npo-b")):
+                totals, groups = await store.answer_rate(pool, period, dim, channel, org)
+                got = {"total": {k: totals[k] for k in COUNTS}}
+                got |= {g["key"]: {k: g[k] for k in COUNTS} for g in groups}
+                want = answer_rate_counts(facts.contacts.values(), period, dim, channel=channel, organisation=org)
+                assert got == (want or {"total": dict.fromkeys(COUNTS, 0)}), (period, dim, channel, org)
+                assert (totals, groups) == await store.answer_rate_from_facts(pool, period, dim, channel, org)
+            totals, groups = await store.waits(pool, period, dim, [0, 20, 60, 300])
+            exact, exact_groups = await store.waits_from_facts(pool, period, dim, [0, 20, 60, 300])
+            for mine, theirs in ((totals, exact), *zip(groups, exact_groups, strict=True)):
+                for k in ("attempts", "connected", "abandoned_queue", "within_0", "within_20", "within_60",
+                          "within_300"):
+                    assert mine[k] == theirs[k], (period, dim, k)
+                for k in ("wait_mean", "talk_mean"):
+                    assert (mine[k] is None) == (theirs[k] is None), (period, dim, k)
+                    assert mine[k] is None or mine[k] == pytest.approx(theirs[k], rel=1e-9), (period, dim, k)
+        for dim in (None, "field", "desk", "age_band", "risk", "organisation", "day", "hour"):
+            assert (await store.consultations(pool, period, dim)
+                    == await store.consultations_from_facts(pool, period, dim)), (period, dim)
+
+
+async def test_a_percentile_from_the_bins_lies_in_the_bin_of_the_exact_sample_value_of_its_rank(pool):
+    await fresh_schema(pool)
+    await consume(pool, LOG, 3, random.Random(2))
+    binned, _ = await store.waits(pool, PERIODS["trial1"], None, [20])
+    trial = PERIODS["trial1"]
+    for key, column, qs in (("wait_p", "wait", (0.5, 0.9, 0.95)), ("talk_p", "talk", (0.5, 0.9))):
+        values = sorted(r[0] for r in await pool.fetch(
+            f"SELECT {column}_seconds FROM ({store.CONTACTS_VIEW}) v WHERE connected AND {column}_seconds IS NOT NULL",
+            trial.start, trial.end, "phone", None))
+        for q, mine in zip(qs, binned[key], strict=True):
+            rank = q * (len(values) - 1)
+            lo, hi = bin_bounds(values[int(rank)])
+            assert lo <= mine <= hi, (key, q, mine, values[int(rank)])
+
+
+async def test_a_period_added_to_the_config_is_filled_from_the_facts_and_a_moved_one_refilled(pool):
+    await fresh_schema(pool)
+    await consume(pool, LOG, 4, random.Random(4))
+    added = Period(TRIAL1 + timedelta(days=1), TRIAL1 + timedelta(days=3), "mid")
+    assert await store.sync_named_periods(pool, {**PERIODS, "mid": added}) == ["mid"]
+    assert await store.sync_named_periods(pool, {**PERIODS, "mid": added}) == []
+    named = await store.answer_rate(pool, added, "field")
+    facts = await store.answer_rate_from_facts(pool, added, "field")
+    assert named == facts
+    moved = Period(added.start, added.end + timedelta(hours=7), "mid")
+    assert await store.sync_named_periods(pool, {**PERIODS, "mid": moved}) == ["mid"]
+    assert await store.answer_rate(pool, moved, "day") == await store.answer_rate_from_facts(pool, moved, "day")
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), repeats=st.integers(0, 300), batches=st.integers(1, 30))
+async def test_shuffling_and_duplicating_the_log_never_changes_a_rollup_or_a_figure(pool, seed, repeats, batches):
+    rnd = random.Random(seed)
+    log = LOG + [rnd.choice(LOG) for _ in range(repeats)]
+    rnd.shuffle(log)
+    await fresh_schema(pool)
+    await consume(pool, LOG, 1, rnd)
+    reference, reference_figures = await store.rollup_rows(pool), await every_figure(pool)
+    await fresh_schema(pool)
+    await consume(pool, log, batches, rnd)
+    assert await store.rollup_rows(pool) == reference
+    assert await every_figure(pool) == reference_figures
