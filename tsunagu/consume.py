@@ -11,7 +11,12 @@
 
 Offsets are committed after the handler returns (``AckPolicy.NACK_ON_ERROR``: an exception rewinds
 the batch, which is then redelivered and finds its events in the inbox). A record that is not a
-valid canonical event cannot be fixed by retrying: it is set aside, logged by id, never retried.
+valid canonical event cannot be fixed by retrying: it is set aside, logged by id, never retried
+(and counted: ``tsunagu_events_set_aside_total{service}``).
+
+Tracing needs nothing here: the broker's middlewares (tsunagu/telemetry.py) start a span per record in
+its contact's trace around the handler, and every ``Outgoing`` enqueued meanwhile carries the span of
+the record with its key on — so one contact's events stay one trace across the services.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from faststream import AckPolicy
 
 from schemas import EventInvalid, ValidatedEvent, decode_json, validate_event
+from tsunagu import telemetry
 
 
 async def raw_records(msg: Any) -> Any:
@@ -69,4 +75,7 @@ def decode_records(records: Any) -> Batch:
             batch.events.append(validate_event(decode_json(r.value or b"")))
         except EventInvalid as err:
             batch.invalid.append((r, err))
+    if batch.invalid:
+        tel = telemetry.get()
+        tel.set_aside().add(len(batch.invalid), {"service": tel.service})
     return batch

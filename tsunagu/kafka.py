@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
+from tsunagu import telemetry
 from tsunagu.settings import Settings
 
 
@@ -21,14 +22,19 @@ def bootstrap_servers(settings: Settings) -> str:
 def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
     # logger=None: FastStream's per-message logging costs ~40 % of a hot handler (PERFORMANCE.md).
     # linger 5 ms batches producers, which the embedded broker needs (it slows on tiny batches).
-    return KafkaBroker(
+    # Middlewares: W3C trace context and per-handler metrics (FastStream's), a span per record (ours).
+    tel = telemetry.get()
+    broker = KafkaBroker(
         bootstrap_servers(settings),
         client_id=client_id,
         logger=None,
         linger_ms=5,
         max_batch_size=65536,
         request_timeout_ms=15_000,
+        middlewares=tel.broker_middlewares(),
     )
+    tel.brokers.add(broker)  # its consumers' lag becomes tsunagu_consumer_lag
+    return broker
 
 
 async def create_topics(bootstrap: str, names: list[str], partitions: int, replication: int = 1) -> list[str]:

@@ -6,7 +6,12 @@ the table onto the topics. An event leaves the outbox only after the broker ackn
 crash between the ack and the delete publishes it again on restart — with the same CloudEvents
 id, which every consumer de-duplicates — so nothing is lost and nothing is counted twice.
 
-Each service's first migration creates its outbox with ``OUTBOX_DDL``.
+Each service's first migration creates its outbox with ``OUTBOX_DDL``; ``OUTBOX_TRACE_DDL`` adds the
+``traceparent`` column to outboxes created before it (tsunagu.db.migrate applies both).
+
+Tracing: a row stores the W3C traceparent of the span that enqueued it (tsunagu/telemetry.py) and
+the publisher sends it as the record's ``traceparent`` header, so the consumer's span continues the
+contact's trace across the hop, however much later the row is published.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from schemas.kafka import kafka_headers
+from tsunagu import telemetry
 from tsunagu.settings import Settings
+from tsunagu.telemetry import traceparent_for
 
 log = structlog.get_logger()
 
@@ -33,14 +40,27 @@ CREATE TABLE outbox (
 );
 """
 
+# Idempotent: outboxes created before tracing gain the column, new ones get it here too.
+OUTBOX_TRACE_DDL = "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
+
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One encoded record for a topic (short name) and key."""
+    """One encoded record for a topic (short name) and key.
+
+    ``traceparent``: the trace the record continues; by default the span of the event being handled
+    for ``key`` (a contact id), else that contact's root. Pass ``traceparent_about(contact_id, key)``
+    when the key is not the contact id (e.g. a referral id). None when this process records no spans:
+    the consumer then starts from the root of the key's contact itself."""
 
     topic: str
     key: str
     value: bytes
+    traceparent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.traceparent is None and telemetry.get().recording:
+            object.__setattr__(self, "traceparent", traceparent_for(self.key))
 
 
 async def enqueue(conn: asyncpg.Connection, schema: str, records: list[Outgoing]) -> None:
@@ -48,8 +68,10 @@ async def enqueue(conn: asyncpg.Connection, schema: str, records: list[Outgoing]
     if not records:
         return
     await conn.execute(
-        f'INSERT INTO "{schema}".outbox (topic, key, value) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])',
+        f'INSERT INTO "{schema}".outbox (topic, key, value, traceparent) '
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])",
         [r.topic for r in records], [r.key for r in records], [r.value for r in records],
+        [r.traceparent for r in records],
     )
 
 
@@ -73,7 +95,7 @@ class OutboxPublisher:
         self._headers = kafka_headers()
         # SKIP LOCKED lets several instances of a service drain the outbox side by side.
         self._claim = (
-            f'SELECT seq, topic, key, value FROM "{schema}".outbox ORDER BY seq '
+            f'SELECT seq, topic, key, value, traceparent FROM "{schema}".outbox ORDER BY seq '
             f"LIMIT {int(settings.outbox_batch)} FOR UPDATE SKIP LOCKED"
         )
         self._delete = f'DELETE FROM "{schema}".outbox WHERE seq = ANY($1::bigint[])'
@@ -98,6 +120,13 @@ class OutboxPublisher:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, timeout=15)
 
+    def _headers_of(self, row: asyncpg.Record) -> list[tuple[str, bytes]]:
+        traceparent = row["traceparent"]
+        if not traceparent:
+            return self._headers
+        # correlation_id: FastStream's batch span links the records' traces by it (one link per span)
+        return [*self._headers, ("traceparent", traceparent.encode()), ("correlation_id", traceparent[36:52].encode())]
+
     async def drain_once(self) -> int:
         """Publish one round of pending records; returns how many."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -106,7 +135,7 @@ class OutboxPublisher:
                 return 0
             futures = [
                 await self._producer.send(
-                    self._settings.topic(r["topic"]), r["value"], key=r["key"].encode(), headers=self._headers
+                    self._settings.topic(r["topic"]), r["value"], key=r["key"].encode(), headers=self._headers_of(r)
                 )
                 for r in rows
             ]

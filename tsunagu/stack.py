@@ -4,6 +4,7 @@ State lives in ``settings.home`` (``.tsunagu/`` by default, ``TSUNAGU_HOME``)::
 
     stack.json        the parts: pid, port, address, embedded or external
     logs/<part>.log   each embedded part's stdout and stderr
+    telemetry/        with ``tsunagu up --telemetry``: <service>-spans.jsonl and <service>-metrics.jsonl
     pgdata/           embedded PostgreSQL's data directory (survives ``down``/``up``)
 
 A part given by the environment (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``) is external:
@@ -374,15 +375,22 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def service_env(runtime: Runtime) -> dict[str, str]:
+def telemetry_dir(settings: Settings) -> Path:
+    """Where ``tsunagu up --telemetry`` has the services write their spans and metrics."""
+    return settings.telemetry_dir or home_of(settings) / "telemetry"
+
+
+def service_env(runtime: Runtime, telemetry: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["DATABASE_URL"] = runtime.database_url
     env["KAFKA_BOOTSTRAP_SERVERS"] = runtime.bootstrap
     env["PYTHONUNBUFFERED"] = "1"
+    if telemetry is not None:
+        env["TSUNAGU_TELEMETRY_DIR"] = str(telemetry)
     return env
 
 
-def start_service(settings: Settings, service: str, runtime: Runtime) -> Part:
+def start_service(settings: Settings, service: str, runtime: Runtime, telemetry: Path | None = None) -> Part:
     port = settings.service_port(service)
     url = service_url(settings, service)
     if port_open(urlsplit(url).hostname or "127.0.0.1", port):
@@ -390,7 +398,7 @@ def start_service(settings: Settings, service: str, runtime: Runtime) -> Part:
             f"port {port} is already in use: pick another with TSUNAGU_{service.upper()}_PORT"
         )
     log = log_path(settings, service)
-    proc = spawn([sys.executable, "-m", "tsunagu.serve", service], log, service_env(runtime))
+    proc = spawn([sys.executable, "-m", "tsunagu.serve", service], log, service_env(runtime, telemetry))
     return Part(service, "service", True, url, proc.pid, port, process_started(proc.pid), str(log))
 
 
@@ -420,8 +428,10 @@ def _running(part: Part | None) -> bool:
     return part is not None and part.embedded and process_alive(part.pid, part.started)
 
 
-def up(settings: Settings, echo: Echo = print) -> StackState:
-    """Start every part that is not running; returns once all are ready. Idempotent."""
+def up(settings: Settings, echo: Echo = print, telemetry: bool = False) -> StackState:
+    """Start every part that is not running; returns once all are ready. Idempotent.
+
+    ``telemetry``: the services it starts write spans and metrics into ``telemetry_dir`` (JSON lines)."""
     home = home_of(settings)
     (home / "logs").mkdir(parents=True, exist_ok=True)
     state = StackState.load(home)
@@ -458,11 +468,15 @@ def up(settings: Settings, echo: Echo = print) -> StackState:
         echo(f"created {len(created)} topics with {settings.partitions} partitions each")
 
     starting: list[Part] = []
+    files = telemetry_dir(settings) if telemetry else None
     for service in SERVICES:
         if _running(state.parts.get(service)):
+            if files is not None:
+                echo(f"{service} is already running: `tsunagu down` first for it to write telemetry files")
             continue
-        echo(f"starting {service} on port {settings.service_port(service)}")
-        part = start_service(settings, service, runtime)
+        echo(f"starting {service} on port {settings.service_port(service)}"
+             + (f", telemetry into {files}" if files is not None else ""))
+        part = start_service(settings, service, runtime, files)
         state.parts[service] = part
         state.save(home)
         starting.append(part)

@@ -105,6 +105,8 @@ class Canonical:
     topic: str  # short topic name
     key: str
     value: bytes
+    contact_id: str = ""  # whose trace it belongs to (tsunagu/telemetry.py)
+    traceparent: str | None = None  # the span that accepted it, set by the handler
 
 
 @dataclass
@@ -201,7 +203,8 @@ def sort_events(
             continue
         seen.add(ident)
         out.canonical.append(
-            Canonical(index, env.source, env.id, env.type, event.event_type.topic, event.key, value)
+            Canonical(index, env.source, env.id, env.type, event.event_type.topic, event.key, value,
+                      getattr(event.data, "contact_id", None) or event.key)
         )
     return out
 

@@ -12,6 +12,7 @@ from services.intake.domain import Canonical
 from tsunagu.db import migrate
 from tsunagu.inbox import claim_new
 from tsunagu.outbox import Outgoing, enqueue
+from tsunagu.telemetry import traceparent_about
 
 SCHEMA = "intake"
 
@@ -29,5 +30,8 @@ async def store_new(pool: asyncpg.Pool, events: list[Canonical]) -> set[tuple[st
         return set()
     async with pool.acquire() as conn, conn.transaction():
         new = await claim_new(conn, SCHEMA, [(e.source, e.id, e.type) for e in events])
-        await enqueue(conn, SCHEMA, [Outgoing(e.topic, e.key, e.value) for e in events if (e.source, e.id) in new])
+        await enqueue(conn, SCHEMA, [
+            Outgoing(e.topic, e.key, e.value, e.traceparent or traceparent_about(e.contact_id, e.key))
+            for e in events if (e.source, e.id) in new
+        ])
     return new

@@ -19,6 +19,7 @@ from services.metrics.handlers import Metrics, register_consumer
 from services.metrics.http import router as metrics_router
 from services.metrics.telemetry import OpsTelemetry
 from tsunagu import auth
+from tsunagu import telemetry as process_telemetry
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
 from tsunagu.kafka import make_broker
@@ -52,7 +53,7 @@ async def refresh_live(metrics: Metrics, every: float) -> None:
 def create_app(settings: Settings) -> FastAPI:
     if not settings.database_url:
         raise SettingsError("metrics needs DATABASE_URL (`tsunagu up` sets it for the local stack)")
-    telemetry = OpsTelemetry()
+    telemetry = OpsTelemetry(telemetry=process_telemetry.get())  # one meter: business, handler and lag metrics
     metrics = Metrics(settings=settings, telemetry=telemetry)
     broker = make_broker(settings, client_id="tsunagu-metrics")
     register_consumer(broker, metrics)
@@ -61,6 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics.pool = app.state.pool = await create_pool(settings.database_url)
         applied = await auth.migrate_schema(metrics.pool) + await store.migrate_schema(metrics.pool)
+        # before consuming: the named periods' caller sets must match the configured periods
+        await store.sync_named_periods(metrics.pool, app.state.periods)
         await broker.start()
         live = asyncio.create_task(refresh_live(metrics, settings.metrics_live_seconds))
         log.info("metrics_started", migrations=applied, group=settings.metrics_consumer_group)

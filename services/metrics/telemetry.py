@@ -8,37 +8,25 @@ Labels are codes only — field, channel, stage, organisation and desk ids — n
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry, generate_latest
 
 from schemas import ValidatedEvent
-
-WAIT_BUCKETS = (0, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+from tsunagu import telemetry as shared
 
 
 class OpsTelemetry:
-    def __init__(self, service: str = "metrics") -> None:
-        self.registry = CollectorRegistry()
-        readers: list[MetricReader] = [PrometheusMetricReader(registry=self.registry)]
-        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    """The metrics service's figures, on the process's meter (tsunagu/telemetry.py) — the same one that
+    carries FastStream's per-handler metrics and the consumer lag, so one scrape shows them all.
+    Without one (a test), it builds its own."""
 
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-        self.provider = MeterProvider(
-            metric_readers=readers,
-            resource=Resource.create({"service.name": f"tsunagu-{service}"}),
-            views=[View(instrument_name="tsunagu_*_wait_seconds",
-                        aggregation=ExplicitBucketHistogramAggregation(WAIT_BUCKETS))],
-        )
+    def __init__(self, service: str = "metrics", telemetry: shared.Telemetry | None = None) -> None:
+        self._own = telemetry is None
+        self.shared = telemetry if telemetry is not None else shared.build(service)
+        self.registry = self.shared.registry
+        self.provider = self.shared.meter_provider
         meter = self.provider.get_meter("tsunagu.metrics")
         self.contacts = meter.create_counter("tsunagu_contacts", description="contacts received (着信)")
         self.answered = meter.create_counter("tsunagu_answered", description="contacts answered (応答)")
@@ -47,13 +35,19 @@ class OpsTelemetry:
             "tsunagu_answered_wait_seconds", unit="s", description="wait before a desk answered")
         self.abandoned_wait = meter.create_histogram(
             "tsunagu_abandoned_wait_seconds", unit="s", description="wait before the caller hung up")
+        # store.live_figures fills these; the optional keys ("answer_rate_15m_by_field", "open_lines",
+        # both {field: value}) are reported when it provides them.
         self.live: dict[str, Any] = {"queue": {}, "busy": {}, "answer_rate_15m": None}
         meter.create_observable_gauge("tsunagu_queue_length", [self._queue],
                                       description="contacts waiting in each field's queue")
         meter.create_observable_gauge("tsunagu_busy_lines", [self._busy],
                                       description="lines in a talk, per field")
-        meter.create_observable_gauge("tsunagu_answer_rate_15m", [self._rate],
-                                      description="answer rate of phone contacts received in the last 15 minutes")
+        meter.create_observable_gauge("tsunagu_open_lines", [self._open],
+                                      description="lines of the desks open now, per field")
+        meter.create_observable_gauge(
+            "tsunagu_answer_rate_15m", [self._rate],
+            description="answer rate of phone contacts received in the last 15 minutes (no field: all; "
+            "field: among contacts that chose it)")
 
     def _queue(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"field": f}) for f, n in self.live["queue"].items()]
@@ -61,9 +55,14 @@ class OpsTelemetry:
     def _busy(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"field": f}) for f, n in self.live["busy"].items()]
 
+    def _open(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"field": f}) for f, n in (self.live.get("open_lines") or {}).items()]
+
     def _rate(self, options: CallbackOptions) -> Iterable[Observation]:
-        rate = self.live["answer_rate_15m"]
-        return [] if rate is None else [Observation(rate)]
+        rate = self.live.get("answer_rate_15m")
+        out = [] if rate is None else [Observation(rate)]
+        by_field = self.live.get("answer_rate_15m_by_field") or {}
+        return out + [Observation(r, {"field": f}) for f, r in by_field.items() if r is not None]
 
     def record(self, events: Iterable[ValidatedEvent]) -> None:
         for e in events:
@@ -80,7 +79,9 @@ class OpsTelemetry:
                 self.abandoned_wait.record(d.wait_seconds, {"stage": d.stage.value})
 
     def scrape(self) -> bytes:
-        return generate_latest(self.registry)
+        # with several workers, every worker's counters (tsunagu/telemetry.py, Telemetry.scrape)
+        return self.shared.scrape()
 
     def shutdown(self) -> None:
-        self.provider.shutdown()
+        if self._own:  # the process's own telemetry is shut down at exit
+            self.shared.shutdown()

@@ -41,6 +41,7 @@ from services.referral.domain import (
 from tsunagu import topics
 from tsunagu.consume import batch_subscriber, decode_records
 from tsunagu.inbox import claim_new
+from tsunagu.logging import event_fields
 from tsunagu.outbox import OutboxPublisher
 from tsunagu.settings import Settings
 
@@ -125,6 +126,8 @@ async def apply_batch(referrals: Referrals, records: Any) -> int:
     if inserted:
         referrals.wake_outbox()
         log.info("referrals_opened", count=len(inserted), refused=sum(1 for r, _ in inserted if r.chain == ()))
+        for ref, change in inserted:
+            log.info("referral_opened", **event_fields(change.type, ref.contact_id, ref.referral_id))
     return len(inserted)
 
 
@@ -166,6 +169,8 @@ async def escalate_due(referrals: Referrals, now: datetime, limit: int = 500) ->
     if done:
         referrals.wake_outbox()
         log.info("referrals_escalated", count=len(done))
+        for change in done:
+            log.info("referral_escalated", **event_fields(change.type, change.data.contact_id, change.data.referral_id))
     return done
 
 

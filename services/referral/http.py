@@ -32,9 +32,9 @@ from services.referral.domain import (
 )
 from services.referral.handlers import Referrals, act
 from tsunagu.auth import Caller
-from tsunagu.http_auth import require_roles
+from tsunagu.http_auth import AUTH_RESPONSES, BAD_REQUEST, require_roles
 
-router = APIRouter(prefix="/v1/referrals", tags=["referrals"])
+router = APIRouter(prefix="/v1/referrals", tags=["referrals"], responses=AUTH_RESPONSES)
 Reader = Annotated[Caller, Depends(require_roles("receiver", "secretariat"))]
 
 
@@ -181,7 +181,8 @@ def _action_route(action: Action) -> None:
     @router.post(
         f"/{{referral_id}}/{action.value}",
         summary=summary,
-        responses={404: {}, 409: {"description": "not allowed in the referral's state; lists the allowed actions"}},
+        responses={**BAD_REQUEST, 404: {},
+                   409: {"description": "not allowed in the referral's state; lists the allowed actions"}},
         name=f"{action.value}_referral",
     )
     async def take_action(

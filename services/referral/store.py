@@ -25,6 +25,7 @@ from services.referral.domain import Change, Receiver, Referral, Status, prefect
 from tsunagu import topics
 from tsunagu.db import migrate
 from tsunagu.outbox import Outgoing, enqueue
+from tsunagu.telemetry import traceparent_about
 
 SCHEMA = "referral"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -50,7 +51,9 @@ def outgoing(change: Change) -> Outgoing:
         partitionkey=change.data.referral_id,
         data=change.data.model_dump(mode="json", exclude_none=True),
     )
-    return Outgoing(topics.REFERRAL_EVENTS, change.data.referral_id, encode_value(envelope))
+    # keyed by referral, traced by contact: the referral's steps stay in the contact's trace
+    return Outgoing(topics.REFERRAL_EVENTS, change.data.referral_id, encode_value(envelope),
+                    traceparent_about(change.data.contact_id, change.data.referral_id))
 
 
 async def record_changes(conn: asyncpg.Connection, changes: list[tuple[Referral, Change]]) -> None:
