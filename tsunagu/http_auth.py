@@ -12,9 +12,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import HTTPException, Request
+from pydantic import BaseModel
 
 from tsunagu import auth
 from tsunagu.auth import Caller
+
+
+class Detail(BaseModel):
+    detail: str
+
+
+# For the OpenAPI document of every route behind require_roles: `APIRouter(..., responses=AUTH_RESPONSES)`.
+AUTH_RESPONSES: dict[int | str, dict] = {
+    401: {"model": Detail, "description": "no valid API key: missing, unknown or revoked"},
+    403: {"model": Detail, "description": "the key's role may not do this"},
+}
+BAD_REQUEST: dict[int | str, dict] = {400: {"model": Detail, "description": "the request cannot be read"}}
 
 
 def api_key_of(request: Request) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
 from tsunagu.kafka import make_broker, make_producer
 from tsunagu.outbox import OutboxPublisher, create_outbox_pool
+from tsunagu.ratelimit import RateLimiter
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
@@ -35,7 +37,8 @@ def create_app(settings: Settings) -> FastAPI:
         default_region=settings.default_region,
         max_event_bytes=settings.max_event_bytes,
     )
-    intake = Intake(settings=settings, rules=rules, clock=wall_clock)
+    limiter = RateLimiter(settings.intake_rate_per_s, settings.intake_burst, time.monotonic)
+    intake = Intake(settings=settings, rules=rules, clock=wall_clock, limiter=limiter)
     broker = make_broker(settings, client_id="tsunagu-intake")
     register_ingress(broker, intake)
 

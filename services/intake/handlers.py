@@ -6,24 +6,28 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
+from opentelemetry.trace import SpanKind
 
 from schemas import EventInvalid, Problem, decode_json, partner_org
 from schemas.kafka import kafka_headers
 from schemas.rejected import RejectedRecord
 from services.intake import store
-from services.intake.domain import Outcome, Rules, Unparsed, outcomes, sort_events
-from tsunagu import auth, topics
+from services.intake.domain import Outcome, Rules, Sorted, Unparsed, outcomes, sort_events
+from tsunagu import auth, telemetry, topics
 from tsunagu.consume import batch_subscriber
 from tsunagu.outbox import OutboxPublisher
+from tsunagu.ratelimit import RateLimiter
 from tsunagu.settings import Settings
+from tsunagu.telemetry import EventRef, current_of, emit_contact_root, event_spans
 
 log = structlog.get_logger()
 
@@ -37,6 +41,7 @@ class Intake:
     clock: Callable[[], datetime]
     pool: asyncpg.Pool | None = None
     outbox: OutboxPublisher | None = None
+    limiter: RateLimiter | None = None  # the HTTP door's per-partner limits
 
 
 async def accept_events(
@@ -50,6 +55,7 @@ async def accept_events(
     assert intake.pool is not None
     sorted_ = sort_events(raws, org_id, intake.rules, sizes)
     if sorted_.foreign:
+        count_rejected(sorted_.foreign, "http")
         return [], sorted_.foreign
     if org_id is None:  # the Kafka door: the source's organisation must be a registered partner
         orgs = {partner_org(c.source) or "" for c in sorted_.canonical}
@@ -63,10 +69,47 @@ async def accept_events(
                 problem = Problem("source", f"organisation '{org}' holds no active partner registration")
                 sorted_.refused.append(Outcome(c.index, "rejected", c.id, c.source, c.type, (problem,)))
         sorted_.canonical = kept
-    stored = await store.store_new(intake.pool, sorted_.canonical)
+    stored = await store_traced(intake.pool, sorted_)
     if stored and intake.outbox is not None:
         intake.outbox.wake()
-    return outcomes(sorted_, stored), []
+    results = outcomes(sorted_, stored)
+    count_rejected(results, "http" if org_id is not None else "kafka")
+    return results, []
+
+
+# --- telemetry (tsunagu/telemetry.py) ------------------------------------------------------------
+
+
+async def store_traced(pool: asyncpg.Pool, sorted_: Sorted) -> set[tuple[str, str]]:
+    """``store.store_new`` with an ``intake accept`` span per event in its contact's trace (linked to
+    the request); each outbox row carries its event's span on."""
+    if not telemetry.get().recording:
+        return await store.store_new(pool, sorted_.canonical)
+    refs = [EventRef(c.contact_id, None, {"tsunagu.event.type": c.type, "tsunagu.event.id": c.id})
+            for c in sorted_.canonical]
+    with event_spans("intake accept", refs, kind=SpanKind.INTERNAL) as spans:
+        pairs = zip(sorted_.canonical, spans, strict=True)
+        sorted_.canonical = [replace(c, traceparent=current_of(span)) for c, span in pairs]
+        stored = await store.store_new(pool, sorted_.canonical)
+        for c, span in zip(sorted_.canonical, spans, strict=True):
+            new = (c.source, c.id) in stored
+            span.set_attribute("tsunagu.outcome", "accepted" if new else "duplicate")
+            if new and c.type.startswith("jp.tsunagu.contact.received."):
+                emit_contact_root(c.contact_id, getattr(span, "start_time", None))
+    return stored
+
+
+def count_rejected(results: list[Outcome], door: str) -> None:
+    """``tsunagu_intake_rejected_total{door, reason}``: reason is where the first problem sits (a
+    schema path without indexes, e.g. ``data.caller_id``), never a value."""
+    rejected = [o for o in results if o.status == "rejected"]
+    if not rejected:
+        return
+    counter = telemetry.get().counter("tsunagu_intake_rejected", "events intake refused, by door and reason",
+                                      unit="{event}")
+    for o in rejected:
+        path = re.sub(r"\[\d+\]", "", o.problems[0].path) if o.problems else ""
+        counter.add(1, {"door": door, "reason": ".".join(path.split(".")[:2]) or "event"})
 
 
 def register_ingress(broker: KafkaBroker, intake: Intake) -> None:

@@ -5,6 +5,7 @@ Answers per event: accepted, duplicate, or rejected with the reason (field path 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Literal
 
@@ -17,6 +18,7 @@ from services.intake.domain import Outcome
 from services.intake.handlers import Intake, accept_events
 from tsunagu import auth
 from tsunagu.http_auth import api_key_of
+from tsunagu.ratelimit import retry_after_header
 
 SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -78,6 +80,15 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _event_sizes(events: list[object], body_bytes: int, limit: int) -> list[int] | None:
+    """Each batch event's size as compact JSON, so the per-event limit holds in a batch too; None
+    when the whole body is within the limit, hence every event (the usual case: nothing to measure)."""
+    if body_bytes <= limit:
+        return None
+    return [len(json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+            for e in events]
+
+
 _REQUEST_DOC = {
     "requestBody": {
         "required": True,
@@ -100,7 +111,9 @@ _REQUEST_DOC = {
         "(source, id) and stored durably before the answer: an accepted event reaches the "
         "canonical topic even if intake stops right after answering. A single event answers 202 "
         "(accepted), 200 (duplicate) or 422 (rejected); a batch answers 200 with one result per "
-        "event. If any event's `source` names another organisation, nothing is stored (403)."
+        "event. If any event's `source` names another organisation, nothing is stored (403). Each partner "
+        "organisation may send `TSUNAGU_INTAKE_RATE_PER_S` events a second (bursts up to "
+        "`TSUNAGU_INTAKE_BURST`); beyond that, 429 with `Retry-After` and nothing is stored."
     ),
     response_model=EventsResponse,
     status_code=200,
@@ -113,6 +126,9 @@ _REQUEST_DOC = {
         413: {"model": ErrorResponse, "description": "body or batch too large"},
         415: {"model": ErrorResponse, "description": "content type other than the two CloudEvents JSON formats"},
         422: {"model": EventsResponse, "description": "single event rejected"},
+        429: {"model": ErrorResponse, "description": "the organisation's rate limit is reached; retry after "
+              "`Retry-After` seconds (nothing was stored)",
+              "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},
     },
 )
 async def post_events(request: Request) -> JSONResponse:
@@ -145,12 +161,20 @@ async def post_events(request: Request) -> JSONResponse:
         if len(parsed) > settings.max_batch_events:
             return _error(413, "batch_too_large",
                           f"a batch holds at most {settings.max_batch_events} events; this one has {len(parsed)}")
-        raws, sizes = parsed, None
+        raws, sizes = parsed, _event_sizes(parsed, len(body), settings.max_event_bytes)
     else:
         if not isinstance(parsed, dict):
             return _error(400, "not_an_event", f"{SINGLE} carries one JSON object; send arrays as {BATCH}")
         raws, sizes = [parsed], [len(body)]
 
+    wait = intake.limiter.take(caller.org_id, len(raws)) if intake.limiter else 0.0
+    if wait == float("inf"):
+        return _error(413, "batch_too_large", f"a batch holds at most {intake.limiter.burst:.0f} events "
+                      "(TSUNAGU_INTAKE_BURST)")
+    if wait > 0:
+        return _error(429, "rate_limited", f"organisation '{caller.org_id}' sent more than its "
+                      f"{intake.limiter.rate:g} events a second; nothing was stored",
+                      headers={"Retry-After": retry_after_header(wait)})
     results, foreign = await accept_events(intake, raws, caller.org_id, sizes)
     if foreign:
         return _error(403, "foreign_source", f"events may only name sources of organisation '{caller.org_id}'; "
