@@ -9,6 +9,7 @@ SYNCED := $(VENV)/.synced
 PYTEST_ARGS ?=
 SERVICE ?=
 LOGS_ARGS ?=
+DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test lint schemas asyncapi bench up down status logs
@@ -30,11 +31,20 @@ $(SYNCED): pyproject.toml uv.lock
 
 install: $(SYNCED) ## Create .venv and install the locked dependencies (dev tools included)
 
-demo: $(SYNCED) ## The main job: start the local stack and show events going through intake
-	$(BIN)/tsunagu demo
+demo: $(SYNCED) ## The main job: replay the #9999 trial's first week three ways through the local stack (DEMO_ARGS=--stop / --days 1)
+	$(BIN)/tsunagu demo $(DEMO_ARGS)
+
+.PHONY: calibrate
+calibrate: $(SYNCED) ## Replay scenarios/trial1.yaml through the running stack (tsunagu up) and check it against the published figures
+	TSUNAGU_REFERRAL_CLOCK=event_time $(BIN)/tsunagu up
+	$(BIN)/python -m tsunagu.simulate.calibrate check scenarios/trial1.yaml
 
 test: $(SYNCED) ## Run the tests; they start their own broker and PostgreSQL (PYTEST_ARGS=... to add)
 	$(BIN)/pytest tests -q -rs $(PYTEST_ARGS)
+
+.PHONY: verify-security
+verify-security: $(SYNCED) ## Abuse and bad input: OpenAPI fuzzing, event fuzzing, authorisation matrix, limits, secrets (VERIFY_SIZE=full for full size)
+	TSUNAGU_VERIFY_SIZE=$(or $(VERIFY_SIZE),ci) $(BIN)/pytest tests/security -q -rs $(PYTEST_ARGS)
 
 lint: $(SYNCED) ## Check the code with ruff
 	$(BIN)/ruff check .

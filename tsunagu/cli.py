@@ -16,8 +16,9 @@ from services.intake.cli import credentials_app
 from services.metrics import cli as metrics_cli
 from services.referral.cli import directory_app
 from services.routing.cli import desks_app
-from tsunagu import stack
+from tsunagu import stack, trace_cli
 from tsunagu.settings import SettingsError, get_settings
+from tsunagu.simulate import cli as simulate_cli
 
 app = typer.Typer(
     help="tsunagu (つなぐ): the event backbone of a nationwide consultation network.",
@@ -30,6 +31,8 @@ app.add_typer(desks_app, name="desks")  # routing's desk registry (issue 3)
 app.command("report")(metrics_cli.report)
 app.command("plan")(metrics_cli.plan)
 app.add_typer(directory_app, name="directory")  # referral's directory of receivers
+app.command("simulate")(simulate_cli.simulate)  # the trial replay (issue 6)
+app.command("trace")(trace_cli.trace)  # one contact's trace from `tsunagu up --telemetry` files (issue 7)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -61,10 +64,14 @@ def _parts_table(rows: list[stack.PartStatus]) -> Table:
 
 
 @app.command()
-def up() -> None:
+def up(
+    telemetry: Annotated[bool, typer.Option(
+        "--telemetry", help="services write spans and metrics as JSON lines into .tsunagu/telemetry/ "
+        "(see `tsunagu trace`)")] = False,
+) -> None:
     """Start the broker, PostgreSQL and every service that is not running; return when all are ready."""
     settings = get_settings()
-    stack.up(settings, echo=_echo)
+    stack.up(settings, echo=_echo, telemetry=telemetry)
     console.print(_parts_table(stack.status(settings)))
 
 
@@ -143,8 +150,13 @@ def _follow(paths: dict[str, Path], offsets: dict[str, int], prefix: bool) -> No
 
 # --- demo: the lead implements it in tsunagu/demo.py as ``run_demo(settings) -> None`` --------
 @app.command()
-def demo() -> None:
-    """Run the demo against the local stack (or DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS)."""
+def demo(
+    stop: Annotated[bool, typer.Option("--stop", help="stop the local stack at the end (default: leave it running)")]
+    = False,
+    days: Annotated[float | None, typer.Option("--days", help="replay only this many days of each week (faster)")]
+    = None,
+) -> None:
+    """Replay the #9999 trial's first week three ways through the local stack and compare (see README)."""
     try:
         from tsunagu.demo import run_demo
     except ModuleNotFoundError as err:
@@ -152,7 +164,7 @@ def demo() -> None:
             raise
         err_console.print("the demo is not written yet (tsunagu/demo.py does not exist)")
         raise typer.Exit(1) from None
-    run_demo(get_settings())
+    run_demo(get_settings(), stop=stop, days=days)
 
 
 # --- end of demo ----------------------------------------------------------------------------

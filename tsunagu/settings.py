@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest HTTP request body")
     max_event_bytes: int = Field(64 * 1024, ge=512, description="largest single event")
     outbox_batch: int = Field(1000, ge=1, le=50_000, description="events published per outbox round")
+    intake_rate_per_s: float = Field(
+        2000.0, ge=0, description="events a second each partner organisation may send over HTTP, per intake "
+        "process (token bucket; 0 = no limit)",
+    )
+    intake_burst: int = Field(
+        100_000, ge=1, description="events a partner organisation may send at once before the rate applies"
+    )
 
     # referral (issue 4)
     referral_clock: Literal["wall", "event_time"] = Field(
@@ -95,6 +102,11 @@ class Settings(BaseSettings):
         "YAML files; relative to the working directory or the project root; empty = none)",
     )
 
+    telemetry_dir: Path | None = Field(
+        None, description="write spans and metrics as JSON lines into this folder (`tsunagu up --telemetry`); "
+        "OTLP export is configured by the standard OTEL_* variables",
+    )
+
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -110,6 +122,15 @@ class Settings(BaseSettings):
                 raise ValueError("TSUNAGU_CALLER_KEY_SECRET is the built-in dev secret; set a real one")
             if len(self.caller_key_secret.get_secret_value()) < 32:
                 raise ValueError("TSUNAGU_CALLER_KEY_SECRET must be at least 32 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _a_full_batch_fits_the_burst(self) -> Settings:
+        if self.intake_rate_per_s > 0 and self.intake_burst < self.max_batch_events:
+            raise ValueError(
+                f"TSUNAGU_INTAKE_BURST ({self.intake_burst}) must be at least TSUNAGU_MAX_BATCH_EVENTS "
+                f"({self.max_batch_events}), or a full batch could never be accepted"
+            )
         return self
 
     def caller_secret(self) -> bytes:

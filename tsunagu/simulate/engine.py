@@ -1,0 +1,444 @@
+"""The replay engine: plays callers, the telephony platform, counsellors and receivers against
+routing, in simulated time, and keeps the ground truth of every contact's fate.
+
+**Time.** Routing's clock is the greatest event time it has seen; an event older than the clock
+is applied at the clock. So the engine sends events strictly in event-time order and must never
+send an event before it knows every routing decision that could change it. Decisions reach the
+callers only through an assignment, and a counsellor needs at least ``pickup_s[0]`` (the
+*lookahead*, > 0) to pick up a ringing call; so an event at time ``t`` depends only on the
+assignments made up to ``t - lookahead``. The engine keeps a model of routing — routing's own
+pure core, ``services.routing.domain.Board``, fed the same events in the same order — and
+synchronises (sends what it has plus a ``platform.heartbeat`` at ``t``, then waits for routing's
+decisions) only when the model says an assignment was made that an action at ``t`` could depend
+on. Quiet stretches and busy desks with no free line therefore cost no round trip at all.
+
+The decisions that drive the callers are routing's real ones (from ``tsunagu.routing.decisions``);
+the model only says when to wait and for which contacts. Where the real service decided
+otherwise (another contact, another moment — e.g. events of one window applied in another order
+across partitions), the engine follows the real decision, and counts it: ``late`` reactions (an
+assignment learnt after the engine had passed the moment a counsellor would pick up: answered
+at once, at the time already reached) and ``unmatched`` predictions.
+
+The in-process dry run uses the model as the router (its decisions are the real ones): the same
+engine, no I/O — for fitting a scenario quickly. Published figures come from the real services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from schemas import (
+    ContactAbandoned,
+    ContactAnswered,
+    ContactEnded,
+    ContactFieldSelected,
+    ContactReceived,
+)
+from services.routing.desks import JST
+from services.routing.domain import Board, Decision
+from tsunagu.simulate.scenario import Scenario
+from tsunagu.simulate.world import MAX_RINGS, Plan, build_plans
+
+PLATFORM = "tel-platform"  # the telephony platform partner: IVR, call events, heartbeats
+
+
+@dataclass
+class Outgoing:
+    """One event the simulator sends through intake: the partner organisation and the envelope."""
+
+    org: str
+    envelope: dict[str, Any]
+
+
+@dataclass
+class Seen:
+    """A routing decision as the simulator reads it."""
+
+    id: str
+    kind: str
+    contact_id: str
+    at: float  # seconds from the replay's start
+    desk_id: str | None = None
+    organisation_id: str | None = None
+
+
+class Router(Protocol):
+    async def send(self, events: list[Outgoing]) -> None: ...
+    async def sync(self, until: float, expect: set[str], model: list[Seen]) -> list[Seen]: ...
+    async def referral_events(self) -> list[dict[str, Any]]: ...
+    async def receiver_action(self, referral_id: str, receiver_id: str, action: str, body: dict | None) -> bool: ...
+
+
+@dataclass
+class Fate:
+    contact_id: str
+    field: str | None
+    outcome: str = "pending"  # ivr | queue | ringing | answered
+    desk_id: str | None = None
+    organisation_id: str | None = None
+    wait_s: float | None = None
+    talk_s: float | None = None
+    offers: int = 0  # assignments routing made for it
+
+
+@dataclass
+class GroundTruth:
+    """What the simulator knows happened: every contact's fate, every raw identifier it sent."""
+
+    scenario: str
+    run: str
+    start: datetime
+    end: datetime
+    registry_version: str
+    fates: dict[str, Fate] = field(default_factory=dict)
+    caller_ids: set[str] = field(default_factory=set)  # raw phone numbers sent to intake
+    consultations: list[dict[str, Any]] = field(default_factory=list)
+    referrals_needed: int = 0
+    acknowledged: int = 0
+    events_sent: int = 0
+    syncs: int = 0
+    late: int = 0
+    unmatched: int = 0
+    decisions: int = 0
+    wall_s: float = 0.0
+    sync_wall_s: float = 0.0
+
+    def figures(self) -> dict[str, Any]:
+        """The report the metrics service must give for this replay's period, exactly."""
+        fates = list(self.fates.values())
+        by_field: dict[str, dict[str, int]] = {}
+        for f in fates:
+            if f.field is None:
+                continue
+            g = by_field.setdefault(f.field, {"attempts": 0, "connected": 0})
+            g["attempts"] += 1
+            g["connected"] += f.outcome == "answered"
+        attempts = len(fates)
+        connected = sum(f.outcome == "answered" for f in fates)
+        # metrics counts a consultation (and its referral) in the period of its record's event time
+        span = (self.end - self.start).total_seconds()
+        consultations = [c for c in self.consultations if c["at"] < span]
+        return {
+            "attempts": attempts,
+            "connected": connected,
+            "answer_rate": connected / attempts if attempts else None,
+            "abandoned_ivr": sum(f.outcome == "ivr" for f in fates),
+            "abandoned_queue": sum(f.outcome == "queue" for f in fates),
+            "abandoned_ringing": sum(f.outcome == "ringing" for f in fates),
+            "by_field": {k: {**v, "answer_rate": v["connected"] / v["attempts"]} for k, v in sorted(by_field.items())},
+            "consultations": len(consultations),
+            "age_bands": dict(Counter(c["age_band"] for c in consultations)),
+            "categories": dict(Counter(cat for c in consultations for cat in c["categories"])),
+            "referrals": sum(c["referral_needed"] for c in consultations),
+        }
+
+
+class DryRouter:
+    """routing's pure core in-process: the model's decisions are the decisions."""
+
+    async def send(self, events: list[Outgoing]) -> None:
+        return None
+
+    async def sync(self, until: float, expect: set[str], model: list[Seen]) -> list[Seen]:
+        return model
+
+    async def referral_events(self) -> list[dict[str, Any]]:
+        return []
+
+    async def receiver_action(self, referral_id: str, receiver_id: str, action: str, body: dict | None) -> bool:
+        return True
+
+
+@dataclass
+class _State:
+    plan: Plan
+    status: str = "ivr"  # ivr | waiting | ringing | talking | done
+    selected_at: float = 0.0
+    offers: int = 0
+    token: int = 0  # invalidates a scheduled answer when the ring is withdrawn
+    desk: tuple[str, str] | None = None
+
+
+class Engine:
+    def __init__(self, scenario: Scenario, router: Router, *, run: str, shift: timedelta = timedelta(0),
+                 speed: float | None = None, progress: Callable[[float], None] | None = None,
+                 batch: int = 500) -> None:
+        self.scenario = scenario
+        self.router = router
+        self.run = run
+        self.start = scenario.start + shift
+        self.end = scenario.end + shift
+        self.t0 = self.start.timestamp()
+        self.span = (self.end - self.start).total_seconds()
+        self.version = f"sim.{scenario.name}.{run}"
+        self.registry_document = scenario.registry_document(self.version, self.start)
+        registry = scenario.registry(self.version, self.start)
+        self.model = Board([registry])
+        menu = {field.value: key for key, field in registry.menu.items()}
+        self.plans = build_plans(scenario, run, menu)
+        self.lookahead = scenario.platform.pickup_s[0]
+        if self.lookahead <= 0:
+            raise ValueError("platform.pickup_s must start above 0 s: it is the replay's lookahead")
+        self.speed = speed
+        self.progress = progress
+        self.batch = batch
+        self.truth = GroundTruth(scenario.name, run, self.start, self.end, self.version)
+        self._heap: list[tuple[float, int, str, str, Any]] = []
+        self._seq = 0
+        self._buffer: list[Outgoing] = []
+        self._sent_until = 0.0  # event time of the latest event sent (seconds from start)
+        self._predicted: dict[str, float] = {}  # contact -> the model's assignment time, not yet seen for real
+        self._model_out: list[Seen] = []
+        self._seen_ids: set[str] = set()
+        self._states: dict[str, _State] = {}
+        self._hb = 0
+        self._model_n = 0
+        self._referrals: set[str] = set()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def at(self, t: float) -> datetime:
+        return datetime.fromtimestamp(self.t0 + t, JST)
+
+    def _push(self, t: float, kind: str, cid: str, arg: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, cid, arg))
+
+    def _envelope(self, org: str, system: str, type_: str, ident: str, subject: str, t: float,
+                  data: dict[str, Any]) -> dict[str, Any]:
+        return {"specversion": "1.0", "id": ident, "source": f"/partners/{org}/{system}",
+                "type": f"jp.tsunagu.{type_}.v1", "time": self.at(t).isoformat(), "subject": subject, "data": data}
+
+    def _model(self, decisions: list[Decision]) -> None:
+        for d in decisions:
+            self._model_n += 1
+            seen = Seen(f"model-{self._model_n}", d.kind, d.contact_id, d.at.timestamp() - self.t0,
+                        getattr(d.data, "desk_id", None), getattr(d.data, "organisation_id", None))
+            self._model_out.append(seen)
+            if d.kind == "routing.assigned":
+                self._predicted[d.contact_id] = seen.at
+
+    def _emit_contact(self, kind: str, t: float, model_data: Any, wire: dict[str, Any], cid: str, step: str) -> None:
+        envelope = self._envelope(PLATFORM, "telephony", kind, f"{cid}-{step}", cid, t, wire)
+        self._buffer.append(Outgoing(PLATFORM, envelope))
+        self._sent_until = max(self._sent_until, t)
+        self._model(self.model.apply(kind, self.at(t), model_data))
+
+    # --- the run ----------------------------------------------------------------------------
+
+    async def run_replay(self) -> GroundTruth:
+        wall0 = time.perf_counter()
+        for plan in self.plans:
+            self._states[plan.contact_id] = _State(plan)
+            self.truth.fates[plan.contact_id] = Fate(plan.contact_id, plan.field)
+            self._push(plan.arrive, "arrive", plan.contact_id)
+        last_progress = -1.0
+        while self._heap:
+            t = self._heap[0][0]
+            due = self._due_decisions(t)
+            if due is not None:
+                await self._sync(max(due, self._sent_until))
+                continue
+            if self.speed:
+                ahead = t / self.speed - (time.perf_counter() - wall0)
+                if ahead > 0.05:
+                    await self._flush()
+                    await asyncio.sleep(ahead)
+            _, _, kind, cid, arg = heapq.heappop(self._heap)
+            await self._act(t, kind, cid, arg)
+            if len(self._buffer) >= self.batch:
+                await self._flush()
+            if self.progress and t - last_progress >= 600:
+                last_progress = t
+                self.progress(min(1.0, t / self.span))
+        await self._sync(max(self._sent_until, self.span))
+        if self.progress:
+            self.progress(1.0)
+        self.truth.wall_s = time.perf_counter() - wall0
+        return self.truth
+
+    def _due_decisions(self, t: float) -> float | None:
+        """The earliest predicted assignment an action at ``t`` could depend on, if any: then the
+        engine must learn routing's decisions up to it before going on.
+
+        The model's timers (overflow, ring timeout) are fired one at a time, each at its own due
+        time, so that the model never runs past an assignment whose answer it has not been told.
+        (It asks the board when its next timer falls due.)
+        """
+        horizon = t - self.lookahead
+        while True:
+            if self._predicted:
+                first = min(self._predicted.values())
+                if first <= horizon:
+                    return first
+            due = self.model.next_timer_due()
+            if due is None or due.timestamp() - self.t0 > horizon:
+                return None
+            self._model(self.model.tick(due))
+            if self.model.next_timer_due() == due and self.model.clock is not None and self.model.clock >= due:
+                return None  # not due after all (never expected): do not spin
+
+    async def _flush(self) -> None:
+        if self._buffer:
+            events, self._buffer = self._buffer, []
+            self.truth.events_sent += len(events)
+            await self.router.send(events)
+
+    async def _sync(self, until: float) -> None:
+        t0 = time.perf_counter()
+        if self.model.clock is None or until > self.model.clock.timestamp() - self.t0:
+            self._model(self.model.tick(self.at(until)))
+        self._hb += 1
+        self._buffer.append(Outgoing(PLATFORM, self._envelope(
+            PLATFORM, "telephony", "platform.heartbeat", f"{self.run}-hb-{self._hb}", PLATFORM, until,
+            {"platform_id": PLATFORM})))
+        self._sent_until = max(self._sent_until, until)
+        await self._flush()
+        expect = {cid for cid, ta in self._predicted.items() if ta <= until}
+        model_out, self._model_out = self._model_out, []
+        real = await self.router.sync(until, expect, model_out)
+        self.truth.syncs += 1
+        for d in real:
+            self._on_decision(d)
+        for cid in [cid for cid, ta in self._predicted.items() if ta <= until]:
+            del self._predicted[cid]
+            self.truth.unmatched += 1
+        for ev in await self.router.referral_events():
+            self._on_referral(ev)
+        self.truth.sync_wall_s += time.perf_counter() - t0
+
+    # --- routing's decisions and referral's events -----------------------------------------
+
+    def _on_decision(self, d: Seen) -> None:
+        if d.id in self._seen_ids:
+            return  # at-least-once: a decision may arrive twice
+        self._seen_ids.add(d.id)
+        s = self._states.get(d.contact_id)
+        if s is None:
+            return
+        self.truth.decisions += 1
+        if d.kind == "routing.assigned":
+            self._predicted.pop(d.contact_id, None)
+            if s.status != "waiting":
+                return
+            s.status = "ringing"
+            s.desk = (d.desk_id or "", d.organisation_id or "")
+            ring_s, picked = s.plan.rings[min(s.offers, MAX_RINGS - 1)]
+            s.offers += 1
+            self.truth.fates[d.contact_id].offers = s.offers
+            s.token += 1
+            if picked:
+                due = d.at + ring_s
+                if due < self._sent_until:
+                    self.truth.late += 1
+                    due = self._sent_until
+                self._push(due, "answer", d.contact_id, s.token)
+        elif d.kind == "routing.withdrawn" and s.status == "ringing":
+            s.status = "waiting"
+            s.token += 1
+
+    def _on_referral(self, ev: dict[str, Any]) -> None:
+        data = ev.get("data", {})
+        rid, receiver = data.get("referral_id"), data.get("receiver_id")
+        kind = ev.get("type", "").removeprefix("jp.tsunagu.").removesuffix(".v1")
+        if kind not in ("referral.created", "referral.escalated") or not rid or not receiver:
+            return
+        if receiver == "secretariat" or (rid, receiver) in self._referrals:
+            return
+        cid = data.get("contact_id", "")
+        s = self._states.get(cid)
+        if s is None:
+            return
+        self._referrals.add((rid, receiver))
+        at = datetime.fromisoformat(ev["time"]).timestamp() - self.t0
+        ack, accept, complete = s.plan.receiver_delays
+        steps = [("acknowledge", ack, None), ("accept", ack + accept, None), ("start", ack + accept + 1, None),
+                 ("complete", ack + accept + complete, {"outcome": s.plan.outcome})]
+        for action, delay, body in steps:
+            if at + delay <= self.span:
+                self._push(max(at + delay, self._sent_until), "receiver", cid, (rid, receiver, action, body))
+
+    # --- the callers, the platform, the counsellors -----------------------------------------
+
+    async def _act(self, t: float, kind: str, cid: str, arg: Any) -> None:
+        s = self._states[cid]
+        p = s.plan
+        fate = self.truth.fates[cid]
+        if kind == "arrive":
+            self.truth.caller_ids.add(p.caller_id)
+            self._emit_contact("contact.received", t, ContactReceived(contact_id=cid, channel="phone",
+                                                                      prefecture=p.region),
+                               {"contact_id": cid, "channel": "phone", "caller_id": p.caller_id, "region": p.region},
+                               cid, "received")
+            self._push(t + p.ivr_s, "ivr_abandon" if p.ivr_abandon else "select", cid)
+        elif kind == "ivr_abandon":
+            s.status, fate.outcome = "done", "ivr"
+            wire = {"contact_id": cid, "stage": "ivr", "wait_seconds": round(p.ivr_s, 3)}
+            self._emit_contact("contact.abandoned", t, ContactAbandoned(**wire), wire, cid, "abandoned")
+        elif kind == "select":
+            s.status, s.selected_at = "waiting", t
+            wire = {"contact_id": cid, "field": p.field, "menu_position": p.menu_key}
+            self._emit_contact("contact.field_selected", t, ContactFieldSelected(**wire), wire, cid, "field")
+            self._push(t + p.patience_s, "patience", cid)
+        elif kind == "patience":
+            if s.status not in ("waiting", "ringing"):
+                return
+            stage = "ringing" if s.status == "ringing" else "queue"
+            s.status, fate.outcome, fate.wait_s = "done", stage, round(t - s.selected_at, 3)
+            wire = {"contact_id": cid, "stage": stage, "wait_seconds": fate.wait_s}
+            self._emit_contact("contact.abandoned", t, ContactAbandoned(**wire), wire, cid, "abandoned")
+        elif kind == "answer":
+            if s.status != "ringing" or arg != s.token or s.desk is None:
+                return
+            s.status = "talking"
+            desk, org = s.desk
+            fate.outcome, fate.desk_id, fate.organisation_id = "answered", desk, org
+            fate.wait_s = round(t - s.selected_at, 3)
+            wire = {"contact_id": cid, "desk_id": desk, "organisation_id": org, "wait_seconds": fate.wait_s}
+            self._emit_contact("contact.answered", t, ContactAnswered(**wire), wire, cid, "answered")
+            self._push(t + p.talk_s, "end", cid)
+        elif kind == "end":
+            s.status = "done"
+            fate.talk_s = round(p.talk_s, 3)
+            wire = {"contact_id": cid, "talk_seconds": fate.talk_s, "desk_id": fate.desk_id}
+            self._emit_contact("contact.ended", t, ContactEnded(**wire), wire, cid, "ended")
+            self._push(t + p.wrapup_s, "record", cid)
+        elif kind == "record":
+            self._record(t, s, fate)
+        elif kind == "receiver":
+            rid, receiver, action, body = arg
+            ok = await self.router.receiver_action(rid, receiver, action, body)
+            if ok and action == "acknowledge":
+                self.truth.acknowledged += 1
+
+    def _record(self, t: float, s: _State, fate: Fate) -> None:
+        c = s.plan.consultation
+        assert c is not None and fate.organisation_id is not None
+        cid = s.plan.contact_id
+        data: dict[str, Any] = {
+            "contact_id": cid, "organisation_id": fate.organisation_id, "desk_id": fate.desk_id,
+            "field": s.plan.field, "categories": c.categories, "age_band": c.age_band, "risk": c.risk,
+            "referral_needed": c.referral_needed, "municipality": c.municipality, "talk_seconds": fate.talk_s}
+        # A handoff is asked for only with a basis: consent, or imminent danger to life (vital interest).
+        if c.consent or (c.referral_needed and c.risk != "imminent"):
+            data["consent"] = {"given": True, "scope": ["municipality", "self_reliance_centre", "police", "npo"],
+                               "recorded_by": f"staff-{fate.desk_id}", "recorded_at": self.at(t).isoformat()}
+        org = fate.organisation_id
+        self._buffer.append(Outgoing(org, self._envelope(org, "casebook", "consultation.recorded", f"{cid}-recorded",
+                                                         cid, t, data)))
+        self._sent_until = max(self._sent_until, t)
+        self.truth.consultations.append({"at": t, "categories": c.categories, "age_band": c.age_band, "risk": c.risk,
+                                         "referral_needed": c.referral_needed})
+        self.truth.referrals_needed += c.referral_needed
+
+
+def dry_run(scenario: Scenario, *, run: str = "dry", progress: Callable[[float], None] | None = None) -> GroundTruth:
+    """The scenario against routing's pure core in this process (no services): for fitting."""
+    return asyncio.run(Engine(scenario, DryRouter(), run=run, progress=progress).run_replay())

@@ -1,0 +1,245 @@
+"""The replay against the real services, through their public interfaces only.
+
+- Callers' and counsellors' events go to intake over HTTP (``POST /v1/events``), each with its
+  partner organisation's key: the telephony platform's for call events and heartbeats, each
+  desk organisation's for its consultation records.
+- Routing's decisions are read from ``tsunagu.routing.decisions`` (from the end, at the start).
+- Receivers read ``tsunagu.referral.events`` and work their referrals with the referral API.
+- The barrier of a synchronisation: every assignment the model predicted has arrived, or
+  routing's ``GET /v1/desks`` says its clock reached the heartbeat and nothing more arrived for a
+  moment (the outbox publishes within its poll).
+
+**Replays side by side.** Routing's clock never goes back, so each replay is moved to its own
+week: the scenario's start shifted by whole weeks (same weekday and hour; a week with no Japanese
+public holiday) to the first one after routing's clock. Its desks are applied as their own
+registry version (``sim.<scenario>.<run>``) effective at the shifted start, and its contact ids
+carry the run tag. Metrics then reports it by its own time range (``--from/--to``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import jpholiday
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.routing import store as routing_store
+from tsunagu import auth, topics
+from tsunagu.db import create_pool
+from tsunagu.settings import Settings
+from tsunagu.simulate.engine import PLATFORM, Engine, GroundTruth, Outgoing, Seen
+from tsunagu.simulate.scenario import Scenario
+
+
+class StackRouter:
+    def __init__(self, settings: Settings, bootstrap: str, database_url: str, *, run: str, t0: float) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.database_url = database_url
+        self.run = run
+        self.t0 = t0
+        self.keys: dict[str, str] = {}
+        self.http: dict[str, httpx.AsyncClient] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.pool = None
+        self._decision_topic = settings.topic(topics.ROUTING_DECISIONS)
+        self._referral_topic = settings.topic(topics.REFERRAL_EVENTS)
+        self._referrals: list[dict[str, Any]] = []
+        self._pending: list[Seen] = []
+        self.receiver_errors = 0
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.settings.service_port(service)}"
+
+    async def start(self) -> None:
+        self.pool = await create_pool(self.database_url, attempts=5)
+        await auth.migrate_schema(self.pool)
+        self.keys["secretariat"] = (await auth.issue_credential(self.pool, "secretariat", "secretariat",
+                                                                label=f"simulate {self.run}"))[1]
+        for service in ("intake", "routing", "referral"):
+            self.http[service] = httpx.AsyncClient(base_url=self.url(service), timeout=60)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    fetch_max_wait_ms=10, max_poll_records=5000)
+        await consumer.start()
+        tps = []
+        for topic in (self._decision_topic, self._referral_topic):
+            parts = consumer.partitions_for_topic(topic)
+            for _ in range(50):
+                if parts:
+                    break
+                await asyncio.sleep(0.1)
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic)
+            tps += [TopicPartition(topic, p) for p in sorted(parts or [])]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the end offsets now, before the first event is sent
+            await consumer.position(tp)
+        self.consumer = consumer
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        for client in self.http.values():
+            await client.aclose()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def key(self, org: str, role: str = "partner") -> str:
+        if org not in self.keys:
+            assert self.pool is not None
+            self.keys[org] = (await auth.issue_credential(self.pool, org, role, label=f"simulate {self.run}"))[1]
+        return self.keys[org]
+
+    async def routing_clock(self) -> datetime | None:
+        answer = await self.http["routing"].get("/v1/desks", headers=self._auth("secretariat"))
+        answer.raise_for_status()
+        at = answer.json().get("at")
+        return datetime.fromisoformat(at) if at else None
+
+    async def apply_desks(self, document: dict[str, Any]) -> None:
+        assert self.pool is not None
+        await routing_store.apply_registry(self.pool, document)
+
+    def _auth(self, org: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[org]}"}
+
+    # --- Router ---------------------------------------------------------------------------
+
+    async def send(self, events: list[Outgoing]) -> None:
+        # One request per run of the same organisation, in order: call events stay time-ordered.
+        i = 0
+        while i < len(events):
+            org = events[i].org
+            j = i
+            while j < len(events) and events[j].org == org and j - i < self.settings.max_batch_events:
+                j += 1
+            await self._post(org, [e.envelope for e in events[i:j]])
+            i = j
+
+    async def _post(self, org: str, envelopes: list[dict[str, Any]]) -> None:
+        await self.key(org)
+        body = json.dumps(envelopes, ensure_ascii=False)
+        for _ in range(100):
+            answer = await self.http["intake"].post(
+                "/v1/events", content=body,
+                headers={**self._auth(org), "Content-Type": "application/cloudevents-batch+json"})
+            if answer.status_code == 429:
+                await asyncio.sleep(float(answer.headers.get("Retry-After", "0.5")))
+                continue
+            answer.raise_for_status()
+            result = answer.json()
+            if result.get("rejected"):
+                problems = [r for r in result["results"] if r["status"] == "rejected"][:3]
+                raise RuntimeError(f"intake rejected {result['rejected']} simulated events: {problems}")
+            return
+        raise RuntimeError("intake kept answering 429")
+
+    async def _drain(self, timeout_ms: int) -> int:
+        assert self.consumer is not None
+        got = 0
+        for tp, records in (await self.consumer.getmany(timeout_ms=timeout_ms)).items():
+            for r in records:
+                event = json.loads(r.value)
+                if tp.topic == self._referral_topic:
+                    if str(event.get("data", {}).get("contact_id", "")).startswith(self.run):
+                        self._referrals.append(event)
+                    continue
+                if not event.get("subject", "").startswith(self.run):
+                    continue
+                got += 1
+                data = event.get("data", {})
+                self._pending.append(Seen(
+                    event["id"], event["type"].removeprefix("jp.tsunagu.").removesuffix(".v1"), event["subject"],
+                    datetime.fromisoformat(event["time"]).timestamp() - self.t0,
+                    data.get("desk_id"), data.get("organisation_id")))
+        return got
+
+    async def sync(self, until: float, expect: set[str], model: list[Seen]) -> list[Seen]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        clock_ok_at: float | None = None
+        last_check = started
+        while True:
+            got = await self._drain(10)
+            arrived = {d.contact_id for d in self._pending if d.kind == "routing.assigned"}
+            if expect and expect <= arrived:
+                break
+            now = loop.time()
+            if clock_ok_at is None and (not expect or now - last_check > 0.1):
+                last_check = now
+                clock = await self.routing_clock()
+                if clock is not None and clock.timestamp() - self.t0 >= until - 1e-6:
+                    clock_ok_at = loop.time()
+            elif clock_ok_at is not None and got:
+                clock_ok_at = loop.time()  # still arriving: give the outbox another moment
+            if clock_ok_at is not None and loop.time() - clock_ok_at > (0.25 if expect else 0.05):
+                break
+            if now - started > 120:
+                raise RuntimeError(f"routing did not reach {until:.0f} s of the replay in 120 s")
+        out, self._pending = self._pending, []
+        return out
+
+    async def referral_events(self) -> list[dict[str, Any]]:
+        out, self._referrals = self._referrals, []
+        return out
+
+    async def receiver_action(self, referral_id: str, receiver_id: str, action: str, body: dict | None) -> bool:
+        await self.key(receiver_id, "receiver")
+        answer = await self.http["referral"].post(f"/v1/referrals/{referral_id}/{action}", json=body or {},
+                                                   headers=self._auth(receiver_id))
+        if answer.status_code != 200:
+            self.receiver_errors += 1  # e.g. escalated away meanwhile (409/404): the next receiver acts
+            return False
+        return True
+
+
+def replay_week(scenario: Scenario, after: datetime | None) -> timedelta:
+    """The shift (whole weeks) that puts the scenario after ``after`` in a week with no holiday."""
+    weeks = 0
+    if after is not None and after >= scenario.start:
+        weeks = int((after - scenario.start).total_seconds() // (7 * 86400)) + 1
+    while True:
+        shift = timedelta(weeks=weeks)
+        start = (scenario.start + shift).date()
+        days = int(scenario.days) + 1
+        if not any(jpholiday.is_holiday(start + timedelta(days=d)) for d in range(days)):
+            return shift
+        weeks += 1
+
+
+async def replay_on_stack(scenario: Scenario, settings: Settings, bootstrap: str, database_url: str, *,
+                          run: str | None = None, speed: float | None = None,
+                          progress: Callable[[float], None] | None = None,
+                          shift: timedelta | None = None,
+                          before_start: Callable[[Engine], Awaitable[None]] | None = None) -> GroundTruth:
+    """Replay ``scenario`` through the running services; returns the simulator's ground truth."""
+    run = run or f"{scenario.name[:8]}{secrets.token_hex(2)}"
+    probe = StackRouter(settings, bootstrap, database_url, run=run, t0=0.0)
+    await probe.start()
+    try:
+        # After routing's clock and after every desk version already stored (ours must be the newest).
+        marks = [await probe.routing_clock()]
+        marks += [r.effective_from for r in (await routing_store.load_registries(probe.pool))[1]]
+    finally:
+        await probe.close()
+    if shift is None:
+        shift = replay_week(scenario, max((m for m in marks if m is not None), default=None))
+    router = StackRouter(settings, bootstrap, database_url, run=run, t0=(scenario.start + shift).timestamp())
+    engine = Engine(scenario, router, run=run, shift=shift, speed=speed, progress=progress)
+    await router.start()
+    try:
+        await router.apply_desks(engine.registry_document)
+        await router.key(PLATFORM)
+        if before_start is not None:
+            await before_start(engine)
+        truth = await engine.run_replay()
+    finally:
+        await router.close()
+    return truth
