@@ -523,10 +523,12 @@ def cover(period: Period, coarsest: str = "m") -> Cover:
         grain = GRAINS[level]
         inner_lo, inner_hi = _ceil(lo, grain), _floor(hi, grain)
         if inner_lo >= inner_hi:
-            if level == 0:
-                edges.append((lo, hi))
-            else:
+            if level > 0:
                 split(lo, hi, level - 1)
+            elif lo < inner_lo == inner_hi < hi:  # no whole day, but it crosses one midnight
+                edges.extend([(lo, inner_lo), (inner_hi, hi)])
+            else:
+                edges.append((lo, hi))
             return
         if level == 0:
             if lo < inner_lo:

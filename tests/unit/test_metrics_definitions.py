@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.metrics.domain import (
@@ -189,6 +189,7 @@ def test_heartbeats_withdrawn_assignments_and_created_referrals_never_disturb_a_
 @settings(max_examples=200, deadline=None)
 @given(start=st.datetimes(datetime(2021, 1, 1), datetime(2023, 12, 31)),
        length=st.timedeltas(timedelta(seconds=1), timedelta(days=500)), coarsest=st.sampled_from(GRAINS))
+@example(start=datetime(2022, 7, 7, 0, 0, 0, 500000), length=timedelta(days=1, microseconds=200000), coarsest="m")
 def test_a_period_is_covered_by_whole_buckets_and_its_edges_exactly_once(start, length, coarsest):
     period = Period(start.replace(tzinfo=JST), start.replace(tzinfo=JST) + length)
     c = cover(period, coarsest)
