@@ -910,15 +910,19 @@ async def live_figures(conn: Any) -> dict[str, Any]:
              GROUP BY 1""",
         newest,
     )
-    recent = await conn.fetchrow(
-        f"""SELECT count(*) AS attempts, count(*) FILTER (WHERE answered_at IS NOT NULL) AS connected
+    recent = await conn.fetch(
+        f"""SELECT field, grouping(field) = 1 AS total, count(*) AS attempts,
+                   count(*) FILTER (WHERE answered_at IS NOT NULL) AS connected
               FROM "{SCHEMA}".contacts
-             WHERE received_at > $1::timestamptz - interval '15 minutes' AND channel = 'phone'""",
+             WHERE received_at > $1::timestamptz - interval '15 minutes' AND channel = 'phone'
+             GROUP BY ROLLUP (field)""",
         newest,
     )
+    rate = {(r["total"], r["field"]): r["connected"] / r["attempts"] for r in recent if r["attempts"]}
     return {
         "queue": {r["field"]: r["queue"] for r in rows},
         "busy": {r["field"]: r["busy"] for r in rows},
-        "answer_rate_15m": recent["connected"] / recent["attempts"] if recent["attempts"] else None,
+        "answer_rate_15m": rate.get((True, None)),
+        "answer_rate_15m_by_field": {f: r for (total, f), r in rate.items() if not total and f is not None},
         "as_of": newest,
     }

@@ -35,15 +35,13 @@ class OpsTelemetry:
             "tsunagu_answered_wait_seconds", unit="s", description="wait before a desk answered")
         self.abandoned_wait = meter.create_histogram(
             "tsunagu_abandoned_wait_seconds", unit="s", description="wait before the caller hung up")
-        # store.live_figures fills these; the optional keys ("answer_rate_15m_by_field", "open_lines",
-        # both {field: value}) are reported when it provides them.
+        # store.live_figures fills these (and "answer_rate_15m_by_field": {field: rate}). Lines open
+        # and free per field come from routing, which holds the desks (tsunagu_open_lines/free_lines).
         self.live: dict[str, Any] = {"queue": {}, "busy": {}, "answer_rate_15m": None}
         meter.create_observable_gauge("tsunagu_queue_length", [self._queue],
                                       description="contacts waiting in each field's queue")
         meter.create_observable_gauge("tsunagu_busy_lines", [self._busy],
                                       description="lines in a talk, per field")
-        meter.create_observable_gauge("tsunagu_open_lines", [self._open],
-                                      description="lines of the desks open now, per field")
         meter.create_observable_gauge(
             "tsunagu_answer_rate_15m", [self._rate],
             description="answer rate of phone contacts received in the last 15 minutes (no field: all; "
@@ -54,9 +52,6 @@ class OpsTelemetry:
 
     def _busy(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"field": f}) for f, n in self.live["busy"].items()]
-
-    def _open(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(n, {"field": f}) for f, n in (self.live.get("open_lines") or {}).items()]
 
     def _rate(self, options: CallbackOptions) -> Iterable[Observation]:
         rate = self.live.get("answer_rate_15m")

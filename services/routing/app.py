@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from services.routing import store
 from services.routing.handlers import Routing, register_contact_events
 from services.routing.http import router as live_router
-from tsunagu import auth
+from tsunagu import auth, telemetry
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
 from tsunagu.kafka import make_broker, make_producer
@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.database_url:
         raise SettingsError("routing needs DATABASE_URL (`tsunagu up` sets it for the local stack)")
     routing = Routing(settings=settings)
+    routing.observe_lines(telemetry.get().meter)
     broker = make_broker(settings, client_id="tsunagu-routing")
     register_contact_events(broker, routing)
 

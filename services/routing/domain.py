@@ -181,6 +181,20 @@ class Board:
     def free_lines(self, desk: Desk) -> int:
         return max(0, desk.lines - len(self.busy.get(desk.id, ())))
 
+    def lines_by_field(self) -> dict[str, tuple[int, int]]:
+        """Per field, (lines open now, of them free) over the desks open at the board's clock. A
+        desk serving several fields counts in each of them."""
+        registry = self.registry_at(self.clock)
+        if registry is None or self.clock is None:
+            return {}
+        lines: dict[str, tuple[int, int]] = {}
+        for desk in self.desks_of(registry):
+            if self._is_open(desk, self.clock):
+                for code in desk.fields:
+                    total, free = lines.get(code, (0, 0))
+                    lines[code] = (total + desk.lines, free + self.free_lines(desk))
+        return lines
+
     def qualifying_free_desks(self, contact: Contact, at: datetime | None = None) -> list[Desk]:
         """Desks with a free line that may take ``contact`` now (open, its field, its tier)."""
         at = at or self.clock

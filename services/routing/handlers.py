@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
+from opentelemetry.metrics import Observation
 
 from schemas import ValidatedEvent
 from schemas.kafka import encode_value
@@ -71,6 +72,17 @@ class Routing:
     decided: int = 0
     _view: tuple[int, int, Board] | None = None  # (board version, registry seq, board) for the API
     _rounds: set[asyncio.Task[None]] = field(default_factory=set)  # publish rounds in flight
+    lines: dict[str, tuple[int, int]] = field(default_factory=dict)  # field -> (open, free), for ops
+
+    def observe_lines(self, meter: Any) -> None:
+        """Gauges of the lines open and free per field, as of the board this instance last wrote
+        (its event time: a replay shows its own 'now'). Several instances report alike: use max."""
+        def gauge(index: int) -> Any:
+            return lambda _options: [Observation(v[index], {"field": f}) for f, v in self.lines.items()]
+        meter.create_observable_gauge("tsunagu_open_lines", [gauge(0)],
+                                      description="lines of the desks open now, per field (routing's board)")
+        meter.create_observable_gauge("tsunagu_free_lines", [gauge(1)],
+                                      description="of those, lines free now, per field (routing's board)")
 
     async def _sync(self, conn: asyncpg.Connection, version: int, seq: int) -> Board:
         """The board as committed at ``version``: the one in memory when this instance wrote that
@@ -113,6 +125,7 @@ class Routing:
             raise
         if applied:
             self.version = version + 1
+            self.lines = board.lines_by_field()
         self.decided += len(outgoing)
         return len(outgoing)
 

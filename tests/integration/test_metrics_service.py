@@ -168,6 +168,7 @@ async def test_csv_waits_consultations_referrals_and_the_ops_scrape(metrics, set
     async with httpx.AsyncClient(base_url=metrics.url) as client:
         scrape = (await client.get("/metrics")).text
     assert 'tsunagu_busy_lines{field="' in scrape and "tsunagu_answer_rate_15m" in scrape
+    assert 'tsunagu_answer_rate_15m{field="' in scrape
     assert "tsunagu_contacts_total" in scrape and "tsunagu_answered_wait_seconds_bucket" in scrape
     assert not any(e["data"].get("caller_key", "~") in scrape for e in log)
 

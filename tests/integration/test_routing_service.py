@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 
 import httpx
@@ -59,6 +60,9 @@ async def test_calls_are_assigned_queued_and_given_the_freed_line_and_state_surv
         their_queues = (await client.get("/v1/queues", headers=rig.headers("npo-a"))).json()
         assert (await client.get("/v1/desks")).status_code == 401
         assert (await client.get("/v1/queues", headers=rig.headers("receiver"))).status_code == 403
+        scrape = (await client.get("/metrics")).text  # ops: lines open and free per field
+    assert re.search(r'tsunagu_open_lines\{[^}]*field="loneliness"[^}]*\} 1(\.0)?\n', scrape), scrape
+    assert re.search(r'tsunagu_free_lines\{[^}]*field="loneliness"[^}]*\} 0(\.0)?\n', scrape), scrape
     lonely = next(d for d in desks_before["desks"] if d["desk_id"] == "a-lonely")
     assert (lonely["busy"], lonely["free"], lonely["open"]) == (1, 0, True)
     assert [d["desk_id"] for d in mine["desks"]] == ["a-lonely"]

@@ -256,3 +256,13 @@ def test_a_save_writes_every_contact_a_step_changed_also_the_one_a_freed_line_we
     changed, gone = s.board.take_changes()
     assert [c["contact_id"] for c in changed] == ["c2"] and gone == []
     assert s.board.take_changes() == ([], [])
+
+
+def test_ops_see_per_field_the_lines_open_now_and_how_many_are_free():
+    shared = {"id": "pool", "fields": ["loneliness", "hardship"], "lines": 2}
+    s = Script(registry(LONELY, shared))
+    s.call("c1", "loneliness")
+    s.call("c2", "loneliness", t=1)
+    assert s.board.lines_by_field() == {"loneliness": (3, 1), "hardship": (2, 1)}
+    s.end("c1", 2)
+    assert s.board.lines_by_field() == {"loneliness": (3, 2), "hardship": (2, 1)}
