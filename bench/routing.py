@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,6 +36,7 @@ from schemas.kafka import encode_value, kafka_headers  # noqa: E402
 from services.routing.handlers import FETCH_MAX_WAIT_MS  # noqa: E402
 from tests.integration.routing_support import ended, field_selected, received  # noqa: E402
 from tests.support import T0, ServiceProcess  # noqa: E402
+from tsunagu.kafka import assign_all_partitions  # noqa: E402
 from tsunagu.settings import Settings  # noqa: E402
 
 FIELDS = ["loneliness", "suicidal", "hardship", "under18", "women_dv", "gender", "single_mother", "foreign_language"]
@@ -63,13 +64,7 @@ async def consumer_for(bootstrap: str, topic: str) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10,
                                 auto_offset_reset="latest")
     await consumer.start()
-    for _ in range(50):
-        if consumer.partitions_for_topic(topic):
-            break
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-    consumer.assign(tps)
+    tps = await assign_all_partitions(consumer, [topic])
     await consumer.seek_to_end(*tps)
     return consumer
 
@@ -88,26 +83,25 @@ async def paced(rate: int, seconds: float, send_tick) -> int:
     return sent
 
 
-async def bare_hop(bootstrap: str, topic: str, rate: int, seconds: float, payload: bytes) -> list[float]:
-    """Latency of one publish → consume hop through the broker at ``rate`` messages/s."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=65536)
-    await producer.start()
-    consumer = await consumer_for(bootstrap, topic)
+async def timed_hop(producer: AIOKafkaProducer, send_to: str, read_from: str, bootstrap: str, rate: int,
+                    seconds: float, payload: bytes, prefix: str) -> list[float]:
+    """Publish to ``send_to`` at ``rate`` messages/s and time each one until it is read on ``read_from``."""
+    consumer = await consumer_for(bootstrap, read_from)
     sent_at: dict[bytes, float] = {}
     latencies: list[float] = []
 
     async def tick(first: int, count: int) -> None:
         for i in range(first, first + count):
-            key = f"k{i}".encode()
+            key = f"{prefix}{i}".encode()
             sent_at[key] = time.perf_counter()
-            await producer.send(topic, payload, key=key)
+            await producer.send(send_to, payload, key=key)
 
     async def read(total: int) -> None:
         deadline = time.perf_counter() + seconds + 30
         while len(latencies) < total and time.perf_counter() < deadline:
             for records in (await consumer.getmany(timeout_ms=50)).values():
                 now = time.perf_counter()
-                latencies.extend(now - sent_at[r.key] for r in records if r.key in sent_at)
+                latencies.extend(now - sent_at.pop(r.key) for r in records if r.key in sent_at)
 
     try:
         reader = asyncio.create_task(read(int(rate * seconds)))
@@ -115,8 +109,17 @@ async def bare_hop(bootstrap: str, topic: str, rate: int, seconds: float, payloa
         await reader
     finally:
         await consumer.stop()
-        await producer.stop()
     return latencies
+
+
+async def bare_hop(bootstrap: str, topic: str, rate: int, seconds: float, payload: bytes) -> list[float]:
+    """Latency of one publish → consume hop through the broker at ``rate`` messages/s."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=65536)
+    await producer.start()
+    try:
+        return await timed_hop(producer, topic, topic, bootstrap, rate, seconds, payload, "k")
+    finally:
+        await producer.stop()
 
 
 async def echo_worker(bootstrap: str, src: str, dst: str, fetch_max_wait_ms: int) -> None:
@@ -161,41 +164,18 @@ async def echo_round_trip(bootstrap: str, topics: tuple[str, str], rate: int, se
         sys.executable, __file__, "--echo-worker", bootstrap, src, dst, str(fetch_max_wait_ms),
         stdout=asyncio.subprocess.PIPE)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=65536)
-    sent_at: dict[bytes, float] = {}
-    latencies: list[float] = []
     try:
         assert worker.stdout is not None
         line = await asyncio.wait_for(worker.stdout.readline(), timeout=60)
         if line.strip() != b"ready":
             raise RuntimeError(f"echo worker did not start: {line!r}")
         await producer.start()
-        consumer = await consumer_for(bootstrap, dst)
-
-        async def tick(first: int, count: int) -> None:
-            for i in range(first, first + count):
-                key = f"e{i}".encode()
-                sent_at[key] = time.perf_counter()
-                await producer.send(src, payload, key=key)
-
-        async def read(total: int) -> None:
-            deadline = time.perf_counter() + seconds + 30
-            while len(latencies) < total and time.perf_counter() < deadline:
-                for records in (await consumer.getmany(timeout_ms=50)).values():
-                    now = time.perf_counter()
-                    latencies.extend(now - sent_at.pop(r.key) for r in records if r.key in sent_at)
-
-        try:
-            reader = asyncio.create_task(read(int(rate * seconds)))
-            await paced(rate, seconds, tick)
-            await reader
-        finally:
-            await consumer.stop()
+        return await timed_hop(producer, src, dst, bootstrap, rate, seconds, payload, "e")
     finally:
         await producer.stop()
         if worker.returncode is None:
             worker.terminate()
         await worker.wait()
-    return latencies
 
 
 def cpu_seconds(pid: int) -> float:

@@ -6,7 +6,9 @@ import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+
+from tsunagu.kafka import assign_all_partitions
 
 JST = timezone(timedelta(hours=9))
 T0 = datetime(2022, 7, 7, 10, 0, tzinfo=JST)
@@ -48,15 +50,7 @@ async def read_topic(bootstrap: str, topic: str, *, expect: int, timeout: float 
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        for _ in range(50):
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions or [])]
-        consumer.assign(tps)
+        tps = await assign_all_partitions(consumer, [topic])
         await consumer.seek_to_beginning(*tps)
         records: list = []
         deadline = asyncio.get_running_loop().time() + timeout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
@@ -72,3 +72,20 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
         request_timeout_ms=15_000,
         acks="all",
     )
+
+
+async def assign_all_partitions(consumer: AIOKafkaConsumer, topics: list[str], tries: int = 50) -> list[TopicPartition]:
+    """Assign a started, group-less ``consumer`` every partition of ``topics`` — waiting for their
+    metadata, which a consumer may not have yet for a topic created a moment ago."""
+    tps: list[TopicPartition] = []
+    for topic in topics:
+        parts = consumer.partitions_for_topic(topic)
+        for _ in range(tries):
+            if parts:
+                break
+            await asyncio.sleep(0.1)
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic)
+        tps += [TopicPartition(topic, p) for p in sorted(parts or [])]
+    consumer.assign(tps)
+    return tps

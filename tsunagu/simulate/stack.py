@@ -27,11 +27,12 @@ from typing import Any
 
 import httpx
 import jpholiday
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from services.routing import store as routing_store
 from tsunagu import auth, topics
 from tsunagu.db import create_pool
+from tsunagu.kafka import assign_all_partitions
 from tsunagu.settings import Settings
 from tsunagu.simulate.engine import PLATFORM, Engine, GroundTruth, Outgoing, Seen
 from tsunagu.simulate.scenario import Scenario
@@ -67,17 +68,7 @@ class StackRouter:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     fetch_max_wait_ms=10, max_poll_records=5000)
         await consumer.start()
-        tps = []
-        for topic in (self._decision_topic, self._referral_topic):
-            parts = consumer.partitions_for_topic(topic)
-            for _ in range(50):
-                if parts:
-                    break
-                await asyncio.sleep(0.1)
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic)
-            tps += [TopicPartition(topic, p) for p in sorted(parts or [])]
-        consumer.assign(tps)
+        tps = await assign_all_partitions(consumer, [self._decision_topic, self._referral_topic])
         await consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the end offsets now, before the first event is sent
             await consumer.position(tp)
