@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
+from schemas.codes import FieldCode
 from services.metrics.cli import period_report
 from services.metrics.domain import Period
 from tsunagu.simulate.engine import GroundTruth
@@ -96,7 +97,8 @@ def side_by_side(columns: list[tuple[str, dict[str, Any]]], published: dict[str,
     row("接続完了 / connected", lambda f: num(f.get("connected")))
     row("応答率 / answer rate", lambda f: _pct(f.get("answer_rate")))
     for name in HEADLINE_FIELDS:
-        row(f"  {name}", lambda f, n=name: _pct(f.get("by_field", {}).get(n, {}).get("answer_rate")))
+        row(f"  {FieldCode(name).ja} / {name}",
+            lambda f, n=name: _pct(f.get("by_field", {}).get(n, {}).get("answer_rate")))
     def ranking(f: dict[str, Any]) -> str:
         groups = f.get("by_field", {})
         if not groups or "attempts" not in next(iter(groups.values())):
