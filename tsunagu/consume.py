@@ -21,6 +21,7 @@ the record with its key on — so one contact's events stay one trace across the
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +61,29 @@ def batch_subscriber(group_id: str, *, max_records: int = 1000, fetch_max_wait_m
 class Batch:
     events: list[ValidatedEvent] = field(default_factory=list)
     invalid: list[tuple[Any, EventInvalid]] = field(default_factory=list)  # (record, why)
+    partitions: list[tuple[str, int]] = field(default_factory=list)  # (topic, partition) of each event
 
     def keys(self) -> list[tuple[str, str, str]]:
         """(source, id, type) of each event, for the inbox."""
         return [(e.envelope.source, e.envelope.id, e.envelope.type) for e in self.events]
+
+    def in_event_time_order(self) -> list[ValidatedEvent]:
+        """The events merged across partitions by event time, each partition's own order kept.
+
+        A batch holds several partitions one after the other; state kept in event time (routing's
+        board, whose clock never goes back) should see them interleaved as they happened. Within a
+        partition the offset order stands even where the times disagree: a contact's events are all
+        in one partition, in the order its partner sent them, which a plain sort by time could swap."""
+        runs: dict[tuple[str, int], list[ValidatedEvent]] = {}
+        for where, event in zip(self.partitions, self.events, strict=True):
+            runs.setdefault(where, []).append(event)
+        if len(runs) <= 1:
+            return list(self.events)
+        return list(heapq.merge(*runs.values(), key=_event_time))
+
+
+def _event_time(event: ValidatedEvent) -> Any:
+    return event.envelope.time
 
 
 def decode_records(records: Any) -> Batch:
@@ -75,6 +95,8 @@ def decode_records(records: Any) -> Batch:
             batch.events.append(validate_event(decode_json(r.value or b"")))
         except EventInvalid as err:
             batch.invalid.append((r, err))
+        else:
+            batch.partitions.append((r.topic, r.partition))
     if batch.invalid:
         tel = telemetry.get()
         tel.set_aside().add(len(batch.invalid), {"service": tel.service})

@@ -17,7 +17,8 @@ service starts one span per event it handles in that trace:
 So intake → routing → metrics, and the consultation → referral → metrics, are parent-linked chains
 under one root per contact, whatever the batching. FastStream's ``KafkaTelemetryMiddleware`` adds
 its per-batch ``process`` spans (linked to the records' spans) and per-handler metrics; HTTP gets the
-ASGI instrumentation (health endpoints excluded, no query strings).
+ASGI instrumentation (health endpoints excluded, no query strings). A process that records no spans
+keeps only the metrics, once per batch (``QuietBrokerTelemetry``): nothing is done per record.
 
 Export: OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the per-signal variables) is set — the
 standard ``OTEL_*`` variables configure exporter, sampler and resource; JSON lines into
@@ -166,29 +167,90 @@ def traceparent_about(contact_id: str, key: str) -> str | None:
     return traceparent_for(contact_id)
 
 
-def _parent_of(ref: EventRef, tel: Telemetry) -> Context:
-    upstream = parse_traceparent(ref.upstream)
-    return trace.set_span_in_context(NonRecordingSpan(upstream or tel.contact_root(ref.key)), Context())
+class _EventSpan(Span):
+    """A recorded span of one event in a step done for a whole batch. The SDK's spans cost ~30 µs
+    each to start and end (locks, attribute and link bounding, processor hooks); an event's span has
+    ids, a parent, a few attributes, one link and a status, and is handed to the span processor as a
+    finished ``ReadableSpan`` when it ends — as ``emit_contact_root`` does for the root."""
+
+    def __init__(self, tel: Telemetry, name: str, context: SpanContext, parent: SpanContext, kind: SpanKind,
+                 links: Sequence[Link], attributes: dict[str, Any], start: int) -> None:
+        self._tel, self._name, self._context, self._parent = tel, name, context, parent
+        self._kind, self._links, self._attributes, self._start = kind, links, dict(attributes), start
+        self._status = Status(StatusCode.UNSET)
+        self._ended = False
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return not self._ended
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if not self._ended:
+            self._attributes[key] = value
+
+    def set_attributes(self, attributes: Any) -> None:
+        if not self._ended:
+            self._attributes.update(attributes)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        pass  # event spans carry no span events
+
+    def update_name(self, name: str) -> None:
+        self._name = name
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        self._status = status if isinstance(status, Status) else Status(status, description)
+
+    def record_exception(self, exception: BaseException, attributes: Any = None, timestamp: int | None = None,
+                         escaped: bool = False) -> None:
+        self.set_status(Status(StatusCode.ERROR, type(exception).__name__))
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        tel = self._tel
+        tel.processor.on_end(ReadableSpan(
+            self._name, context=self._context, parent=self._parent, resource=tel.resource,
+            attributes=self._attributes, links=self._links, kind=self._kind, status=self._status,
+            start_time=self._start, end_time=end_time or time.time_ns(), instrumentation_scope=_SCOPE,
+        ))
+
+
+_SCOPE = InstrumentationScope(SCOPE)
 
 
 @contextmanager
 def event_spans(name: str, refs: Sequence[EventRef], *, kind: SpanKind = SpanKind.CONSUMER) -> Iterator[list[Span]]:
     """One span per event around a step done for a whole batch; ``traceparent_for(ref.key)`` names
     them meanwhile. Each span's parent is the traceparent the event arrived with, or its contact's
-    root; each is linked to the current span (the HTTP request or FastStream's batch span)."""
+    root; each is linked to the current span (the HTTP request or FastStream's batch span). The
+    configured sampler decides per event, as for any span."""
     tel = get()
     if not tel.recording:
         # Nothing is exported: no spans (they would cost CPU on the hot path); records carry the
         # contact's root on, and log lines its trace id.
         yield [trace.INVALID_SPAN] * len(refs)
         return
-    tracer = tel.tracer
+    provider = tel.tracer_provider
+    sampler, new_span_id = provider.sampler, provider.id_generator.generate_span_id
     here = trace.get_current_span().get_span_context()
-    links = [Link(here)] if here.is_valid else None
+    links = (Link(here),) if here.is_valid else ()
+    start = time.time_ns()
     spans: list[Span] = []
     active = dict(_ACTIVE.get() or {})
     for ref in refs:
-        span = tracer.start_span(name, context=_parent_of(ref, tel), kind=kind, links=links, attributes=ref.attributes)
+        parent = parse_traceparent(ref.upstream) or tel.contact_root(ref.key)
+        decision = sampler.should_sample(trace.set_span_in_context(NonRecordingSpan(parent), Context()),
+                                         parent.trace_id, name, kind, ref.attributes, links)
+        sampled = decision.decision.is_sampled()
+        context = SpanContext(parent.trace_id, new_span_id(), is_remote=False,
+                              trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0),
+                              trace_state=decision.trace_state or parent.trace_state)
+        span: Span = (_EventSpan(tel, name, context, parent, kind, links, ref.attributes, start) if sampled
+                      else NonRecordingSpan(context))
         spans.append(span)
         active[ref.key] = span
     token = _ACTIVE.set(active)
@@ -262,6 +324,57 @@ class _EventSpansScope(BaseMiddleware):
         # once per batch, not per record: a histogram record costs as much as a small handler
         owner.handling.record(time.perf_counter() - started, owner.labels)
         return result
+
+
+class QuietBrokerTelemetry:
+    """Broker middleware for a process that records no spans: FastStream's consume metrics
+    (``messaging.process.duration`` / ``messaging.process.messages``: its instruments, names and
+    labels) and ``tsunagu_event_handling_seconds{service}``, once per batch. FastStream's own consume
+    scope would still start a span nobody records and read every record's baggage and traceparent for
+    the links of that span, and EventSpans would look at every record: per-record work for nothing.
+    Publishing (intake's ``broker.publish``, once per call) goes through FastStream's scope as before."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+        from faststream.opentelemetry.consts import ERROR_TYPE, MESSAGING_DESTINATION_PUBLISH_NAME
+
+        self.faststream = KafkaTelemetryMiddleware(tracer_provider=telemetry.tracer_provider,
+                                                   meter_provider=telemetry.meter_provider)
+        self.observe_consume = self.faststream._metrics.observe_consume  # noqa: SLF001 - its very instruments
+        self.error_type, self.destination = ERROR_TYPE, MESSAGING_DESTINATION_PUBLISH_NAME
+        self.labels = {"service": telemetry.service}
+        self.handling = telemetry.handling()
+
+    def __call__(self, msg: Any, /, *, context: Any) -> Any:
+        return _QuietScope(msg, context=context, owner=self)
+
+
+class _QuietScope(BaseMiddleware):
+    def __init__(self, msg: Any, /, *, context: Any, owner: QuietBrokerTelemetry) -> None:
+        super().__init__(msg, context=context)
+        self.owner = owner
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        owner = self.owner
+        raw = msg.raw_message
+        records = raw if isinstance(raw, (list, tuple)) else (raw,)
+        if not records:
+            return await call_next(msg)
+        attributes = {"messaging.system": "kafka", owner.destination: records[0].topic}
+        started = time.perf_counter()
+        try:
+            result = await call_next(msg)
+        except Exception as err:
+            attributes[owner.error_type] = type(err).__name__
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            owner.observe_consume(attributes, elapsed, len(records))
+        owner.handling.record(elapsed, owner.labels)
+        return result
+
+    async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
+        return await self.owner.faststream(self.msg, context=self.context).publish_scope(call_next, cmd)
 
 
 # --- providers, exporters ----------------------------------------------------------------------
@@ -476,8 +589,12 @@ class Telemetry:
         return merge_prometheus(texts) if len(texts) > 1 else own
 
     def broker_middlewares(self) -> list[Any]:
+        """FastStream's telemetry middleware and ours. With no span recorded here, one middleware that
+        keeps only their metrics (``QuietBrokerTelemetry``): the same series, none of the per-record work."""
         from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 
+        if not self.recording:
+            return [QuietBrokerTelemetry(self)]
         return [
             KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider),
             EventSpans(self.service, self),
@@ -492,7 +609,7 @@ class Telemetry:
             excluded_urls=HEALTH_URLS, exclude_spans=["receive", "send"], server_request_hook=_without_query,
         )
 
-    def attach(self, app: Any, *, scrape_route: bool = False) -> None:
+    def attach(self, app: Any, *, scrape_route: bool = False, lag_seconds: float = 5.0) -> None:
         """Instrument a service's app, watch its consumers' lag while it runs and, with
         ``scrape_route``, give it ``GET /metrics`` if it has none."""
         from contextlib import asynccontextmanager
@@ -511,7 +628,7 @@ class Telemetry:
         async def lifespan(a: Any) -> Any:
             try:
                 async with inner(a) as state:
-                    task = asyncio.create_task(self.watch_lag(), name="consumer-lag")
+                    task = asyncio.create_task(self.watch_lag(lag_seconds), name="consumer-lag")
                     try:
                         yield state
                     finally:

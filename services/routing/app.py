@@ -8,6 +8,7 @@ version is applied with `tsunagu desks apply`.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +27,13 @@ from tsunagu.outbox import OutboxPublisher
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
+
+GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation (Python's default: 700)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The outbox pool's connections carry no session state to undo (no SET, LISTEN or advisory lock):
+    give them back without asyncpg's reset query, a round trip per publish round."""
 
 
 async def apply_configured_registries(routing: Routing) -> list[str]:
@@ -60,18 +68,24 @@ def create_app(settings: Settings) -> FastAPI:
         # Like create_outbox_pool (asynchronous commits of deletions), with room for the rounds that
         # routing starts per batch beside the publisher's loop (Routing.publish_soon).
         outbox_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4,
-                                                server_settings={"synchronous_commit": "off"})
+                                                server_settings={"synchronous_commit": "off"}, reset=_keep_session)
         producer = make_producer(settings, client_id="tsunagu-routing-outbox")
         await producer.start()
         routing.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)
         routing.outbox.start()
         await broker.start()
+        # What is loaded now stays: keep it out of the collector's way. The board's contacts and timers
+        # stay for minutes, every batch allocates thousands of short-lived objects: collect the youngest
+        # generation less often (each of its collections also walks what survived the last ones).
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         log.info("routing_started", migrations=migrations, registry_versions_applied=versions)
         try:
             yield
         finally:
             await broker.stop()  # commits the consumer's offsets
             await routing.flush()
+            await routing.release_connection()
             await routing.outbox.stop()
             await producer.stop()
             await outbox_pool.close()

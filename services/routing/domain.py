@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 
@@ -108,12 +108,13 @@ _TIMES = ("queued_at", "overflow_at", "assigned_at", "ring_deadline", "received_
 FORGET_UNROUTED_AFTER = timedelta(hours=1)
 
 
-@dataclass(order=True)
-class _Timer:
+class _Timer(NamedTuple):
+    # A tuple, compared in C: the heap holds every pending timer (a forget timer per contact for an
+    # hour), and a dataclass's generated __lt__ was most of the cost of pushing and popping them.
     due: datetime
-    order: int
-    kind: str = field(compare=False)  # overflow | ring
-    contact_id: str = field(compare=False)
+    order: int  # unique: two timers never compare beyond it
+    kind: str  # overflow | ring | forget
+    contact_id: str
 
 
 class Board:

@@ -26,7 +26,7 @@ from services.routing.domain import Board, Decision
 from tsunagu import topics
 from tsunagu.consume import batch_subscriber, decode_records
 from tsunagu.inbox import claim_new
-from tsunagu.outbox import OutboxPublisher, Outgoing, enqueue
+from tsunagu.outbox import OutboxPublisher, Outgoing
 from tsunagu.settings import Settings
 
 log = structlog.get_logger()
@@ -72,6 +72,10 @@ class Routing:
     decided: int = 0
     _view: tuple[int, int, Board] | None = None  # (board version, registry seq, board) for the API
     _rounds: set[asyncio.Task[None]] = field(default_factory=set)  # publish rounds in flight
+    # The consumer's own connection, held between batches: taking one from the pool and giving it back
+    # costs a round trip per batch (asyncpg resets a released connection), before the batch's
+    # decisions can be published.
+    _conn: asyncpg.Connection | None = None
     lines: dict[str, tuple[int, int]] = field(default_factory=dict)  # field -> (open, free), for ops
 
     def observe_lines(self, meter: Any) -> None:
@@ -98,10 +102,15 @@ class Routing:
         return self.board
 
     async def apply_batch(self, events: list[ValidatedEvent]) -> int:
-        """Apply a batch of canonical contact events; returns how many decisions were made."""
+        """Apply a batch of canonical contact events in the order given (the handler gives them merged
+        across partitions by event time, ``Batch.in_event_time_order``: a plain sort by time could swap
+        one contact's own events); returns how many decisions were made."""
         assert self.pool is not None
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            if self._conn is None:
+                self._conn = await self.pool.acquire()
+            conn = self._conn
+            async with conn.transaction():
                 version, seq = await store.lock_board(conn)
                 board = await self._sync(conn, version, seq)
                 keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for e in events]
@@ -118,10 +127,11 @@ class Routing:
                     outgoing += [encode_decision(d, decision_id(*ident, i)) for i, d in enumerate(decisions)]
                 if applied:
                     changed, gone = board.take_changes()
-                    await store.save_board(conn, version + 1, board.clock, board.snapshot_header(), changed, gone)
-                    await enqueue(conn, store.SCHEMA, outgoing)
+                    await store.save_board(conn, version + 1, board.clock, board.snapshot_header(), changed, gone,
+                                           outgoing)
         except BaseException:
             self.board = None  # it may hold half a batch that was rolled back: re-read next time
+            await self.release_connection()  # it may be broken: the next batch takes a fresh one
             raise
         if applied:
             self.version = version + 1
@@ -152,6 +162,15 @@ class Routing:
         if self._rounds:
             await asyncio.wait(set(self._rounds), timeout=15)
 
+    async def release_connection(self) -> None:
+        """Give the consumer's connection back to the pool (before the pool closes: it waits for it)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and self.pool is not None:
+            try:
+                await self.pool.release(conn)
+            except Exception:  # noqa: BLE001 - a broken connection is terminated by the pool anyway
+                conn.terminate()
+
     async def live_board(self) -> Board:
         """The last committed board, for the API: its own copy, so a request can never swap the
         board the consumer is applying a batch to (another instance may have moved it since)."""
@@ -171,7 +190,7 @@ def register_contact_events(broker: KafkaBroker, routing: Routing) -> None:
 
     @broker.subscriber(
         settings.topic(topics.CONTACT_EVENTS),
-        **batch_subscriber("routing", fetch_max_wait_ms=FETCH_MAX_WAIT_MS),
+        **batch_subscriber(settings.group("routing"), fetch_max_wait_ms=settings.routing_fetch_wait_ms),
         title="routing.contact_events",
         description="Contact events and platform heartbeats: assign, queue, overflow, withdraw.",
     )
@@ -183,7 +202,8 @@ def register_contact_events(broker: KafkaBroker, routing: Routing) -> None:
         if not batch.events:
             return
         t0 = time.perf_counter()
-        decided = await routing.apply_batch(batch.events)
+        # by event time across partitions: the board's clock never goes back (domain.py)
+        decided = await routing.apply_batch(batch.in_event_time_order())
         t1 = time.perf_counter()
         if decided:
             routing.publish_soon()
