@@ -76,7 +76,7 @@ def register_consumer(broker: KafkaBroker, metrics: Metrics) -> None:
 
     @broker.subscriber(
         *(settings.topic(t) for t in CONSUMED),
-        **batch_subscriber(settings.metrics_consumer_group, max_records=2000, fetch_max_wait_ms=100),
+        **batch_subscriber(settings.group(settings.metrics_consumer_group), max_records=2000, fetch_max_wait_ms=100),
         title="metrics.events",
         description="Every canonical event, folded into facts for the secretariat's figures.",
     )

@@ -235,10 +235,14 @@ CONTACT_MEASURES = """
 ROLLUP_MEASURES = ["attempts", "connected", "abandoned", "abandoned_ivr", "abandoned_queue", "abandoned_ringing",
                    "overflowed", "wait_n", "wait_sum", "talk_n", "talk_sum"]
 _ADD = ", ".join(f"{m} = t.{m} + EXCLUDED.{m}" for m in ROLLUP_MEASURES)
-# period_callers dims: 0 total, then domain.DIMENSIONS in order
-PERIOD_DIM_KEY = ("CASE d.dim WHEN 1 THEN field WHEN 2 THEN organisation WHEN 3 THEN desk WHEN 4 THEN channel "
-                  f"WHEN 5 THEN prefecture WHEN 6 THEN {_HOD.format(t='received_at')} "
-                  f"WHEN 7 THEN {_DAYKEY.format(t='received_at')} END")
+# groups whose every measure the delta leaves unchanged are not written (a contact whose talk time
+# changed moves only the talk sums)
+_ROLLUP_MOVED = "HAVING " + " OR ".join(
+    f"{expr.strip().rsplit(' AS ', 1)[0]} <> 0" for expr in CONTACT_MEASURES.split(",\n"))
+# period_callers dims: 0 total, then domain.DIMENSIONS in order — each key computed once per contact
+# (not once per channel / organisation scope)
+PERIOD_DIMS = ("(VALUES (0, NULL::text), (1, field), (2, organisation), (3, desk), (4, channel), (5, prefecture), "
+               f"(6, {_HOD.format(t='received_at')}), (7, {_DAYKEY.format(t='received_at')})) d(dim, k)")
 
 
 def _contact_rollup_sql(delta: str, grains: str = GRAINS_SQL) -> str:
@@ -246,7 +250,7 @@ def _contact_rollup_sql(delta: str, grains: str = GRAINS_SQL) -> str:
             (cube, grain, bucket, channel, organisation, k, {", ".join(ROLLUP_MEASURES)})
         SELECT c.cube, g.grain, {GRAIN_BUCKET}, channel, organisation, {CONTACT_CUBE_KEY}, {CONTACT_MEASURES}
           FROM {delta} CROSS JOIN {grains} CROSS JOIN generate_series(0, 4) c(cube)
-         GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+         GROUP BY 1, 2, 3, 4, 5, 6 {_ROLLUP_MOVED} ORDER BY 1, 2, 3, 4, 5, 6
         ON CONFLICT (cube, grain, bucket, channel, organisation, k) DO UPDATE SET {_ADD}"""
 
 
@@ -264,21 +268,28 @@ def _contact_hist_sql(delta: str, grains: str = GRAINS_SQL) -> str:
                CROSS JOIN LATERAL (VALUES ('w'::"char", wait), ('t'::"char", talk), ('a'::"char", queue_wait))
                m(measure, value)
          WHERE m.value IS NOT NULL
-         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 HAVING sum(sign) <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
         ON CONFLICT (cube, grain, bucket, measure, channel, organisation, k, bin) DO UPDATE SET n = t.n + EXCLUDED.n"""
+
+
+# Only the groups distinct_callers reads are kept: no set for contacts that reached no organisation in
+# an organisation's scope (no partner asks for them), and no group by organisation or channel where
+# the scope already fixes it (the group is the scope's total).
+_READ_GROUPS = ("s.any_org IS NOT NULL AND NOT (s.any_org <> '*' AND d.dim IN (2, 4)) "
+                "AND NOT (s.any_channel IS DISTINCT FROM '*' AND d.dim = 4)")
 
 
 def _period_callers_sql(delta: str, only: str = "") -> str:
     """Caller-set deltas for the named periods, and the counts of callers they move."""
     return f"""pc AS (
         INSERT INTO {S}.period_callers AS t (period, dim, channel, organisation, k, caller_key, attempts, connected)
-        SELECT p.name, d.dim, s.any_channel, s.any_org, {PERIOD_DIM_KEY}, caller_key, sum(sign),
-               sum(sign * connected::int)
+        SELECT p.name, d.dim, s.any_channel, s.any_org, d.k, caller_key, sum(sign), sum(sign * connected::int)
           FROM {delta} JOIN {S}.named_periods p ON received_at >= p.start_at AND received_at < p.end_at {only}
-               CROSS JOIN generate_series(0, 7) d(dim)
+               CROSS JOIN LATERAL {PERIOD_DIMS}
                CROSS JOIN LATERAL (VALUES (channel, organisation), (channel, '*'), ('*', '*')) s(any_channel, any_org)
-         WHERE caller_key IS NOT NULL
-         GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+         WHERE caller_key IS NOT NULL AND {_READ_GROUPS}
+         GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(sign) <> 0 OR sum(sign * connected::int) <> 0
+         ORDER BY 1, 2, 3, 4, 5, 6
         ON CONFLICT (period, dim, channel, organisation, k, caller_key) DO UPDATE
            SET attempts = t.attempts + EXCLUDED.attempts, connected = t.connected + EXCLUDED.connected
         RETURNING period, dim, channel, organisation, k,
@@ -721,6 +732,9 @@ async def distinct_callers(conn: Any, period: Period, group_by: str | None, chan
             name, dim, channel or "*", organisation or "*")
         for r in rows:
             out["total" if r["dim"] == 0 else r["key"]] = (r["callers"], r["callers_connected"])
+        fixed = {"organisation": organisation, "channel": channel}.get(group_by or "")
+        if fixed is not None and out["total"] != (0, 0):  # the scope fixes the group: its total (_READ_GROUPS)
+            out[fixed] = out["total"]
         return out
     key = CONTACT_DIMENSIONS[group_by] if group_by else None
     sql = _grouped(CONTACTS_VIEW, "count(DISTINCT caller_key) AS callers, "
