@@ -35,8 +35,8 @@ demo: $(SYNCED) ## The main job: replay the #9999 trial's first week three ways 
 	$(BIN)/tsunagu demo $(DEMO_ARGS)
 
 .PHONY: calibrate
-calibrate: $(SYNCED) ## Replay scenarios/trial1.yaml through the running stack (tsunagu up) and check it against the published figures
-	TSUNAGU_REFERRAL_CLOCK=event_time $(BIN)/tsunagu up
+calibrate: $(SYNCED) ## Replay scenarios/trial1.yaml through the stack (tsunagu up --replay) and check it against the published figures
+	$(BIN)/tsunagu up --replay
 	$(BIN)/python -m tsunagu.simulate.calibrate check scenarios/trial1.yaml
 
 test: $(SYNCED) ## Run the tests; they start their own broker and PostgreSQL (PYTEST_ARGS=... to add)
@@ -45,6 +45,10 @@ test: $(SYNCED) ## Run the tests; they start their own broker and PostgreSQL (PY
 .PHONY: verify-security
 verify-security: $(SYNCED) ## Abuse and bad input: OpenAPI fuzzing, event fuzzing, authorisation matrix, limits, secrets (VERIFY_SIZE=full for full size)
 	TSUNAGU_VERIFY_SIZE=$(or $(VERIFY_SIZE),ci) $(BIN)/pytest tests/security -q -rs $(PYTEST_ARGS)
+
+.PHONY: verify-faults
+verify-faults: $(SYNCED) ## Faults: services killed, PostgreSQL and the broker restarted, a consumer paused, during a replay (VERIFY_SIZE=full for full size)
+	TSUNAGU_VERIFY_SIZE=$(or $(VERIFY_SIZE),ci) $(BIN)/pytest tests/faults -q -rs $(PYTEST_ARGS)
 
 lint: $(SYNCED) ## Check the code with ruff
 	$(BIN)/ruff check .

@@ -68,10 +68,13 @@ def up(
     telemetry: Annotated[bool, typer.Option(
         "--telemetry", help="services write spans and metrics as JSON lines into .tsunagu/telemetry/ "
         "(see `tsunagu trace`)")] = False,
+    replay: Annotated[bool, typer.Option(
+        "--replay", help="tune the services for replays (`tsunagu simulate`): short fetch waits, no producer "
+        "linger, referral deadlines on event time")] = False,
 ) -> None:
     """Start the broker, PostgreSQL and every service that is not running; return when all are ready."""
     settings = get_settings()
-    stack.up(settings, echo=_echo, telemetry=telemetry)
+    stack.up(settings, echo=_echo, telemetry=telemetry, replay=replay)
     console.print(_parts_table(stack.status(settings)))
 
 

@@ -1,6 +1,6 @@
 """`tsunagu demo`: the #9999 trial's first week replayed through the real services, three ways.
 
-1. starts the local stack (embedded broker and PostgreSQL; referral on event time),
+1. starts the local stack (embedded broker and PostgreSQL) tuned for replays (``tsunagu up --replay``),
 2. replays ``scenarios/trial1.yaml`` (the published week: trial 1's desks and routing),
    ``scenarios/trial2-network.yaml`` (trial 2's desks, the same callers) and
    ``scenarios/trial1-pooled.yaml`` (trial 1's lines, routed the tsunagu way) — each through intake,
@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 
 from rich.console import Console
@@ -38,9 +37,9 @@ HEADLINE = ("loneliness", "suicidal", "hardship", "women_dv", "under18")
 def run_demo(settings: Settings, *, stop: bool = False, days: float | None = None) -> None:
     console = Console(width=None if sys.stdout.isatty() else 110)
     console.rule("[bold]tsunagu つなぐ — the #9999 trial's first week, replayed")
-    # Referral deadlines follow the replay's event time (a 2022 week replayed today is not overdue).
-    os.environ.setdefault("TSUNAGU_REFERRAL_CLOCK", "event_time")
-    stack.up(settings, echo=lambda line: console.print(f"  {line}"))
+    # Tuned for replays: short waits on routing's path, and referral deadlines on the replay's event
+    # time (a 2022 week replayed today is not overdue).
+    stack.up(settings, echo=lambda line: console.print(f"  {line}"), replay=True)
     runtime = stack.resolve_runtime(settings)
     published = load_scenario(ROOT / "scenarios" / "trial1.yaml").published.model_dump()
 

@@ -21,14 +21,14 @@ def bootstrap_servers(settings: Settings) -> str:
 
 def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
     # logger=None: FastStream's per-message logging costs ~40 % of a hot handler (PERFORMANCE.md).
-    # linger 5 ms batches producers, which the embedded broker needs (it slows on tiny batches).
+    # linger (5 ms by default) batches producers, which the embedded broker needs (it slows on tiny batches).
     # Middlewares: W3C trace context and per-handler metrics (FastStream's), a span per record (ours).
     tel = telemetry.get()
     broker = KafkaBroker(
         bootstrap_servers(settings),
         client_id=client_id,
         logger=None,
-        linger_ms=5,
+        linger_ms=settings.producer_linger_ms,
         max_batch_size=65536,
         request_timeout_ms=15_000,
         middlewares=tel.broker_middlewares(),
@@ -37,15 +37,17 @@ def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
     return broker
 
 
-async def create_topics(bootstrap: str, names: list[str], partitions: int, replication: int = 1) -> list[str]:
+async def create_topics(bootstrap: str, names: list[str], partitions: int, replication: int = 1,
+                        attempts: int = 50) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    for attempt in range(50):
+    for attempt in range(attempts):
         try:
             await admin.start()
             break
         except KafkaConnectionError:
-            if attempt == 49:
+            if attempt == attempts - 1:
+                await admin.close()
                 raise
             await asyncio.sleep(0.2)
     try:
@@ -67,7 +69,7 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers(settings),
         client_id=client_id,
-        linger_ms=5,
+        linger_ms=settings.producer_linger_ms,
         max_batch_size=65536,
         request_timeout_ms=15_000,
         acks="all",

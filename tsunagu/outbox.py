@@ -43,6 +43,14 @@ CREATE TABLE outbox (
 # Idempotent: outboxes created before tracing gain the column, new ones get it here too.
 OUTBOX_TRACE_DDL = "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
 
+# Retention (``outbox_retain_seconds``): a published record stays, marked, for a while, so that it can
+# be published again when the broker lost it (an in-memory broker restarted: see deploy/README.md,
+# "When the broker restarts"). Only the unpublished rows are the queue.
+OUTBOX_RETAIN_DDL = """
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS published_at timestamptz;
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
+"""
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -84,7 +92,7 @@ async def create_outbox_pool(dsn: str) -> asyncpg.Pool:
 
 
 async def outbox_depth(pool: asyncpg.Pool, schema: str) -> int:
-    return int(await pool.fetchval(f'SELECT count(*) FROM "{schema}".outbox'))
+    return int(await pool.fetchval(f'SELECT count(*) FROM "{schema}".outbox WHERE published_at IS NULL'))
 
 
 class OutboxPublisher:
@@ -95,13 +103,21 @@ class OutboxPublisher:
         self._headers = kafka_headers()
         # SKIP LOCKED lets several instances of a service drain the outbox side by side.
         self._claim = (
-            f'SELECT seq, topic, key, value, traceparent FROM "{schema}".outbox ORDER BY seq '
-            f"LIMIT {int(settings.outbox_batch)} FOR UPDATE SKIP LOCKED"
+            f'SELECT seq, topic, key, value, traceparent FROM "{schema}".outbox WHERE published_at IS NULL '
+            f"ORDER BY seq LIMIT {int(settings.outbox_batch)} FOR UPDATE SKIP LOCKED"
         )
-        self._delete = f'DELETE FROM "{schema}".outbox WHERE seq = ANY($1::bigint[])'
+        self._retain = settings.outbox_retain_seconds
+        self._delete = (f'UPDATE "{schema}".outbox SET published_at = now() WHERE seq = ANY($1::bigint[])'
+                        if self._retain > 0 else f'DELETE FROM "{schema}".outbox WHERE seq = ANY($1::bigint[])')
+        self._expire = (f'DELETE FROM "{schema}".outbox WHERE published_at IS NOT NULL '
+                        "AND published_at < now() - make_interval(secs => $1)")
+        self._republish = f'UPDATE "{schema}".outbox SET published_at = NULL WHERE published_at IS NOT NULL'
+        self._expired_at = 0.0
+        self._schema = schema
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self.published = 0
         self.healthy = True
 
@@ -111,11 +127,57 @@ class OutboxPublisher:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox")
+        if self._retain > 0:
+            self._watch = asyncio.create_task(self._watch_broker(), name="outbox-broker-watch")
+
+    async def _watch_broker(self, every: float = 2.0) -> None:
+        """With retention: notice a broker that lost its topics, create them again and republish.
+
+        Each outbox keeps a marker topic of its own (``<prefix><schema>.outbox.alive``): when it is gone,
+        the broker lost everything since this service last saw it (an in-memory broker restarted, also
+        while this service was down), whichever service recreates the other topics first."""
+        from tsunagu import topics
+        from tsunagu.kafka import bootstrap_servers, create_topics
+
+        marker = self._settings.topic(f"{self._schema}.outbox.alive")
+        names = [self._settings.topic(n) for n in topics.ALL] + [marker]
+        while not self._stopping:
+            try:
+                created = await create_topics(bootstrap_servers(self._settings), names, self._settings.partitions,
+                                              attempts=1)
+                if marker in created:
+                    republished = await self.republish_retained()
+                    # at a first start nothing is retained: a note, not a warning
+                    (log.warning if republished else log.info)(
+                        "broker_topics_recreated", topics=len(created), republished=republished)
+            except Exception as err:  # broker or database away: the next round tries again
+                log.info("broker_watch_failed", error=type(err).__name__)
+            await asyncio.sleep(every)
+
+    async def republish_retained(self) -> int:
+        """Queue the retained records again (the broker lost them); returns how many. Consumers
+        de-duplicate by event id, so what they had already read changes nothing."""
+        status = await self._pool.execute(self._republish)
+        self.wake()
+        return int(status.split()[-1])
+
+    async def _expire_retained(self) -> None:
+        # every few seconds: published records past the retention (without retention none are kept)
+        if self._retain <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._expired_at >= 5.0:
+            self._expired_at = now
+            await self._pool.execute(self._expire, float(self._retain))
 
     async def stop(self) -> None:
         """Publish what is left (best effort), then stop."""
         self._stopping = True
         self._wake.set()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, timeout=15)
@@ -152,6 +214,7 @@ class OutboxPublisher:
             self._wake.clear()
             try:
                 n = await self.drain_once()
+                await self._expire_retained()
                 self.healthy = True
                 backoff = 0.1
             except Exception as err:  # broker or database away: keep the records, retry
@@ -167,4 +230,4 @@ class OutboxPublisher:
             if n < self._settings.outbox_batch:
                 # Poll too: other instances' leftovers and records stored before a restart.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=0.2)
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._settings.outbox_poll_seconds)

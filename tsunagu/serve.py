@@ -45,7 +45,7 @@ def build_app():
     app = load_factory(service)(settings)
     # GET /metrics on every service in dev; in prod only metrics' own (the others push OTLP, and
     # intake's port faces partners)
-    tel.attach(app, scrape_route=settings.env == "dev")
+    tel.attach(app, scrape_route=settings.env == "dev", lag_seconds=settings.consumer_lag_seconds)
     return app
 
 

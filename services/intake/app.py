@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from services.intake import store
 from services.intake.domain import Rules
 from services.intake.handlers import Intake, register_ingress
+from services.intake.http import DATABASE_AWAY, database_away
 from services.intake.http import router as events_router
 from tsunagu import auth
 from tsunagu.db import create_pool
@@ -75,4 +76,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router("intake", service_checks(intake, broker)))
     app.include_router(events_router)
+    for exc in DATABASE_AWAY:
+        app.add_exception_handler(exc, database_away)
     return app

@@ -118,7 +118,7 @@ def register_ingress(broker: KafkaBroker, intake: Intake) -> None:
 
     @broker.subscriber(
         settings.topic(topics.INGRESS),
-        **batch_subscriber("intake"),
+        **batch_subscriber(settings.group("intake")),
         title="intake.ingress",
         description="Partners' events over Kafka: validated like POST /v1/events.",
     )

@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from typing import Literal
 
+import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -57,6 +58,17 @@ def _error(status: int, error: str, message: str, results: list[dict] | None = N
            headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": error, "message": message, "results": results or []}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+# What PostgreSQL away looks like to asyncpg (a restart, a failover): the partner should retry.
+DATABASE_AWAY = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                 asyncpg.AdminShutdownError, asyncpg.InterfaceError)
+
+
+async def database_away(request: Request, exc: Exception) -> JSONResponse:
+    """503 with ``Retry-After`` instead of a 500 while intake cannot reach its database: nothing is
+    acknowledged that is not stored, and an event stored just before is a duplicate on the retry."""
+    return _error(503, "unavailable", "intake cannot store events right now; retry", headers={"Retry-After": "1"})
 
 
 def _result(o: Outcome) -> dict:
@@ -128,6 +140,9 @@ _REQUEST_DOC = {
         422: {"model": EventsResponse, "description": "single event rejected"},
         429: {"model": ErrorResponse, "description": "the organisation's rate limit is reached; retry after "
               "`Retry-After` seconds (nothing was stored)",
+              "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},
+        503: {"model": ErrorResponse, "description": "intake cannot reach its database (e.g. a restart); retry "
+              "after `Retry-After` seconds (what was stored meanwhile answers as a duplicate)",
               "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},
     },
 )

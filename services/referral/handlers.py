@@ -136,7 +136,7 @@ def register_consumer(broker: KafkaBroker, referrals: Referrals) -> None:
 
     @broker.subscriber(
         settings.topic(topics.CONSULTATION_EVENTS),
-        **batch_subscriber("referral", max_records=500),
+        **batch_subscriber(settings.group("referral"), max_records=500),
         title="consultation.events",
         description="consultation.recorded with referral_needed and referral.requested open referrals.",
     )

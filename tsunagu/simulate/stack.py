@@ -6,8 +6,11 @@
 - Routing's decisions are read from ``tsunagu.routing.decisions`` (from the end, at the start).
 - Receivers read ``tsunagu.referral.events`` and work their referrals with the referral API.
 - The barrier of a synchronisation: every assignment the model predicted has arrived, or
-  routing's ``GET /v1/desks`` says its clock reached the heartbeat and nothing more arrived for a
-  moment (the outbox publishes within its poll).
+  routing's ``GET /v1/queues`` says its clock reached the heartbeat and nothing more arrived for a
+  moment — a short one when the contacts still missing wait in its queues (routing decided
+  otherwise than the model), a longer one otherwise (their decisions may be on the way).
+- Routing waits only for the telephony platform's events: they are POSTed first, the desks'
+  consultation records in the background meanwhile.
 
 **Replays side by side.** Routing's clock never goes back, so each replay is moved to its own
 week: the scenario's start shifted by whole weeks (same weekday and hour; a week with no Japanese
@@ -19,6 +22,7 @@ carry the run tag. Metrics then reports it by its own time range (``--from/--to`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -38,6 +42,30 @@ from tsunagu.simulate.engine import PLATFORM, Engine, GroundTruth, Outgoing, See
 from tsunagu.simulate.scenario import Scenario
 
 
+async def _through_restarts(call: Callable[[], Awaitable[httpx.Response]], *, patience_s: float = 300.0
+                            ) -> httpx.Response:
+    """``call()``, retried while the service is unreachable (connection refused or reset, e.g. its
+    process restarting), as a partner system retries: every request the replay makes is idempotent."""
+    loop = asyncio.get_running_loop()
+    give_up, pause = loop.time() + patience_s, 0.05
+    while True:
+        try:
+            return await call()
+        except httpx.TransportError:
+            if loop.time() > give_up:
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+# The barrier's timing (seconds): when to first ask routing where it is if the predicted assignments
+# have not all arrived (most arrive well before), and how long to wait for stragglers once routing's
+# clock reached the heartbeat.
+CHECK_AFTER_S = 0.08
+SETTLE_S = 0.05
+REFERRAL_FETCH_WAIT_MS = 100
+
+
 class StackRouter:
     def __init__(self, settings: Settings, bootstrap: str, database_url: str, *, run: str, t0: float) -> None:
         self.settings = settings
@@ -47,13 +75,15 @@ class StackRouter:
         self.t0 = t0
         self.keys: dict[str, str] = {}
         self.http: dict[str, httpx.AsyncClient] = {}
-        self.consumer: AIOKafkaConsumer | None = None
+        self.consumer: AIOKafkaConsumer | None = None  # routing's decisions
+        self.referral_consumer: AIOKafkaConsumer | None = None
         self.pool = None
         self._decision_topic = settings.topic(topics.ROUTING_DECISIONS)
         self._referral_topic = settings.topic(topics.REFERRAL_EVENTS)
         self._referrals: list[dict[str, Any]] = []
         self._pending: list[Seen] = []
         self.receiver_errors = 0
+        self._background: asyncio.Task[None] | None = None  # consultation records being POSTed
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.settings.service_port(service)}"
@@ -65,18 +95,30 @@ class StackRouter:
                                                                 label=f"simulate {self.run}"))[1]
         for service in ("intake", "routing", "referral"):
             self.http[service] = httpx.AsyncClient(base_url=self.url(service), timeout=60)
+        # Decisions are what every synchronisation waits for: a short fetch wait. Referral events only
+        # start receivers' work minutes later in event time: a long one spares the broker's CPU.
+        self.consumer = await self._tail(self._decision_topic, self.settings.replay_fetch_wait_ms)
+        self.referral_consumer = await self._tail(self._referral_topic, REFERRAL_FETCH_WAIT_MS)
+
+    async def _tail(self, topic: str, fetch_wait_ms: int) -> AIOKafkaConsumer:
+        """A group-less consumer of every partition of ``topic``, from its end."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    fetch_max_wait_ms=10, max_poll_records=5000)
+                                    fetch_max_wait_ms=fetch_wait_ms, max_poll_records=5000)
         await consumer.start()
-        tps = await assign_all_partitions(consumer, [self._decision_topic, self._referral_topic])
+        tps = await assign_all_partitions(consumer, [topic])
         await consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the end offsets now, before the first event is sent
             await consumer.position(tp)
-        self.consumer = consumer
+        return consumer
 
     async def close(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
+        if self._background is not None:
+            self._background.cancel()  # only after a failure: every synchronisation finishes it
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._background
+        for consumer in (self.consumer, self.referral_consumer):
+            if consumer is not None:
+                await consumer.stop()
         for client in self.http.values():
             await client.aclose()
         if self.pool is not None:
@@ -89,7 +131,8 @@ class StackRouter:
         return self.keys[org]
 
     async def routing_clock(self) -> datetime | None:
-        answer = await self.http["routing"].get("/v1/desks", headers=self._auth("secretariat"))
+        answer = await _through_restarts(lambda: self.http["routing"].get("/v1/desks",
+                                                                          headers=self._auth("secretariat")))
         answer.raise_for_status()
         at = answer.json().get("at")
         return datetime.fromisoformat(at) if at else None
@@ -104,7 +147,25 @@ class StackRouter:
     # --- Router ---------------------------------------------------------------------------
 
     async def send(self, events: list[Outgoing]) -> None:
-        # One request per run of the same organisation, in order: call events stay time-ordered.
+        """POST the events to intake, each organisation's with its own key and in order.
+
+        The telephony platform's events are what routing waits for: they go first, in event-time
+        order, in as few requests as possible. The desks' consultation records go to other topics
+        (referral and metrics read them, each by its own event time), so they are POSTed in the
+        background meanwhile, finished by the end of the next synchronisation or send."""
+        await self._finish_background()
+        await self._post_runs([e for e in events if e.org == PLATFORM])
+        others = sorted((e for e in events if e.org != PLATFORM), key=lambda e: e.org)  # stable: in order per org
+        if others:
+            self._background = asyncio.create_task(self._post_runs(others))
+
+    async def _finish_background(self) -> None:
+        task, self._background = self._background, None
+        if task is not None:
+            await task
+
+    async def _post_runs(self, events: list[Outgoing]) -> None:
+        # One request per run of the same organisation (at most max_batch_events), in order.
         i = 0
         while i < len(events):
             org = events[i].org
@@ -118,9 +179,9 @@ class StackRouter:
         await self.key(org)
         body = json.dumps(envelopes, ensure_ascii=False)
         for _ in range(100):
-            answer = await self.http["intake"].post(
+            answer = await _through_restarts(lambda: self.http["intake"].post(
                 "/v1/events", content=body,
-                headers={**self._auth(org), "Content-Type": "application/cloudevents-batch+json"})
+                headers={**self._auth(org), "Content-Type": "application/cloudevents-batch+json"}))
             if answer.status_code == 429:
                 await asyncio.sleep(float(answer.headers.get("Retry-After", "0.5")))
                 continue
@@ -133,15 +194,16 @@ class StackRouter:
         raise RuntimeError("intake kept answering 429")
 
     async def _drain(self, timeout_ms: int) -> int:
-        assert self.consumer is not None
-        got = 0
-        for tp, records in (await self.consumer.getmany(timeout_ms=timeout_ms)).items():
+        assert self.consumer is not None and self.referral_consumer is not None
+        for records in (await self.referral_consumer.getmany(timeout_ms=0)).values():
             for r in records:
                 event = json.loads(r.value)
-                if tp.topic == self._referral_topic:
-                    if str(event.get("data", {}).get("contact_id", "")).startswith(self.run):
-                        self._referrals.append(event)
-                    continue
+                if str(event.get("data", {}).get("contact_id", "")).startswith(self.run):
+                    self._referrals.append(event)
+        got = 0
+        for records in (await self.consumer.getmany(timeout_ms=timeout_ms)).values():
+            for r in records:
+                event = json.loads(r.value)
                 if not event.get("subject", "").startswith(self.run):
                     continue
                 got += 1
@@ -152,28 +214,45 @@ class StackRouter:
                     data.get("desk_id"), data.get("organisation_id")))
         return got
 
+    async def routing_queues(self) -> tuple[datetime | None, set[str]]:
+        """Routing's clock and the contacts waiting in its queues, from ``GET /v1/queues``."""
+        answer = await _through_restarts(lambda: self.http["routing"].get("/v1/queues",
+                                                                          headers=self._auth("secretariat")))
+        answer.raise_for_status()
+        body = answer.json()
+        waiting = {c["contact_id"] for q in body.get("queues", []) for c in q.get("contacts") or []}
+        return (datetime.fromisoformat(body["at"]) if body.get("at") else None), waiting
+
     async def sync(self, until: float, expect: set[str], model: list[Seen]) -> list[Seen]:
         loop = asyncio.get_running_loop()
         started = loop.time()
         clock_ok_at: float | None = None
+        grace = 0.25  # after routing's clock reached the heartbeat: time for its outbox to publish
         last_check = started
         while True:
-            got = await self._drain(10)
+            got = await self._drain(self.settings.replay_fetch_wait_ms)
             arrived = {d.contact_id for d in self._pending if d.kind == "routing.assigned"}
-            if expect and expect <= arrived:
+            missing = expect - arrived
+            if expect and not missing:
                 break
             now = loop.time()
-            if clock_ok_at is None and (not expect or now - last_check > 0.1):
+            if clock_ok_at is None and (not expect or now - last_check > CHECK_AFTER_S):
                 last_check = now
-                clock = await self.routing_clock()
+                clock, waiting = await self.routing_queues()
                 if clock is not None and clock.timestamp() - self.t0 >= until - 1e-6:
                     clock_ok_at = loop.time()
+                    if missing and missing <= waiting:
+                        # Routing has applied the heartbeat and still queues every contact it did not
+                        # assign: it decided otherwise than the model. Only what it published on the
+                        # way is still to come, not a decision about them.
+                        grace = SETTLE_S
             elif clock_ok_at is not None and got:
                 clock_ok_at = loop.time()  # still arriving: give the outbox another moment
-            if clock_ok_at is not None and loop.time() - clock_ok_at > (0.25 if expect else 0.05):
+            if clock_ok_at is not None and loop.time() - clock_ok_at > (grace if expect else SETTLE_S):
                 break
             if now - started > 120:
                 raise RuntimeError(f"routing did not reach {until:.0f} s of the replay in 120 s")
+        await self._finish_background()
         out, self._pending = self._pending, []
         return out
 
@@ -183,8 +262,8 @@ class StackRouter:
 
     async def receiver_action(self, referral_id: str, receiver_id: str, action: str, body: dict | None) -> bool:
         await self.key(receiver_id, "receiver")
-        answer = await self.http["referral"].post(f"/v1/referrals/{referral_id}/{action}", json=body or {},
-                                                   headers=self._auth(receiver_id))
+        answer = await _through_restarts(lambda: self.http["referral"].post(
+            f"/v1/referrals/{referral_id}/{action}", json=body or {}, headers=self._auth(receiver_id)))
         if answer.status_code != 200:
             self.receiver_errors += 1  # e.g. escalated away meanwhile (409/404): the next receiver acts
             return False
