@@ -81,6 +81,9 @@ def service_env(settings) -> dict[str, str]:
         "DATABASE_URL": settings.database_url or "",
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
         "TSUNAGU_TOPIC_PREFIX": settings.topic_prefix,
+        # each test's services in groups of their own: a group left mid-rebalance by a killed process
+        # in one test must not hold up the next test's consumers on the shared broker
+        "TSUNAGU_CONSUMER_GROUP_PREFIX": settings.topic_prefix,
         "TSUNAGU_PARTITIONS": str(settings.partitions),
         "TSUNAGU_CALLER_KEY_SECRET": TEST_CALLER_KEY_SECRET,
         "TSUNAGU_LOG_FORMAT": "json",
