@@ -377,6 +377,9 @@ def consumer_of(path: Path, topics_mod: Any) -> Consumer | str:
                 first = value
             else:
                 continue
+            if (isinstance(first, ast.Call) and isinstance(first.func, ast.Attribute) and first.func.attr == "group"
+                    and first.args):  # settings.group(name): the prefix is empty unless set (base config sets none)
+                first = first.args[0]
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
                 group = first.value
             elif isinstance(first, ast.Attribute) and getattr(first.value, "id", None) == "settings":
