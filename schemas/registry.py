@@ -279,10 +279,23 @@ def _reject_constant(name: str) -> Any:
     raise _NonStandardConstant(f"non-standard constant {name} is not JSON")
 
 
+# One decoder for every call: ``json.loads(..., parse_constant=...)`` builds a new one each time.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode_json(raw: bytes | str) -> Any:
-    """Strict JSON decoding (no NaN/Infinity); EventInvalid with position info on failure."""
+    """Strict JSON decoding (no NaN/Infinity); EventInvalid with position info on failure.
+
+    Bytes are decoded as ``json.loads`` does (UTF-8, -16 or -32 by the first bytes); a str must not
+    start with a byte-order mark."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        if isinstance(raw, str):
+            if raw.startswith("\ufeff"):
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM", raw, 0)
+            return _DECODER.decode(raw)
+        if not isinstance(raw, (bytes, bytearray)):
+            raise TypeError("not bytes or str")
+        return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except json.JSONDecodeError as exc:
         # exc.msg is a fixed phrase ("Expecting value"); the document itself is never quoted.
         reason = f"{exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})"
