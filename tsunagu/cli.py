@@ -151,26 +151,24 @@ def _follow(paths: dict[str, Path], offsets: dict[str, int], prefix: bool) -> No
         pass
 
 
-# --- demo: the lead implements it in tsunagu/demo.py as ``run_demo(settings) -> None`` --------
+# --- demo --------------------------------------------------------------------------------------
 @app.command()
 def demo(
     stop: Annotated[bool, typer.Option("--stop", help="stop the local stack at the end (default: leave it running)")]
     = False,
     days: Annotated[float | None, typer.Option("--days", help="replay only this many days of each week (faster)")]
     = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="start from an empty embedded PostgreSQL (deletes its data: "
+                                        "after an interrupted replay)")] = False,
 ) -> None:
     """Replay the #9999 trial's first week three ways through the local stack and compare (see README)."""
+    from tsunagu.demo import run_demo
+
     try:
-        from tsunagu.demo import run_demo
-    except ModuleNotFoundError as err:
-        if err.name != "tsunagu.demo":
-            raise
-        err_console.print("the demo is not written yet (tsunagu/demo.py does not exist)")
+        run_demo(get_settings(), stop=stop, days=days, fresh=fresh)
+    except stack.StackError as err:
+        err_console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from None
-    run_demo(get_settings(), stop=stop, days=days)
-
-
-# --- end of demo ----------------------------------------------------------------------------
 
 
 def main() -> None:

@@ -4,7 +4,9 @@
 2. replays ``scenarios/trial1.yaml`` (the published week: trial 1's desks and routing),
    ``scenarios/trial2-network.yaml`` (trial 2's desks, the same callers) and
    ``scenarios/trial1-pooled.yaml`` (trial 1's lines, routed the tsunagu way) — each through intake,
-   routing's decisions, counsellors' records and receivers' referral API, each in its own week,
+   routing's decisions, counsellors' records and receivers' referral API, each in its own week
+   (between weeks the services restart on an empty embedded broker, PostgreSQL kept: a full in-memory
+   broker reads its newest records slowly),
 3. prints what metrics counted for each beside the published figures, and the Erlang-A plan of
    lines needed for an 80 % answer rate (from the trial-1 replay's own figures),
 4. leaves the stack running (``--stop`` stops it) with the URLs to query.
@@ -34,9 +36,11 @@ REPLAYS = [
 HEADLINE = ("loneliness", "suicidal", "hardship", "women_dv", "under18")
 
 
-def run_demo(settings: Settings, *, stop: bool = False, days: float | None = None) -> None:
+def run_demo(settings: Settings, *, stop: bool = False, days: float | None = None, fresh: bool = False) -> None:
     console = Console(width=None if sys.stdout.isatty() else 110)
     console.rule("[bold]tsunagu つなぐ — the #9999 trial's first week, replayed")
+    if fresh:
+        stack.empty_embedded_database(settings, echo=lambda line: console.print(f"  {line}"))
     # Tuned for replays: short waits on routing's path, and referral deadlines on the replay's event
     # time (a 2022 week replayed today is not overdue).
     stack.up(settings, echo=lambda line: console.print(f"  {line}"), replay=True)
@@ -45,8 +49,12 @@ def run_demo(settings: Settings, *, stop: bool = False, days: float | None = Non
 
     columns = []
     truths = []
-    for name, label in REPLAYS:
+    for i, (name, label) in enumerate(REPLAYS):
         path = ROOT / "scenarios" / name
+        if i and runtime.embedded_broker:
+            # Each week on an empty in-memory broker: a full one reads its newest records slowly.
+            console.print("\n  restarting the services on an empty embedded broker (PostgreSQL kept)")
+            stack.fresh_broker(settings, echo=lambda line: console.print(f"    {line}"), replay=True)
         console.print(f"\n[bold]{label}[/bold]: {load_scenario(path).label}")
         truth, report = replay_stack(path, days=days, label=name.removesuffix(".yaml"))
         counted = metrics_figures(report)

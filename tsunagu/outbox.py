@@ -52,6 +52,19 @@ CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (seq) WHERE published_at
 """
 
 
+async def forget_published(conn: asyncpg.Connection) -> int:
+    """Drop every retained (already published) record of every outbox in the database; returns how
+    many. Only for when every consumer has read them: the stack's services stopped after a replay
+    that waited for metrics to count everything (``tsunagu.stack.fresh_broker``)."""
+    schemas = await conn.fetch("SELECT c.table_schema FROM information_schema.columns c "
+                               "WHERE c.table_name = 'outbox' AND c.column_name = 'published_at'")
+    dropped = 0
+    for row in schemas:
+        status = await conn.execute(f'DELETE FROM "{row["table_schema"]}".outbox WHERE published_at IS NOT NULL')
+        dropped += int(status.split()[-1])
+    return dropped
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One encoded record for a topic (short name) and key.

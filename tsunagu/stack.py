@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -514,8 +515,10 @@ def up(settings: Settings, echo: Echo = print, telemetry: bool = False, replay: 
     return state
 
 
-def down(settings: Settings, echo: Echo = print) -> None:
-    """Stop the services (gracefully: they commit offsets), then the broker, then PostgreSQL."""
+def down(settings: Settings, echo: Echo = print, keep_postgres: bool = False) -> None:
+    """Stop the services (gracefully: they commit offsets), then the broker, then PostgreSQL.
+
+    ``keep_postgres``: leave PostgreSQL running (``fresh_broker``)."""
     home = home_of(settings)
     state = StackState.load(home)
     for name in [*SERVICES, BROKER]:
@@ -528,6 +531,8 @@ def down(settings: Settings, echo: Echo = print) -> None:
             terminate(part.pid)
         del state.parts[name]
         state.save(home)
+    if keep_postgres:
+        return
     # Whatever stack.json says, a server running in our data directory is ours to stop.
     datadir = home / "pgdata"
     pg = state.parts.get(POSTGRES)
@@ -536,6 +541,49 @@ def down(settings: Settings, echo: Echo = print) -> None:
         stop_embedded_postgres(datadir)
     state.parts.pop(POSTGRES, None)
     state.save(home)
+
+
+def empty_embedded_database(settings: Settings, echo: Echo = print) -> None:
+    """Stop the stack and delete the embedded PostgreSQL's data directory (``tsunagu demo --fresh``)."""
+    if settings.database_url:
+        raise StackError("DATABASE_URL is set: only the embedded PostgreSQL's data is ever deleted by tsunagu")
+    down(settings, echo)
+    datadir = home_of(settings) / "pgdata"
+    if datadir.exists():
+        echo(f"deleting the embedded PostgreSQL's data ({datadir})")
+        shutil.rmtree(datadir)
+
+
+def fresh_broker(settings: Settings, echo: Echo = print, replay: bool = False) -> bool:
+    """Restart the stack on an empty embedded broker, PostgreSQL kept; False (nothing done) on external Kafka.
+
+    The embedded broker keeps its topics in memory and reads the newest records of a partition more
+    slowly the more small batches it holds (PERFORMANCE.md, quirk 2), so a replay after a replay pays for
+    the first. Every service's state is in PostgreSQL; on the empty broker they recreate the topics and
+    the outboxes would publish again everything they retain (``TSUNAGU_OUTBOX_RETAIN_SECONDS``): so
+    this is for when every consumer has read it all — after a replay, which ends when metrics has
+    counted everything — and the retained records are dropped while the services are stopped."""
+    if settings.kafka_bootstrap_servers:
+        return False
+    down(settings, echo, keep_postgres=True)
+    dsn = settings.database_url or StackState.load(home_of(settings)).parts[POSTGRES].address
+    dropped = asyncio.run(_forget_published(dsn))
+    if dropped:
+        echo(f"dropped {dropped:,} published records kept in the outboxes")
+    up(settings, echo, replay=replay)
+    return True
+
+
+async def _forget_published(dsn: str) -> int:
+    import asyncpg
+
+    from tsunagu.outbox import forget_published
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await forget_published(conn)
+    finally:
+        await conn.close()
 
 
 @dataclass
@@ -585,15 +633,16 @@ def status(settings: Settings) -> list[PartStatus]:
 def resolve_runtime(settings: Settings) -> Runtime:
     """Where the broker and database are: the environment first, else the running local stack."""
     bootstrap, database_url = settings.kafka_bootstrap_servers, settings.database_url
+    embedded = False
     if bootstrap is None or database_url is None:
         state = StackState.load(home_of(settings))
         broker, pg = state.parts.get(BROKER), state.parts.get(POSTGRES)
         if bootstrap is None and broker is not None and (not broker.embedded or _running(broker)):
-            bootstrap = broker.address
+            bootstrap, embedded = broker.address, broker.embedded
         if database_url is None and pg is not None and (not pg.embedded or _running(pg)):
             database_url = pg.address
     if bootstrap is None or database_url is None:
         raise StackError(
             "the local stack is not running: run `tsunagu up`, or set DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS"
         )
-    return Runtime(bootstrap, database_url)
+    return Runtime(bootstrap, database_url, embedded)

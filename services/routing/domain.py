@@ -16,7 +16,9 @@ or paused replay needs.
 **Rules.**
 - A contact that chose a field goes to an open tier-1 desk serving the field with a free line:
   preferring a desk whose regions include the caller's prefecture, then the desk idle longest
-  (its last line released earliest), then the desk id. Otherwise it queues.
+  (its last line released earliest; a line released before the registry version in force took
+  effect counts as released at that moment, so a new version starts every desk level), then the
+  desk id. Otherwise it queues.
 - Queues are per field, ordered by priority (the version's ``priority_fields``, highest first)
   and then by arrival (FIFO). A desk serving several fields takes the best-ranked contact across
   them.
@@ -429,7 +431,9 @@ class Board:
                 d.tier,
                 d.id == c.withdrawn_from,
                 0 if c.prefecture is not None and c.prefecture in d.regions else 1,
-                self.idle_since.get(d.id, _EPOCH),
+                # idle since it last released a line, or since the registry version in force took
+                # effect: a new version (a new network) starts every desk level
+                max(self.idle_since.get(d.id, _EPOCH), registry.effective_from),
                 d.id,
             ))
             self._assign(c, desk, registry, now, out)

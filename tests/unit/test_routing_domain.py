@@ -181,6 +181,22 @@ def test_a_caller_who_hangs_up_leaves_the_queue_and_frees_nothing_else():
     assert [d.contact_id for d in s.end("c1", 4)] == ["c3"]
 
 
+def test_a_new_registry_version_starts_every_desk_level_whatever_they_did_before():
+    # Under v1 only a served hardship and released a line; under v2 b joins. Idle time counts from
+    # v2's start for both (not "b idle since forever"), so the tie goes to the desk id: a replica fed
+    # only v2 (the replay's model) decides the same.
+    v1 = registry(HARDSHIP_A, {**HARDSHIP_B, "fields": ["loneliness"]}, version="t1")
+    v2 = registry(HARDSHIP_A, HARDSHIP_B, version="t2", effective_from=at(100))
+    s = Script(v1, v2)
+    s.call("c1", "hardship")  # a
+    s.end("c1", 5)  # a idle since 5, before v2
+    assert kinds(s.call("c2", "hardship", t=200)) == [("assigned", "c2", "a")]
+    fresh = Script(v2)
+    assert kinds(fresh.call("c2", "hardship", t=200)) == [("assigned", "c2", "a")]
+    s.end("c2", 210)  # a idle since 210, after v2: now b has been idle longer
+    assert kinds(s.call("c3", "hardship", t=220)) == [("assigned", "c3", "b")]
+
+
 def test_the_network_changes_on_the_effective_date_without_losing_contacts_in_flight():
     v1 = registry(LONELY, version="t1")
     v2 = registry({**LONELY, "lines": 3}, version="t2", effective_from=at(100))

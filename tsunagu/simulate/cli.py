@@ -33,7 +33,7 @@ def replay_stack(path: Path | str, *, speed: float | None = None, seed: int | No
     the ground truth and metrics' report of the replay's own period."""
     from tsunagu import stack
     from tsunagu.simulate.report import counted_report
-    from tsunagu.simulate.stack import replay_on_stack
+    from tsunagu.simulate.stack import LeftoverContacts, replay_on_stack
 
     settings = get_settings()
     runtime = stack.resolve_runtime(settings)
@@ -45,8 +45,12 @@ def replay_stack(path: Path | str, *, speed: float | None = None, seed: int | No
                                       speed=speed, progress=update)
         return truth, await counted_report(runtime.database_url, truth)
 
-    with bar:
-        return asyncio.run(go())
+    try:
+        with bar:
+            return asyncio.run(go())
+    except LeftoverContacts as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise SystemExit(1) from None
 
 
 def simulate(

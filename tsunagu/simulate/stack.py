@@ -66,6 +66,10 @@ SETTLE_S = 0.05
 REFERRAL_FETCH_WAIT_MS = 100
 
 
+class LeftoverContacts(RuntimeError):
+    """Routing holds live contacts no replay will ever end: a replay needs an empty stack."""
+
+
 class StackRouter:
     def __init__(self, settings: Settings, bootstrap: str, database_url: str, *, run: str, t0: float) -> None:
         self.settings = settings
@@ -136,6 +140,15 @@ class StackRouter:
         answer.raise_for_status()
         at = answer.json().get("at")
         return datetime.fromisoformat(at) if at else None
+
+    async def live_contacts(self) -> tuple[int, int]:
+        """Routing's lines busy and contacts waiting now (``GET /v1/desks``, ``GET /v1/queues``)."""
+        desks = await _through_restarts(lambda: self.http["routing"].get("/v1/desks",
+                                                                         headers=self._auth("secretariat")))
+        desks.raise_for_status()
+        busy = sum(int(d.get("busy") or 0) for d in desks.json().get("desks", []))
+        _, waiting = await self.routing_queues()
+        return busy, len(waiting)
 
     async def apply_desks(self, document: dict[str, Any]) -> None:
         assert self.pool is not None
@@ -294,6 +307,15 @@ async def replay_on_stack(scenario: Scenario, settings: Settings, bootstrap: str
     probe = StackRouter(settings, bootstrap, database_url, run=run, t0=0.0)
     await probe.start()
     try:
+        busy, waiting = await probe.live_contacts()
+        if busy or waiting:
+            # A replay moves to a week after routing's clock: a contact still live from before is one whose
+            # caller and counsellor are gone (an interrupted replay). It would hold lines and queue places
+            # the replay's callers need, and routing would decide otherwise than the replay's model.
+            raise LeftoverContacts(
+                f"routing still holds contacts of an earlier, interrupted replay ({busy} lines busy, {waiting} "
+                "contacts waiting): replay on an empty stack — `tsunagu demo --fresh`, or `tsunagu down` and "
+                f"remove {settings.home}/pgdata for the embedded PostgreSQL")
         # After routing's clock and after every desk version already stored (ours must be the newest).
         marks = [await probe.routing_clock()]
         marks += [r.effective_from for r in (await routing_store.load_registries(probe.pool))[1]]
