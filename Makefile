@@ -31,7 +31,7 @@ $(SYNCED): pyproject.toml uv.lock
 
 install: $(SYNCED) ## Create .venv and install the locked dependencies (dev tools included)
 
-demo: $(SYNCED) ## The main job: replay the #9999 trial's first week three ways through the local stack (DEMO_ARGS=--stop / --days 1)
+demo: $(SYNCED) ## The main job: replay the #9999 trial's first week three ways through the local stack (DEMO_ARGS=--stop / --days 1 / --fresh)
 	$(BIN)/tsunagu demo $(DEMO_ARGS)
 
 .PHONY: calibrate
