@@ -531,7 +531,11 @@ class Telemetry:
         return [Observation(n, {"group": g, "topic": t, "partition": p}) for (g, t, p), n in list(self.lag.items())]
 
     async def refresh_lag(self) -> None:
-        """Lag of every partition this process's consumers hold: high watermark minus position."""
+        """Lag of every partition this process's consumers hold: the partition's end offset minus the
+        offset the group committed — what the handler has processed (PERFORMANCE.md: measure from what
+        consumers processed). Not the fetch position: a consumer fetches a whole backlog into memory
+        long before it has handled it. Both asked of the broker, so a consumer that was stopped shows
+        its backlog at the first refresh after it resumes, before its next fetch."""
         lag: dict[tuple[str, str, int], int] = {}
         for broker in list(self.brokers):
             for sub in getattr(broker, "subscribers", []):
@@ -539,15 +543,22 @@ class Telemetry:
                 group = getattr(sub, "group_id", None)
                 if consumer is None or not group:
                     continue
-                for tp in consumer.assignment():
-                    high = consumer.highwater(tp)
-                    if high is None:
-                        continue
+                tps = list(consumer.assignment())
+                if not tps:
+                    continue
+                try:
+                    ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout=2.0)
+                except Exception:  # noqa: BLE001 - a rebalance or a broker away: next round
+                    continue
+                for tp in tps:
                     try:
-                        position = await asyncio.wait_for(consumer.position(tp), timeout=1.0)
+                        done = await asyncio.wait_for(consumer.committed(tp), timeout=1.0)
+                        if done is None:  # nothing committed yet: what it has fetched so far
+                            done = await asyncio.wait_for(consumer.position(tp), timeout=1.0)
                     except Exception:  # noqa: BLE001 - a rebalance moved it; next round
                         continue
-                    lag[(group, tp.topic, tp.partition)] = max(high - position, 0)
+                    if tp in ends:
+                        lag[(group, tp.topic, tp.partition)] = max(ends[tp] - done, 0)
         self.lag = lag
 
     async def watch_lag(self, every: float = 5.0) -> None:
