@@ -61,8 +61,10 @@ def _error(status: int, error: str, message: str, results: list[dict] | None = N
 
 
 # What PostgreSQL away looks like to asyncpg (a restart, a failover): the partner should retry.
+# InternalClientError is what a connection cut during COMMIT leaves behind ("cannot switch to state
+# 15"): whether the commit happened is unknown, and a retry finds what was stored as a duplicate.
 DATABASE_AWAY = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                 asyncpg.AdminShutdownError, asyncpg.InterfaceError)
+                 asyncpg.AdminShutdownError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 async def database_away(request: Request, exc: Exception) -> JSONResponse:

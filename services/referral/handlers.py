@@ -64,12 +64,16 @@ class Referrals:
     outbox: OutboxPublisher | None = None
 
     async def now(self) -> datetime:
-        """'Now' for deadlines and receivers' actions: the wall clock, or the latest event time consumed."""
+        """'Now' for receivers' actions: the wall clock, or the latest event time consumed."""
+        return await self.deadline_now() or wall_clock()
+
+    async def deadline_now(self) -> datetime | None:
+        """'Now' for deadlines; None on event time before any event was consumed. Never the wall
+        clock then: a scan that read it just before the first batch committed would find that
+        batch's referrals years overdue."""
         if self.settings.referral_clock == "event_time":
             assert self.pool is not None
-            seen = await store.watermark(self.pool)
-            if seen is not None:
-                return seen
+            return await store.watermark(self.pool)
         return wall_clock()
 
     def wake_outbox(self) -> None:
@@ -193,7 +197,9 @@ class Scanner:
         interval = self._referrals.settings.referral_scan_seconds
         while True:
             try:
-                await escalate_due(self._referrals, await self._referrals.now())
+                now = await self._referrals.deadline_now()
+                if now is not None:
+                    await escalate_due(self._referrals, now)
                 self.healthy = True
             except Exception as err:  # the database away: try again next round
                 self.healthy = False

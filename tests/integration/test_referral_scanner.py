@@ -49,3 +49,19 @@ async def test_racing_scanners_escalate_each_missed_deadline_once(settings):
     finally:
         for p in pools:
             await p.close()
+
+
+async def test_on_event_time_no_deadline_is_due_before_the_first_event_is_consumed(make_settings):
+    # a scan that fell back to the wall clock here would find the first batch's referrals years overdue
+    settings = make_settings(referral_clock="event_time")
+    pool = await create_pool(settings.database_url)
+    try:
+        await store.migrate_schema(pool)
+        await store.load_directory(pool, generated())
+        referrals = Referrals(settings=settings, policy=policy_of(settings), pool=pool)
+        assert await referrals.deadline_now() is None
+        await apply_batch(referrals, records([consultation(1, risk="imminent")]))
+        assert await referrals.deadline_now() == T0
+        assert await escalate_due(referrals, await referrals.deadline_now()) == []
+    finally:
+        await pool.close()
