@@ -12,6 +12,7 @@ read whole days and months from the rollups and the hours at a period's edges fr
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -162,19 +163,39 @@ def _columns(rows: Sequence[list[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
 
 
-async def apply_facts(conn: asyncpg.Connection, facts: Facts) -> None:
+@dataclass(frozen=True)
+class FactRows:
+    """A batch's facts as the upserts' column arrays (sorted keys: concurrent consumers then lock rows
+    in the same order, so no deadlocks). Built in Python apart from the transaction, so the next batch
+    can be prepared while this one's statements run."""
+
+    contacts: list[list[Any]] | None
+    consultations: list[list[Any]] | None
+    referrals: list[list[Any]] | None
+
+
+def fact_rows(facts: Facts) -> FactRows:
+    def columns(table: dict[str, Any], row: Callable[[Any], list[Any]], width: int) -> list[list[Any]] | None:
+        return _columns([row(table[k]) for k in sorted(table)], width) if table else None
+
+    return FactRows(columns(facts.contacts, contact_row, len(CONTACT_COLUMNS)),
+                    columns(facts.consultations, consultation_row, len(CONSULTATION_COLUMNS)),
+                    columns(facts.referrals, referral_row, len(REFERRAL_COLUMNS)))
+
+
+async def apply_rows(conn: asyncpg.Connection, rows: FactRows) -> None:
     """Combine a batch's facts with the stored ones — one set-based statement per table, which also
     moves the rollups by the difference between each changed row's old and new contribution."""
-    # Sorted keys: concurrent consumers then lock rows in the same order (no deadlocks).
-    if facts.contacts:
-        rows = [contact_row(facts.contacts[k]) for k in sorted(facts.contacts)]
-        await conn.execute(CONTACTS_APPLY, *_columns(rows, len(CONTACT_COLUMNS)))
-    if facts.consultations:
-        rows = [consultation_row(facts.consultations[k]) for k in sorted(facts.consultations)]
-        await conn.execute(CONSULTATIONS_APPLY, *_columns(rows, len(CONSULTATION_COLUMNS)))
-    if facts.referrals:
-        rows = [referral_row(facts.referrals[k]) for k in sorted(facts.referrals)]
-        await conn.execute(REFERRALS_UPSERT, *_columns(rows, len(REFERRAL_COLUMNS)))
+    if rows.contacts is not None:
+        await conn.execute(CONTACTS_APPLY, *rows.contacts)
+    if rows.consultations is not None:
+        await conn.execute(CONSULTATIONS_APPLY, *rows.consultations)
+    if rows.referrals is not None:
+        await conn.execute(REFERRALS_UPSERT, *rows.referrals)
+
+
+async def apply_facts(conn: asyncpg.Connection, facts: Facts) -> None:
+    await apply_rows(conn, fact_rows(facts))
 
 
 # --- rollups: each row's contribution, moved by deltas -----------------------------------------
