@@ -95,7 +95,35 @@ async def baseline_hop(bootstrap: str, dsn: str, values: list[tuple[bytes, bytes
         await pool.close()
 
 
-async def metrics_rate(settings: Settings, log: list[dict], home: Path) -> float:
+def _cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU of a process (and of its reaped children), from /proc; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu(home: Path) -> float:
+    """CPU of the private PostgreSQL: its postmaster, the backends it reaped and the live ones."""
+    master = stack.postmaster_pid(home / "pgdata")
+    if master is None:
+        return float("nan")
+    total = _cpu_seconds(master, children=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == master:
+                    total += _cpu_seconds(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
+
+
+async def metrics_rate(settings: Settings, log: list[dict], home: Path) -> tuple[float, float, float]:
+    """(events/s, CPU seconds of the metrics process, of PostgreSQL) from the first publish to the last
+    event in the inbox."""
     env = {"DATABASE_URL": settings.database_url or "",
            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
            "TSUNAGU_METRICS_PORT": str(settings.metrics_port), "TSUNAGU_LOG_LEVEL": "warning",
@@ -104,11 +132,14 @@ async def metrics_rate(settings: Settings, log: list[dict], home: Path) -> float
     pool = await create_pool(settings.database_url or "", max_size=1)
     try:
         await asyncio.sleep(4)  # let the consumer group settle before timing
+        assert service.proc is not None
+        cpu0, pg0 = _cpu_seconds(service.proc.pid), postgres_cpu(home)
         t0 = time.perf_counter()
         await publish(settings, log)
         while await pool.fetchval("SELECT count(*) FROM metrics.inbox") < len(log):
             await asyncio.sleep(0.05)
-        return len(log) / (time.perf_counter() - t0)
+        rate = len(log) / (time.perf_counter() - t0)
+        return rate, _cpu_seconds(service.proc.pid) - cpu0, postgres_cpu(home) - pg0
     finally:
         await pool.close()
         service.stop()
@@ -243,8 +274,8 @@ async def main(args: argparse.Namespace) -> None:
         mean_bytes = sum(len(v) for _, v in records) / len(records)
         if not args.skip_service:
             baseline = await baseline_hop(bootstrap, dsn, records, args.partitions)
-            rate = await metrics_rate(settings, log, home)
-            outside = float("nan")
+            rate, cpu, pg_cpu = await metrics_rate(settings, log, home)
+            outside = cpu_out = pg_out = float("nan")
             if not args.skip_outside:  # the same log outside the named periods: fresh database and topics
                 dsn2 = await stack.ensure_database(dsn or "", "bench_outside")
                 settings2 = Settings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=dsn2, partitions=args.partitions,
@@ -253,9 +284,9 @@ async def main(args: argparse.Namespace) -> None:
                 pool = await create_pool(dsn2)
                 await auth.migrate_schema(pool)
                 await pool.close()
-                outside = await metrics_rate(settings2, bench_log(args.events, OUTSIDE_START), home)
+                outside, cpu_out, pg_out = await metrics_rate(settings2, bench_log(args.events, OUTSIDE_START), home)
         if args.skip_service:
-            baseline = rate = outside = float("nan")
+            baseline = rate = outside = cpu = pg_cpu = cpu_out = pg_out = float("nan")
         loaded, rolled, rollup_rows, timings = await history_queries(dsn, args.history, not args.skip_year)
 
         print(f"\nmetrics benchmark — {len(log):,} canonical events (~{mean_bytes:.0f} bytes, "
@@ -268,6 +299,8 @@ async def main(args: argparse.Namespace) -> None:
               f"{rate / baseline:11.2f}")
         print(f"{'the same log outside every named period (no caller sets)':70} {outside:10,.0f} "
               f"{outside / baseline:11.2f}")
+        print(f"CPU seconds, metrics process + PostgreSQL (the same PostgreSQL also serves the second database): "
+              f"trial1 log {cpu:.1f} + {pg_cpu:.1f}, outside {cpu_out:.1f} + {pg_out:.1f}")
         year_s = 70e6 * (NAMED_SHARE / rate + (1 - NAMED_SHARE) / outside)
         print(f"rebuild of a year (70 M events, {NAMED_SHARE:.0%} inside named periods) at these rates: "
               f"{year_s / 3600:.2f} h on one instance (all inside: {70e6 / rate / 3600:.2f} h; "
