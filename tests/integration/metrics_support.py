@@ -135,6 +135,21 @@ def synthetic_log(contacts: int, *, seed: int = 7, start: datetime = TRIAL1, spa
     return out
 
 
+@dataclass(frozen=True)
+class Record:
+    """The fields of an aiokafka ConsumerRecord the metrics handler reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+
+
+def records_of(log: list[dict[str, Any]], topic: str = "tsunagu.contact.events") -> list[Record]:
+    return [Record(topic, 0, i, kafka_key(e), encode_value(e)) for i, e in enumerate(log)]
+
+
 def validated(events: list[dict[str, Any]]) -> list:
     return [validate_event(e) for e in events]
 

@@ -6,18 +6,16 @@ and the whole batch is redelivered."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.kafka import encode_value, kafka_key
 from services.metrics import handlers, store
 from services.metrics.handlers import Metrics, apply_batch
 from services.metrics.telemetry import OpsTelemetry
-from tests.integration.metrics_support import synthetic_log
+from tests.integration.metrics_support import records_of, synthetic_log
 from tests.integration.test_metrics_rollups import LOG, consume, every_figure, fresh_schema
 from tsunagu.db import create_pool
 from tsunagu.settings import Settings
@@ -25,21 +23,6 @@ from tsunagu.settings import Settings
 pytestmark = pytest.mark.integration
 
 RAW = synthetic_log(500, seed=31, span=timedelta(days=8))  # the very events of LOG
-
-
-@dataclass(frozen=True)
-class Record:
-    """The fields of an aiokafka ConsumerRecord the handler reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
-
-
-def records_of(log: list[dict]) -> list[Record]:
-    return [Record("tsunagu.contact.events", 0, i, kafka_key(e), encode_value(e)) for i, e in enumerate(log)]
 
 
 class Died(Exception):

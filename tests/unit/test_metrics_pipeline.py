@@ -5,27 +5,16 @@ the repeats; a repeat is claimed once; a record that is not an event is set asid
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from datetime import timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.kafka import encode_value, kafka_key
 from services.metrics import handlers, store
 from services.metrics.domain import fold
-from tests.integration.metrics_support import synthetic_log, validated
+from tests.integration.metrics_support import Record, records_of, synthetic_log, validated
 
 RAW = synthetic_log(120, seed=5, span=timedelta(days=2))
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
 
 
 @settings(max_examples=40, deadline=None)
@@ -34,7 +23,7 @@ async def test_a_chunk_prepared_in_slices_holds_the_rows_of_folding_it_at_once(s
     rnd = random.Random(seed)
     raw = list(RAW) + [rnd.choice(RAW) for _ in range(repeats)]
     rnd.shuffle(raw)
-    records = [Record("t", 0, i, kafka_key(e), encode_value(e)) for i, e in enumerate(raw)]
+    records = records_of(raw, topic="t")
     records.insert(rnd.randrange(len(records) + 1), Record("t", 0, -1, b"k", b"{not json"))
     original = handlers.SLICE_RECORDS
     handlers.SLICE_RECORDS = slice_records
