@@ -74,16 +74,20 @@ class Batch:
         board, whose clock never goes back) should see them interleaved as they happened. Within a
         partition the offset order stands even where the times disagree: a contact's events are all
         in one partition, in the order its partner sent them, which a plain sort by time could swap."""
-        runs: dict[tuple[str, int], list[ValidatedEvent]] = {}
+        return [event for _, event in self.merged()]
+
+    def merged(self) -> list[tuple[tuple[str, int], ValidatedEvent]]:
+        """``in_event_time_order``, each event with its (topic, partition)."""
+        runs: dict[tuple[str, int], list[tuple[tuple[str, int], ValidatedEvent]]] = {}
         for where, event in zip(self.partitions, self.events, strict=True):
-            runs.setdefault(where, []).append(event)
+            runs.setdefault(where, []).append((where, event))
         if len(runs) <= 1:
-            return list(self.events)
+            return list(zip(self.partitions, self.events, strict=True))
         return list(heapq.merge(*runs.values(), key=_event_time))
 
 
-def _event_time(event: ValidatedEvent) -> Any:
-    return event.envelope.time
+def _event_time(pair: tuple[tuple[str, int], ValidatedEvent]) -> Any:
+    return pair[1].envelope.time
 
 
 def decode_records(records: Any) -> Batch:

@@ -37,13 +37,14 @@ async def migrate(
     tsunagu.outbox), as migration ``000_inbox_outbox``.
     """
     from tsunagu.inbox import INBOX_DDL
-    from tsunagu.outbox import OUTBOX_DDL, OUTBOX_RETAIN_DDL, OUTBOX_TRACE_DDL
+    from tsunagu.outbox import OUTBOX_DDL, OUTBOX_FANOUT_DDL, OUTBOX_RETAIN_DDL, OUTBOX_TRACE_DDL
 
     steps: list[tuple[str, str]] = []
     if inbox_outbox:
         steps.append(("000_inbox_outbox", INBOX_DDL + OUTBOX_DDL))
         steps.append(("000_outbox_traceparent", OUTBOX_TRACE_DDL))
         steps.append(("000_outbox_published", OUTBOX_RETAIN_DDL))
+        steps.append(("000_outbox_every_partition", OUTBOX_FANOUT_DDL))
     if folder is not None:
         steps += [(path.name, path.read_text()) for path in sorted(folder.glob("*.sql"))]
     lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)

@@ -43,6 +43,10 @@ CREATE TABLE outbox (
 # Idempotent: outboxes created before tracing gain the column, new ones get it here too.
 OUTBOX_TRACE_DDL = "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
 
+# A record for every partition of its topic (``Outgoing.every_partition``): a partner platform's
+# heartbeat marks time for all of them (routing's watermark, services/routing/domain.py).
+OUTBOX_FANOUT_DDL = "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS every_partition boolean NOT NULL DEFAULT false;"
+
 # Retention (``outbox_retain_seconds``): a published record stays, marked, for a while, so that it can
 # be published again when the broker lost it (an in-memory broker restarted: see deploy/README.md,
 # "When the broker restarts"). Only the unpublished rows are the queue.
@@ -78,6 +82,7 @@ class Outgoing:
     key: str
     value: bytes
     traceparent: str | None = None
+    every_partition: bool = False  # published once to each partition of the topic, not by its key
 
     def __post_init__(self) -> None:
         if self.traceparent is None and telemetry.get().recording:
@@ -89,10 +94,10 @@ async def enqueue(conn: asyncpg.Connection, schema: str, records: list[Outgoing]
     if not records:
         return
     await conn.execute(
-        f'INSERT INTO "{schema}".outbox (topic, key, value, traceparent) '
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])",
+        f'INSERT INTO "{schema}".outbox (topic, key, value, traceparent, every_partition) '
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::boolean[])",
         [r.topic for r in records], [r.key for r in records], [r.value for r in records],
-        [r.traceparent for r in records],
+        [r.traceparent for r in records], [r.every_partition for r in records],
     )
 
 
@@ -116,7 +121,8 @@ class OutboxPublisher:
         self._headers = kafka_headers()
         # SKIP LOCKED lets several instances of a service drain the outbox side by side.
         self._claim = (
-            f'SELECT seq, topic, key, value, traceparent FROM "{schema}".outbox WHERE published_at IS NULL '
+            f'SELECT seq, topic, key, value, traceparent, every_partition FROM "{schema}".outbox '
+            "WHERE published_at IS NULL "
             f"ORDER BY seq LIMIT {int(settings.outbox_batch)} FOR UPDATE SKIP LOCKED"
         )
         self._retain = settings.outbox_retain_seconds
@@ -208,12 +214,14 @@ class OutboxPublisher:
             rows = await conn.fetch(self._claim)
             if not rows:
                 return 0
-            futures = [
-                await self._producer.send(
-                    self._settings.topic(r["topic"]), r["value"], key=r["key"].encode(), headers=self._headers_of(r)
-                )
-                for r in rows
-            ]
+            futures = []
+            for r in rows:
+                topic = self._settings.topic(r["topic"])
+                # by its key, or once to each partition (the producer's metadata knows how many)
+                partitions = sorted(await self._producer.partitions_for(topic)) if r["every_partition"] else [None]
+                for partition in partitions:
+                    futures.append(await self._producer.send(topic, r["value"], key=r["key"].encode(),
+                                                             partition=partition, headers=self._headers_of(r)))
             await asyncio.gather(*futures)
             await conn.execute(self._delete, [r["seq"] for r in rows])
         self.published += len(rows)

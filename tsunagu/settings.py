@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         20, ge=1, le=5000, description="how long routing's consumer waits on the broker for contact events "
         "(bounds routing's latency on the embedded broker; lower costs more idle fetches)"
     )
+    routing_order: Literal["arrival", "event_time"] = Field(
+        "arrival", description="arrival: routing applies each contact event as soon as it reads it (live: an "
+        "assignment never waits for other partitions; only timers wait until every partition passed them); "
+        "event_time: it holds each event until every partition has been read past its time and applies them "
+        "in event-time order (replays: decisions independent of the order partitions are read in)"
+    )
     replay_fetch_wait_ms: int = Field(
         5, ge=1, le=5000, description="how long `tsunagu simulate` waits on the broker for routing's decisions"
     )

@@ -392,10 +392,12 @@ def telemetry_dir(settings: Settings) -> Path:
 # `tsunagu up --replay` (the demo, `make calibrate`): the services tuned for a replay's round trips
 # rather than for throughput. A replay waits for routing's decision once per assignment (~4,300 a
 # week), and the embedded broker does not wake a waiting fetch (PERFORMANCE.md): routing's fetch wait
-# and the producers' linger are on that path every time. Referral's deadlines follow event time. A
+# and the producers' linger are on that path every time. Referral's deadlines follow event time;
+# routing applies contact events in event-time order across partitions (settings.routing_order). A
 # variable set in the environment wins.
 REPLAY_ENV = {
     "TSUNAGU_REFERRAL_CLOCK": "event_time",
+    "TSUNAGU_ROUTING_ORDER": "event_time",
     "TSUNAGU_ROUTING_FETCH_WAIT_MS": "5",
     "TSUNAGU_PRODUCER_LINGER_MS": "0",
 }

@@ -107,6 +107,13 @@ class Canonical:
     value: bytes
     contact_id: str = ""  # whose trace it belongs to (tsunagu/telemetry.py)
     traceparent: str | None = None  # the span that accepted it, set by the handler
+    every_partition: bool = False  # published to each partition of its topic (EVERY_PARTITION)
+
+
+# Published once to each partition of its topic rather than by key: a platform's heartbeat says "time
+# has reached t" to routing, which fires a timer only once every partition has been read past it
+# (services/routing/domain.py, the watermark).
+EVERY_PARTITION = frozenset({"platform.heartbeat"})
 
 
 @dataclass
@@ -204,7 +211,8 @@ def sort_events(
         seen.add(ident)
         out.canonical.append(
             Canonical(index, env.source, env.id, env.type, event.event_type.topic, event.key, value,
-                      getattr(event.data, "contact_id", None) or event.key)
+                      getattr(event.data, "contact_id", None) or event.key,
+                      every_partition=event.event_type.short in EVERY_PARTITION)
         )
     return out
 

@@ -31,7 +31,8 @@ async def store_new(pool: asyncpg.Pool, events: list[Canonical]) -> set[tuple[st
     async with pool.acquire() as conn, conn.transaction():
         new = await claim_new(conn, SCHEMA, [(e.source, e.id, e.type) for e in events])
         await enqueue(conn, SCHEMA, [
-            Outgoing(e.topic, e.key, e.value, e.traceparent or traceparent_about(e.contact_id, e.key))
+            Outgoing(e.topic, e.key, e.value, e.traceparent or traceparent_about(e.contact_id, e.key),
+                     every_partition=e.every_partition)
             for e in events if (e.source, e.id) in new
         ])
     return new

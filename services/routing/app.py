@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
                                                 server_settings={"synchronous_commit": "off"}, reset=_keep_session)
         producer = make_producer(settings, client_id="tsunagu-routing-outbox")
         await producer.start()
+        routing.producer = producer
         routing.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)
         routing.outbox.start()
         await broker.start()

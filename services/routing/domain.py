@@ -4,14 +4,28 @@
 causes (``routing.assigned`` / ``queued`` / ``overflowed`` / ``withdrawn``). No I/O, no clock:
 the caller hands in the event's time.
 
-**Time.** The board's clock is the greatest event time it has seen, across all partitions and
-all routing instances (the board is one, see store.py); it never goes back. An event older than
-the clock is applied at the clock. Before an event is applied, the timers that fall due up to
-its time fire in order, each at its own due time: a queued contact's overflow to tier-2 desks,
-a ringing assignment's withdrawal. When no contact arrives, time advances by the
-``platform.heartbeat`` events that partners' telephony and chat platforms send every few seconds
-(5 s suggested); without any event, routing's time stands still, which is what an accelerated
-or paused replay needs.
+**Time.** The board's clock is the greatest event time it has applied; it never goes back. An
+event older than the clock is applied at the clock. Timers (a queued contact's overflow to tier-2
+desks, a ringing assignment's withdrawal) fire in order, each at its own due time, but only once
+every stream of events has passed it: routing reads ``contact.events`` partition by partition, so
+one partition's later events can be read before another's earlier ones (an answer on one
+partition behind a heartbeat on another must not be taken for a ring timeout). ``observe(stream,
+at)`` records how far each stream (partition) has been read; the **watermark** is the least of
+those marks, and a timer fires when the watermark passes its due time. A board fed by ``apply``
+alone has one implicit stream, whose watermark is its clock.
+
+Two ways to apply what is read (``routing_order`` in settings):
+- *arrival* (live service): each event is applied as soon as it is read — an assignment never
+  waits for other partitions — and only the timers wait for the watermark;
+- *event time* (replays): each event is held (``hold``) until the watermark passes its time, then
+  applied in event-time order across streams (``release``), each stream's own order kept. The
+  decisions are then exactly those of the events applied in order, whatever order the partitions
+  were read in, which is what a replay checking routing against its own model needs.
+
+When no contact arrives, time advances by the ``platform.heartbeat`` events that partners'
+telephony and chat platforms send every few seconds (5 s suggested), which intake publishes to
+every partition so that every stream's mark moves; without any event routing's time stands still,
+which is what an accelerated or paused replay needs.
 
 **Rules.**
 - A contact that chose a field goes to an open tier-1 desk serving the field with a free line:
@@ -41,13 +55,14 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 
-from schemas import RoutingAssigned, RoutingOverflowed, RoutingQueued, RoutingWithdrawn
+from schemas import RoutingAssigned, RoutingOverflowed, RoutingQueued, RoutingWithdrawn, event_type
 from services.routing.desks import JST, Desk, Registry, is_open
 
 State = Literal["received", "waiting", "ringing", "talking"]
@@ -113,10 +128,31 @@ FORGET_UNROUTED_AFTER = timedelta(hours=1)
 class _Timer(NamedTuple):
     # A tuple, compared in C: the heap holds every pending timer (a forget timer per contact for an
     # hour), and a dataclass's generated __lt__ was most of the cost of pushing and popping them.
+    # Timers due at the same moment fire in the order they were set (then by the contact's queue
+    # number): all of it is in the contacts' state, so a restored board fires them as the live one.
     due: datetime
-    order: int  # unique: two timers never compare beyond it
+    set_at: datetime  # when it was set: queued (overflow), assigned (ring), received (forget)
+    seq: int  # the contact's queue number (0 before it chose a field)
     kind: str  # overflow | ring | forget
     contact_id: str
+
+
+class Held(NamedTuple):
+    """An event read but not applied yet (event-time order): it waits for the watermark."""
+
+    at: datetime
+    kind: str  # short type
+    data: BaseModel
+    ident: tuple[str, str]  # (source, id): what the decisions it causes are named after
+
+    def as_dict(self, stream: str) -> dict[str, Any]:
+        return {"stream": stream, "at": self.at.isoformat(), "kind": self.kind, "ident": list(self.ident),
+                "data": self.data.model_dump(mode="json", exclude_none=True)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Held:
+        data = event_type(d["kind"]).data_model.model_validate(d["data"])
+        return cls(datetime.fromisoformat(d["at"]), d["kind"], data, (d["ident"][0], d["ident"][1]))
 
 
 class Board:
@@ -129,9 +165,11 @@ class Board:
         self.busy: dict[str, set[str]] = {}  # desk id -> contact ids holding one of its lines
         self.idle_since: dict[str, datetime] = {}  # desk id -> when it last released a line
         self.next_seq = 1
+        self.marks: dict[str, datetime] = {}  # stream (partition) -> the latest event time read from it
+        self.streams: frozenset[str] = frozenset()  # every stream there is (the topic's partitions), if known
+        self.held: dict[str, deque[Held]] = {}  # stream -> events read, not applied yet, in read order
         self._queues: dict[str, list[tuple[int, float, int, str]]] = {}  # field -> sorted _entry()s
         self._timers: list[_Timer] = []
-        self._timer_order = 0
         self._open_cache: tuple[datetime | None, dict[str, bool]] = (None, {})
         self._arriving: str | None = None  # the contact whose own arrival is being dispatched
         self._event_at: datetime = _EPOCH  # the event time of the event being applied
@@ -217,7 +255,9 @@ class Board:
     # --- the one entry point ----------------------------------------------------------------
 
     def apply(self, kind: str, at: datetime, data: BaseModel) -> list[Decision]:
-        """Apply one canonical event (short type, event time, data); returns the decisions."""
+        """Apply one canonical event (short type, event time, data); returns the decisions. The
+        timers due up to its time fire first — those the watermark has passed, when streams are
+        observed."""
         out: list[Decision] = []
         now = self._advance(at, out)
         handler = _HANDLERS.get(kind)
@@ -230,10 +270,55 @@ class Board:
         return out
 
     def tick(self, at: datetime) -> list[Decision]:
-        """Let time pass to ``at`` with no event (what a heartbeat does)."""
+        """Let time pass to ``at`` with no event (what a heartbeat does): the timers due by then
+        fire (those the watermark has passed, when streams are observed)."""
         out: list[Decision] = []
         now = self._advance(at, out)
         self._dispatch(now, out)
+        return out
+
+    # --- order across streams -------------------------------------------------------------
+
+    def observe(self, stream: str, at: datetime) -> None:
+        """``stream`` (a partition) has been read up to an event at ``at``. Idempotent: a record
+        read twice moves nothing."""
+        mark = self.marks.get(stream)
+        if mark is None or at > mark:
+            self.marks[stream] = at
+
+    def expect(self, streams: frozenset[str]) -> None:
+        """Every stream there is: until each has been read, there is no watermark (a stream never read
+        may hold anything)."""
+        self.streams = streams
+
+    @property
+    def watermark(self) -> datetime | None:
+        """The least of the streams' marks: every stream has been read past it. None before every
+        expected stream has been read."""
+        if not self.marks or any(stream not in self.marks for stream in self.streams):
+            return None
+        return min(self.marks.values())
+
+    def hold(self, stream: str, ident: tuple[str, str], kind: str, at: datetime, data: BaseModel) -> None:
+        """Keep an event read from ``stream`` until the watermark passes its time (``release``)."""
+        self.held.setdefault(stream, deque()).append(Held(at, kind, data, ident))
+
+    def release(self, *, everything: bool = False) -> list[Held]:
+        """The held events the watermark has passed (or all of them), to apply in this order: merged
+        across streams by event time, each stream's read order kept (an event behind a later one of
+        its own stream waits for it)."""
+        limit = self.watermark
+        heads = [(q[0].at, stream) for stream, q in self.held.items() if q]
+        heapq.heapify(heads)
+        out: list[Held] = []
+        while heads and (everything or (limit is not None and heads[0][0] <= limit)):
+            _, stream = heapq.heappop(heads)
+            q = self.held[stream]
+            out.append(q.popleft())
+            if q:
+                heapq.heappush(heads, (q[0].at, stream))
+            else:
+                del self.held[stream]
         return out
 
     # --- time -----------------------------------------------------------------------------
@@ -244,21 +329,28 @@ class Board:
         return self._timers[0].due if self._timers else None
 
     def _advance(self, at: datetime, out: list[Decision]) -> datetime:
-        if self.clock is not None and at <= self.clock:
-            return self.clock
-        while self._timers and self._timers[0].due <= at:
+        """Fire the timers due by ``at`` that the watermark has passed; move the clock to ``at``
+        (never back); returns the clock."""
+        limit: datetime | None = at
+        if self.marks:
+            watermark = self.watermark
+            limit = None if watermark is None else min(at, watermark)
+        while self._timers and limit is not None and self._timers[0].due <= limit:
             timer = heapq.heappop(self._timers)
-            if self.clock is None or timer.due > self.clock:
+            late = self.clock is not None and timer.due < self.clock
+            if not late:
                 self.clock = timer.due
             fired = self._fire(timer, out)
             if fired:
-                self._dispatch(timer.due, out)
-        self.clock = at
-        return at
+                # a timer that fires late (the watermark lagged the clock) re-routes at the clock:
+                # lines and desks' hours are as of now
+                self._dispatch(self.clock if late else timer.due, out)  # type: ignore[arg-type]
+        if self.clock is None or at > self.clock:
+            self.clock = at
+        return self.clock
 
-    def _push_timer(self, due: datetime, kind: str, contact_id: str) -> None:
-        self._timer_order += 1
-        heapq.heappush(self._timers, _Timer(due, self._timer_order, kind, contact_id))
+    def _push_timer(self, due: datetime, set_at: datetime, kind: str, c: Contact) -> None:
+        heapq.heappush(self._timers, _Timer(due, set_at, c.seq, kind, c.contact_id))
 
     def _fire(self, timer: _Timer, out: list[Decision]) -> bool:
         c = self.contacts.get(timer.contact_id)
@@ -292,6 +384,10 @@ class Board:
             c.rerouted = True
             c.withdrawn_from = desk_id
             self._enqueue(c)
+            if not c.overflowed and c.overflow_at is not None:
+                # waiting again: it overflows at its time (at once if that has passed while it rang),
+                # as a board restored now would have it
+                self._push_timer(c.overflow_at, c.queued_at or c.overflow_at, "overflow", c)
             return True
         return False
 
@@ -312,7 +408,7 @@ class Board:
         if c.state == "received":
             # A caller who hangs up in the voice menu may never be reported: forget them later.
             c.received_at = now
-            self._push_timer(now + FORGET_UNROUTED_AFTER, "forget", c.contact_id)
+            self._push_timer(now + FORGET_UNROUTED_AFTER, now, "forget", c)
 
     def _on_field_selected(self, now: datetime, data: Any, out: list[Decision]) -> None:
         c = self.contacts.setdefault(data.contact_id, Contact(data.contact_id))
@@ -330,7 +426,7 @@ class Board:
         overflow_after = registry.rules.overflow_after(c.field) if registry else 30.0
         c.overflow_at = now + timedelta(seconds=overflow_after)
         self._enqueue(c)
-        self._push_timer(c.overflow_at, "overflow", c.contact_id)
+        self._push_timer(c.overflow_at, now, "overflow", c)
         self._arriving = c.contact_id
         try:
             self._dispatch(now, out)
@@ -455,7 +551,7 @@ class Board:
         c.desk_id = desk.id
         c.assigned_at = now
         c.ring_deadline = now + timedelta(seconds=registry.rules.ring_timeout_s)
-        self._push_timer(c.ring_deadline, "ring", c.contact_id)
+        self._push_timer(c.ring_deadline, now, "ring", c)
         self.busy.setdefault(desk.id, set()).add(c.contact_id)
         out.append(Decision("routing.assigned", now, RoutingAssigned(
             contact_id=c.contact_id, desk_id=desk.id, organisation_id=desk.organisation_id, field=c.field,
@@ -473,6 +569,8 @@ class Board:
             "clock": self.clock.isoformat() if self.clock else None,
             "next_seq": self.next_seq,
             "idle_since": {k: v.isoformat() for k, v in sorted(self.idle_since.items())},
+            "marks": {k: v.isoformat() for k, v in sorted(self.marks.items())},
+            "held": [h.as_dict(stream) for stream, q in self.held.items() for h in q],
         }
 
     def take_changes(self) -> tuple[list[dict[str, Any]], list[str]]:
@@ -496,19 +594,22 @@ class Board:
         board.clock = datetime.fromisoformat(snapshot["clock"]) if snapshot.get("clock") else None
         board.next_seq = int(snapshot.get("next_seq", 1))
         board.idle_since = {k: datetime.fromisoformat(v) for k, v in snapshot.get("idle_since", {}).items()}
+        board.marks = {k: datetime.fromisoformat(v) for k, v in snapshot.get("marks", {}).items()}
+        for d in snapshot.get("held", []):
+            board.held.setdefault(d["stream"], deque()).append(Held.from_dict(d))
         for d in snapshot.get("contacts", []):
             c = Contact.from_dict(d)
             board.contacts[c.contact_id] = c
             if c.state == "waiting":
                 bisect.insort(board._queues.setdefault(c.field or "", []), _entry(c))
                 if not c.overflowed and c.overflow_at is not None:
-                    board._push_timer(c.overflow_at, "overflow", c.contact_id)
+                    board._push_timer(c.overflow_at, c.queued_at or c.overflow_at, "overflow", c)
             if c.desk_id is not None:
                 board.busy.setdefault(c.desk_id, set()).add(c.contact_id)
             if c.state == "ringing" and c.ring_deadline is not None:
-                board._push_timer(c.ring_deadline, "ring", c.contact_id)
+                board._push_timer(c.ring_deadline, c.assigned_at or c.ring_deadline, "ring", c)
             if c.state == "received" and c.received_at is not None:
-                board._push_timer(c.received_at + FORGET_UNROUTED_AFTER, "forget", c.contact_id)
+                board._push_timer(c.received_at + FORGET_UNROUTED_AFTER, c.received_at, "forget", c)
         return board
 
 

@@ -77,6 +77,8 @@ class Routing:
     # decisions can be published.
     _conn: asyncpg.Connection | None = None
     lines: dict[str, tuple[int, int]] = field(default_factory=dict)  # field -> (open, free), for ops
+    producer: Any = None  # the outbox's producer: its metadata says how many partitions there are
+    streams: frozenset[str] = frozenset()  # contact.events' partitions, as the board's streams
 
     def observe_lines(self, meter: Any) -> None:
         """Gauges of the lines open and free per field, as of the board this instance last wrote
@@ -101,11 +103,17 @@ class Routing:
             self.version = version
         return self.board
 
-    async def apply_batch(self, events: list[ValidatedEvent]) -> int:
-        """Apply a batch of canonical contact events in the order given (the handler gives them merged
-        across partitions by event time, ``Batch.in_event_time_order``: a plain sort by time could swap
-        one contact's own events); returns how many decisions were made."""
+    async def apply_batch(self, events: list[tuple[str, ValidatedEvent]]) -> int:
+        """Apply a batch of canonical contact events, each with its stream (partition), in the order
+        given (the handler gives them merged across partitions by event time, ``Batch.merged``: a plain
+        sort by time could swap one contact's own events); returns how many decisions were made.
+
+        Every record moves its stream's mark, a redelivered one too; only new events are applied — at
+        once (``routing_order`` arrival) or held until every stream has passed them (event_time)."""
         assert self.pool is not None
+        hold = self.settings.routing_order == "event_time"
+        if any(stream not in self.streams for stream, _ in events):
+            await self._learn_streams()
         try:
             if self._conn is None:
                 self._conn = await self.pool.acquire()
@@ -113,19 +121,32 @@ class Routing:
             async with conn.transaction():
                 version, seq = await store.lock_board(conn)
                 board = await self._sync(conn, version, seq)
-                keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for e in events]
+                board.expect(self.streams)
+                keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for _, e in events]
                 new = await claim_new(conn, store.SCHEMA, keys)
                 outgoing: list[Outgoing] = []
-                applied = 0
-                for e in events:
+                fresh = 0
+                if not hold and board.held:  # held under event_time before a restart in arrival order
+                    for h in board.release(everything=True):
+                        outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
+                for stream, e in events:  # first: the batch's timers fire in their place among its events
+                    board.observe(stream, e.envelope.time)
+                for stream, e in events:
                     ident = (e.envelope.source, e.envelope.id)
                     if ident not in new:
                         continue
                     new.discard(ident)  # the same event twice in one batch counts once
-                    applied += 1
-                    decisions = board.apply(e.event_type.short, e.envelope.time, e.data)
-                    outgoing += [encode_decision(d, decision_id(*ident, i)) for i, d in enumerate(decisions)]
-                if applied:
+                    fresh += 1
+                    if hold:
+                        board.hold(stream, ident, e.event_type.short, e.envelope.time, e.data)
+                    else:
+                        outgoing += self._decide(board.apply(e.event_type.short, e.envelope.time, e.data), ident)
+                if fresh:
+                    for h in board.release() if hold else ():
+                        outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
+                    watermark = board.watermark
+                    if watermark is not None:  # the timers every stream has now passed
+                        outgoing += self._decide(board.tick(watermark), (SOURCE, f"tick-{version + 1}"))
                     changed, gone = board.take_changes()
                     await store.save_board(conn, version + 1, board.clock, board.snapshot_header(), changed, gone,
                                            outgoing)
@@ -133,11 +154,22 @@ class Routing:
             self.board = None  # it may hold half a batch that was rolled back: re-read next time
             await self.release_connection()  # it may be broken: the next batch takes a fresh one
             raise
-        if applied:
+        if fresh:
             self.version = version + 1
             self.lines = board.lines_by_field()
         self.decided += len(outgoing)
         return len(outgoing)
+
+    async def _learn_streams(self) -> None:
+        """The partitions of contact.events, from the producer's metadata (a topic can gain some)."""
+        if self.producer is None:
+            return
+        partitions = await self.producer.partitions_for(self.settings.topic(topics.CONTACT_EVENTS))
+        self.streams = frozenset(str(p) for p in partitions)
+
+    @staticmethod
+    def _decide(decisions: list[Decision], cause: tuple[str, str]) -> list[Outgoing]:
+        return [encode_decision(d, decision_id(*cause, i)) for i, d in enumerate(decisions)]
 
     def publish_soon(self) -> None:
         """Publish what the last batch queued now: a round of its own, started at once.
@@ -202,8 +234,9 @@ def register_contact_events(broker: KafkaBroker, routing: Routing) -> None:
         if not batch.events:
             return
         t0 = time.perf_counter()
-        # by event time across partitions: the board's clock never goes back (domain.py)
-        decided = await routing.apply_batch(batch.in_event_time_order())
+        # by event time across partitions, each with its stream: the board's clock never goes back,
+        # and its timers wait for every stream (domain.py)
+        decided = await routing.apply_batch([(str(where[1]), e) for where, e in batch.merged()])
         t1 = time.perf_counter()
         if decided:
             routing.publish_soon()

@@ -91,9 +91,14 @@ class RoutingRig:
         return process.start()
 
     async def publish(self, events: list[dict]) -> None:
-        futures = [await self.producer.send(self.topic("contact.events"), encode_value(e),
-                                            key=e["partitionkey"].encode(), headers=kafka_headers())
-                   for e in events]
+        """As intake publishes them: by key, and a heartbeat to every partition (routing's watermark)."""
+        topic = self.topic("contact.events")
+        futures = []
+        for e in events:
+            every = e["type"] == "jp.tsunagu.platform.heartbeat.v1"
+            for partition in sorted(await self.producer.partitions_for(topic)) if every else [None]:
+                futures.append(await self.producer.send(topic, encode_value(e), key=e["partitionkey"].encode(),
+                                                        partition=partition, headers=kafka_headers()))
         for f in futures:
             await f
 

@@ -162,3 +162,15 @@ async def test_free_text_in_a_consultation_record_is_refused(intake):
     response = await post(intake, "npo-a", record, SINGLE)
     assert response.status_code == 422
     assert "話した内容" not in response.text
+
+
+async def test_a_platform_heartbeat_is_published_to_every_partition_once(intake):
+    """Routing fires a timer only when every partition has been read past it (its watermark)."""
+    beat = envelope("npo-a", "platform.heartbeat", "hb-1", "npo-a-tel", {"platform_id": "npo-a-tel"})
+    assert (await post(intake, "npo-a", beat, SINGLE)).status_code == 202
+    assert (await post(intake, "npo-a", beat, SINGLE)).json()["results"][0]["status"] == "duplicate"
+    partitions = intake.settings.partitions
+    records = await read_topic(intake.bootstrap, intake.topic("contact.events"), expect=partitions + 1, timeout=5)
+    assert sorted(r.partition for r in records) == list(range(partitions))
+    assert {json.loads(r.value)["id"] for r in records} == {"hb-1"}
+    assert {r.key for r in records} == {b"npo-a-tel"}

@@ -76,9 +76,12 @@ async def test_calls_are_assigned_queued_and_given_the_freed_line_and_state_surv
         assert (await client.get("/v1/desks", headers=rig.headers("secretariat"))).json() == desks_before
         assert (await client.get("/v1/queues", headers=rig.headers("secretariat"))).json() == queues_before
 
-    await rig.publish([ended("c1", s(60))])  # 60 s later: both waited past the 30 s overflow too
-    got = await wait_for(rig, 6)
+    # the platform's heartbeat, on every partition: both have waited past the 30 s overflow
+    await rig.publish([heartbeat(1, s(59))])
+    got = await wait_for(rig, 5)
     assert sorted(summary(got)[3:5]) == [("overflowed", "c2", None), ("overflowed", "c3", None)]
+    await rig.publish([ended("c1", s(60))])
+    got = await wait_for(rig, 6)
     assert summary(got)[5] == ("assigned", "c2", "a-lonely")
     assert got[-1]["data"]["reason"] == "line_freed" and got[-1]["data"]["queue_position"] == 1
     assert len({e["id"] for e in got}) == len(got) == 6, "nothing decided twice across the restart"
