@@ -279,12 +279,15 @@ class Board:
 
     # --- order across streams -------------------------------------------------------------
 
-    def observe(self, stream: str, at: datetime) -> None:
-        """``stream`` (a partition) has been read up to an event at ``at``. Idempotent: a record
-        read twice moves nothing."""
+    def observe(self, stream: str, at: datetime) -> bool:
+        """``stream`` (a partition) has been read up to an event at ``at``; returns whether its mark
+        moved. Idempotent: a record read twice moves nothing. A heartbeat's copies on the other
+        partitions are duplicates of one event, applied once, but each moves its stream's mark."""
         mark = self.marks.get(stream)
         if mark is None or at > mark:
             self.marks[stream] = at
+            return True
+        return False
 
     def expect(self, streams: frozenset[str]) -> None:
         """Every stream there is: until each has been read, there is no watermark (a stream never read

@@ -125,12 +125,12 @@ class Routing:
                 keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for _, e in events]
                 new = await claim_new(conn, store.SCHEMA, keys)
                 outgoing: list[Outgoing] = []
-                fresh = 0
+                fresh = moved = 0
                 if not hold and board.held:  # held under event_time before a restart in arrival order
                     for h in board.release(everything=True):
                         outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
                 for stream, e in events:  # first: the batch's timers fire in their place among its events
-                    board.observe(stream, e.envelope.time)
+                    moved += board.observe(stream, e.envelope.time)
                 for stream, e in events:
                     ident = (e.envelope.source, e.envelope.id)
                     if ident not in new:
@@ -141,7 +141,7 @@ class Routing:
                         board.hold(stream, ident, e.event_type.short, e.envelope.time, e.data)
                     else:
                         outgoing += self._decide(board.apply(e.event_type.short, e.envelope.time, e.data), ident)
-                if fresh:
+                if fresh or moved:
                     for h in board.release() if hold else ():
                         outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
                     watermark = board.watermark
@@ -154,7 +154,7 @@ class Routing:
             self.board = None  # it may hold half a batch that was rolled back: re-read next time
             await self.release_connection()  # it may be broken: the next batch takes a fresh one
             raise
-        if fresh:
+        if fresh or moved:
             self.version = version + 1
             self.lines = board.lines_by_field()
         self.decided += len(outgoing)

@@ -37,6 +37,11 @@ class DeskOut(BaseModel):
 
 class DesksOut(BaseModel):
     at: str | None = Field(description="the event time the board has reached")
+    watermark: str | None = Field(None, description="every partition of contact.events has been read past this "
+                                  "event time (timers fire up to it)")
+    order: str = Field("arrival", description="arrival: events applied as read; event_time: held until every "
+                       "partition passed them, then applied in event-time order (TSUNAGU_ROUTING_ORDER)")
+    held: int = Field(0, description="events read and not applied yet (event_time order)")
     registry_version: str | None
     desks: list[DeskOut]
 
@@ -82,7 +87,10 @@ async def desks(request: Request, caller: Reader) -> DesksOut:
             open=is_open(d, board.clock) if board.clock else False, hours=opening_summary(d),
             regions=list(d.regions),
         ))
+    watermark = board.watermark
     return DesksOut(at=board.clock.isoformat() if board.clock else None,
+                    watermark=watermark.isoformat() if watermark else None,
+                    order=_routing(request).settings.routing_order, held=sum(len(q) for q in board.held.values()),
                     registry_version=registry.version if registry else None, desks=out)
 
 

@@ -19,6 +19,17 @@ across partitions), the engine follows the real decision, and counts it: ``late`
 assignment learnt after the engine had passed the moment a counsellor would pick up: answered
 at once, at the time already reached) and ``unmatched`` predictions.
 
+**Run ahead, verified** (``pipeline``: when routing applies events in event-time order,
+``TSUNAGU_ROUTING_ORDER=event_time``, as ``tsunagu up --replay`` runs it). Then routing's decisions
+do not depend on how its partitions are read: they are exactly the model's, fed the same events.
+So the engine does not wait at each decision point; it drives the callers by the model's decisions
+at once, sends events as fast as intake takes them (each send ending with a heartbeat at the last
+event's time, so routing's watermark follows), and checks every real decision read from
+``tsunagu.routing.decisions`` against a prediction (kind, contact, desk, time to the millisecond).
+It waits only when more than ``AHEAD_LIMIT`` predictions are still unconfirmed, and at the end
+until all are. A prediction routing never made, or a decision it made that was not predicted, is
+counted ``unmatched`` — and the replay's report check then fails, as it should.
+
 The in-process dry run uses the model as the router (its decisions are the real ones): the same
 engine, no I/O — for fitting a scenario quickly. Published figures come from the real services.
 """
@@ -69,9 +80,21 @@ class Seen:
     organisation_id: str | None = None
 
 
+# Run ahead (pipeline): how many predictions may wait for routing's confirmation before the engine
+# waits, and how long routing may go without confirming any before the replay gives up.
+AHEAD_LIMIT = 4000
+STALL_S = 60.0
+
+
+def _key(d: Seen) -> tuple[str, str, str | None, float]:
+    return (d.kind, d.contact_id, d.desk_id, round(d.at, 3))
+
+
 class Router(Protocol):
     async def send(self, events: list[Outgoing]) -> None: ...
     async def sync(self, until: float, expect: set[str], model: list[Seen]) -> list[Seen]: ...
+    async def decisions(self, timeout_ms: int) -> list[Seen]: ...
+    async def settled(self, until: float) -> bool: ...
     async def referral_events(self) -> list[dict[str, Any]]: ...
     async def receiver_action(self, referral_id: str, receiver_id: str, action: str, body: dict | None) -> bool: ...
 
@@ -149,6 +172,12 @@ class DryRouter:
     async def sync(self, until: float, expect: set[str], model: list[Seen]) -> list[Seen]:
         return model
 
+    async def decisions(self, timeout_ms: int) -> list[Seen]:
+        return []
+
+    async def settled(self, until: float) -> bool:
+        return True
+
     async def referral_events(self) -> list[dict[str, Any]]:
         return []
 
@@ -169,7 +198,7 @@ class _State:
 class Engine:
     def __init__(self, scenario: Scenario, router: Router, *, run: str, shift: timedelta = timedelta(0),
                  speed: float | None = None, progress: Callable[[float], None] | None = None,
-                 batch: int = 500) -> None:
+                 batch: int = 500, pipeline: bool = False) -> None:
         self.scenario = scenario
         self.router = router
         self.run = run
@@ -189,6 +218,9 @@ class Engine:
         self.speed = speed
         self.progress = progress
         self.batch = batch
+        self.pipeline = pipeline
+        self._expected: Counter[tuple[str, str, str | None, float]] = Counter()  # predicted, not yet seen
+        self._surprises: Counter[tuple[str, str, str | None, float]] = Counter()  # seen, not (yet) predicted
         self.truth = GroundTruth(scenario.name, run, self.start, self.end, self.version)
         self._heap: list[tuple[float, int, str, str, Any]] = []
         self._seq = 0
@@ -244,7 +276,10 @@ class Engine:
             t = self._heap[0][0]
             due = self._due_decisions(t)
             if due is not None:
-                await self._sync(max(due, self._sent_until))
+                if self.pipeline:
+                    await self._run_ahead(max(due, self._sent_until))
+                else:
+                    await self._sync(max(due, self._sent_until))
                 continue
             if self.speed:
                 ahead = t / self.speed - (time.perf_counter() - wall0)
@@ -258,7 +293,11 @@ class Engine:
             if self.progress and t - last_progress >= 600:
                 last_progress = t
                 self.progress(min(1.0, t / self.span))
-        await self._sync(max(self._sent_until, self.span))
+        if self.pipeline:
+            await self._run_ahead(max(self._sent_until, self.span))
+            await self._confirm_all(max(self._sent_until, self.span))
+        else:
+            await self._sync(max(self._sent_until, self.span))
         if self.progress:
             self.progress(1.0)
         self.truth.wall_s = time.perf_counter() - wall0
@@ -287,19 +326,100 @@ class Engine:
 
     async def _flush(self) -> None:
         if self._buffer:
+            if self.pipeline:  # routing's watermark follows what was sent
+                self._heartbeat(self._sent_until)
             events, self._buffer = self._buffer, []
             self.truth.events_sent += len(events)
             await self.router.send(events)
+        if self.pipeline:
+            await self._confirm()
 
-    async def _sync(self, until: float) -> None:
-        t0 = time.perf_counter()
-        if self.model.clock is None or until > self.model.clock.timestamp() - self.t0:
-            self._model(self.model.tick(self.at(until)))
+    def _heartbeat(self, until: float) -> None:
         self._hb += 1
         self._buffer.append(Outgoing(PLATFORM, self._envelope(
             PLATFORM, "telephony", "platform.heartbeat", f"{self.run}-hb-{self._hb}", PLATFORM, until,
             {"platform_id": PLATFORM})))
         self._sent_until = max(self._sent_until, until)
+
+    # --- run ahead, verified ----------------------------------------------------------------
+
+    async def _run_ahead(self, until: float) -> None:
+        """A decision point without waiting: the model's decisions up to ``until`` drive the callers
+        now, and are kept to be checked against routing's real ones."""
+        if self.model.clock is None or until > self.model.clock.timestamp() - self.t0:
+            self._model(self.model.tick(self.at(until)))
+        model_out, self._model_out = self._model_out, []
+        for d in model_out:
+            key = _key(d)
+            if self._surprises[key]:
+                self._surprises[key] -= 1
+                if not self._surprises[key]:
+                    del self._surprises[key]
+            else:
+                self._expected[key] += 1
+            self._on_decision(d)
+        for cid in [cid for cid, ta in self._predicted.items() if ta <= until]:
+            del self._predicted[cid]  # the model's own assignments: learnt at once
+        if sum(self._expected.values()) > AHEAD_LIMIT:
+            await self._flush()
+            await self._confirm(wait_below=AHEAD_LIMIT // 2)
+
+    def _check(self, real: list[Seen]) -> int:
+        matched = 0
+        for d in real:
+            if d.id in self._seen_ids:
+                continue  # at-least-once: a decision may arrive twice
+            self._seen_ids.add(d.id)
+            key = _key(d)
+            if self._expected[key]:
+                self._expected[key] -= 1
+                if not self._expected[key]:
+                    del self._expected[key]
+                matched += 1
+            else:
+                self._surprises[key] += 1
+        return matched
+
+    async def _confirm(self, wait_below: int | None = None) -> None:
+        """Take in routing's decisions read so far (and referral's events); with ``wait_below``,
+        wait until fewer predictions than that are unconfirmed."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            if self._check(await self.router.decisions(0 if wait_below is None else 20)):
+                last = loop.time()
+            for ev in await self.router.referral_events():
+                self._on_referral(ev)
+            if wait_below is None or sum(self._expected.values()) < wait_below:
+                return
+            self.truth.syncs += 1
+            if loop.time() - last > STALL_S:
+                raise RuntimeError(f"routing confirmed none of {sum(self._expected.values())} predicted "
+                                   f"decisions in {STALL_S:.0f} s")
+
+    async def _confirm_all(self, until: float) -> None:
+        """The end: wait for every prediction (or until routing has applied everything up to ``until``
+        and nothing more comes); what is left over either way is unmatched."""
+        await self._flush()
+        loop = asyncio.get_running_loop()
+        t0, last = loop.time(), loop.time()
+        while self._expected or not await self.router.settled(until):
+            if self._check(await self.router.decisions(20)):
+                last = loop.time()
+            for ev in await self.router.referral_events():
+                self._on_referral(ev)
+            if loop.time() - last > (STALL_S if self._expected else 1.0):
+                break
+        self.truth.sync_wall_s += loop.time() - t0
+        self.truth.unmatched += sum(self._expected.values()) + sum(self._surprises.values())
+        self._expected.clear()
+        self._surprises.clear()
+
+    async def _sync(self, until: float) -> None:
+        t0 = time.perf_counter()
+        if self.model.clock is None or until > self.model.clock.timestamp() - self.t0:
+            self._model(self.model.tick(self.at(until)))
+        self._heartbeat(until)
         await self._flush()
         expect = {cid for cid, ta in self._predicted.items() if ta <= until}
         model_out, self._model_out = self._model_out, []

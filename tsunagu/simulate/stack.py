@@ -134,12 +134,19 @@ class StackRouter:
             self.keys[org] = (await auth.issue_credential(self.pool, org, role, label=f"simulate {self.run}"))[1]
         return self.keys[org]
 
-    async def routing_clock(self) -> datetime | None:
+    async def routing_desks(self) -> dict[str, Any]:
         answer = await _through_restarts(lambda: self.http["routing"].get("/v1/desks",
                                                                           headers=self._auth("secretariat")))
         answer.raise_for_status()
-        at = answer.json().get("at")
+        return answer.json()
+
+    async def routing_clock(self) -> datetime | None:
+        at = (await self.routing_desks()).get("at")
         return datetime.fromisoformat(at) if at else None
+
+    async def routing_order(self) -> str:
+        """How routing applies what it reads: ``event_time`` lets the replay run ahead, verified."""
+        return str((await self.routing_desks()).get("order", "arrival"))
 
     async def live_contacts(self) -> tuple[int, int]:
         """Routing's lines busy and contacts waiting now (``GET /v1/desks``, ``GET /v1/queues``)."""
@@ -269,6 +276,28 @@ class StackRouter:
         out, self._pending = self._pending, []
         return out
 
+    async def decisions(self, timeout_ms: int) -> list[Seen]:
+        """Routing's decisions read since the last call (run ahead: the engine checks them)."""
+        await self._finish_background_if_done()
+        await self._drain(timeout_ms)
+        out, self._pending = self._pending, []
+        return out
+
+    async def settled(self, until: float) -> bool:
+        """Routing has applied everything up to ``until`` (its watermark reached it, nothing held),
+        and every event of the replay has been sent."""
+        await self._finish_background()
+        desks = await self.routing_desks()
+        mark = desks.get("watermark") or desks.get("at")
+        return bool(mark) and datetime.fromisoformat(mark).timestamp() - self.t0 >= until - 1e-6 \
+            and not desks.get("held")
+
+    async def _finish_background_if_done(self) -> None:
+        task = self._background
+        if task is not None and task.done():
+            self._background = None
+            await task  # its exception, if any
+
     async def referral_events(self) -> list[dict[str, Any]]:
         out, self._referrals = self._referrals, []
         return out
@@ -318,13 +347,14 @@ async def replay_on_stack(scenario: Scenario, settings: Settings, bootstrap: str
                 f"remove {settings.home}/pgdata for the embedded PostgreSQL")
         # After routing's clock and after every desk version already stored (ours must be the newest).
         marks = [await probe.routing_clock()]
+        pipeline = await probe.routing_order() == "event_time"
         marks += [r.effective_from for r in (await routing_store.load_registries(probe.pool))[1]]
     finally:
         await probe.close()
     if shift is None:
         shift = replay_week(scenario, max((m for m in marks if m is not None), default=None))
     router = StackRouter(settings, bootstrap, database_url, run=run, t0=(scenario.start + shift).timestamp())
-    engine = Engine(scenario, router, run=run, shift=shift, speed=speed, progress=progress)
+    engine = Engine(scenario, router, run=run, shift=shift, speed=speed, progress=progress, pipeline=pipeline)
     await router.start()
     try:
         await router.apply_desks(engine.registry_document)
