@@ -60,8 +60,7 @@ def run_demo(settings: Settings, *, stop: bool = False, days: float | None = Non
         counted = metrics_figures(report)
         truths.append(truth)
         columns.append((label, counted))
-        console.print(f"  {truth.events_sent:,} events through intake, {truth.syncs:,} waits for routing's "
-                      f"decisions, {truth.wall_s:.0f} s; period {truth.start:%Y-%m-%d %H:%M} → {truth.end:%m-%d %H:%M}")
+        console.print(f"  {truth.describe()}; period {truth.start:%Y-%m-%d %H:%M} → {truth.end:%m-%d %H:%M}")
 
     console.print()
     console.print(side_by_side(columns, published))

@@ -22,11 +22,12 @@ SERVICES = ("intake", "routing", "referral", "metrics")
 
 
 @pytest.fixture
-async def services(make_settings, create_all_topics, tmp_path) -> AsyncIterator[Settings]:
+async def services(request, make_settings, create_all_topics, tmp_path) -> AsyncIterator[Settings]:
     settings = make_settings(partitions=2)
     await create_all_topics(settings)
     env = {**service_env(settings), "TSUNAGU_REFERRAL_CLOCK": "event_time", "TSUNAGU_ROUTING_DESKS_FILES": "",
-           "TSUNAGU_REFERRAL_SCAN_SECONDS": "0.5"}
+           "TSUNAGU_REFERRAL_SCAN_SECONDS": "0.5",
+           "TSUNAGU_ROUTING_ORDER": getattr(request, "param", "arrival")}
     started: list[ServiceProcess] = []
     try:
         for name in SERVICES:
@@ -37,7 +38,10 @@ async def services(make_settings, create_all_topics, tmp_path) -> AsyncIterator[
             process.stop()
 
 
-async def test_metrics_reports_exactly_what_the_simulator_knows_happened(services: Settings, tmp_path):
+@pytest.mark.parametrize("services", ["arrival", "event_time"], indirect=True)
+async def test_metrics_reports_exactly_what_the_simulator_knows_happened(services: Settings, tmp_path, request):
+    """arrival: the replay waits for routing at every decision point; event_time: it runs ahead on
+    its model, and every one of routing's decisions is the one it predicted."""
     settings = services
     scenario = load_scenario("scenarios/smoke.yaml")
     truth = await replay_on_stack(scenario, settings, settings.kafka_bootstrap_servers or "",
@@ -45,7 +49,9 @@ async def test_metrics_reports_exactly_what_the_simulator_knows_happened(service
     expected = truth.figures()
     # The replay exercised what it is for: queues, hang-ups, answers and handoffs.
     assert expected["connected"] > 0 and expected["abandoned_queue"] > 0 and expected["abandoned_ivr"] > 0
-    assert expected["referrals"] > 0 and truth.syncs > 0
+    assert expected["referrals"] > 0 and truth.decisions > 0 and truth.unmatched == 0
+    if request.node.callspec.params["services"] == "arrival":
+        assert truth.syncs > 0
     assert truth.start == scenario.start  # a fresh routing: the scenario's own week
 
     counted = metrics_figures(await counted_report(settings.database_url or "", truth))

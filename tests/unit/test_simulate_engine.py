@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tsunagu.simulate.engine import DryRouter, Engine, Outgoing, dry_run
+from tsunagu.simulate.engine import DryRouter, Engine, Outgoing, Seen, dry_run
 from tsunagu.simulate.scenario import ROOT, load_scenario
 from tsunagu.simulate.world import arrival_offsets
 
@@ -45,6 +45,62 @@ def test_call_events_leave_in_event_time_order_and_every_contact_has_a_fate():
     assert len(answered) == truth.figures()["connected"]
     # Each answered call was assigned at least a pickup delay before: the lookahead holds.
     assert all(f.offers >= 1 for f in truth.fates.values() if f.outcome == "answered")
+
+
+class Confirming(Recording):
+    """Routing as the run-ahead engine meets it: decisions arrive later, each with its own id; this one
+    makes every decision the engine predicts except ``drop`` of them, and one it did not predict."""
+
+    def __init__(self, engine_model_decisions: list, drop: int = 0, extra: bool = False) -> None:
+        super().__init__()
+        self.made = engine_model_decisions  # filled by the spy below as the model decides
+        self.drop = drop
+        self.extra = extra
+        self.given = 0
+
+    async def decisions(self, timeout_ms: int):
+        out = [Seen(f"real-{self.given + i}", d.kind, d.contact_id, d.at, d.desk_id, d.organisation_id)
+               for i, d in enumerate(self.made[self.given:])]
+        self.given = len(self.made)
+        if self.drop:
+            dropped, self.drop = min(self.drop, len(out)), self.drop - min(self.drop, len(out))
+            out = out[dropped:]
+        if self.extra and out:
+            self.extra = False
+            out.append(Seen("real-extra", "routing.assigned", out[0].contact_id, out[0].at + 0.5, "nowhere", "x"))
+        return out
+
+
+def run_ahead(drop: int = 0, extra: bool = False):
+    scenario = load_scenario(SMOKE)
+    made: list = []
+    router = Confirming(made, drop, extra)
+    engine = Engine(scenario, router, run="v", pipeline=True)
+    model = engine._model
+
+    def spy(decisions):  # what the model decides is what this routing will publish, a moment later
+        before = len(engine._model_out)
+        model(decisions)
+        made.extend(engine._model_out[before:])
+
+    engine._model = spy
+    return asyncio.run(engine.run_replay()), router
+
+
+def test_running_ahead_checks_every_decision_against_routings_own():
+    truth, router = run_ahead()
+    assert truth.unmatched == 0 and router.given > 0
+    lockstep = dry_run(load_scenario(SMOKE), run="v")
+    assert json.dumps(truth.figures(), sort_keys=True) == json.dumps(lockstep.figures(), sort_keys=True)
+    beats = [e for e in router.sent if e.envelope["type"].endswith("platform.heartbeat.v1")]
+    assert beats, "each send ends with a heartbeat: routing's watermark follows the replay"
+
+
+def test_a_decision_routing_did_not_make_or_did_not_predict_is_unmatched():
+    truth, _ = run_ahead(drop=3)
+    assert truth.unmatched == 3
+    truth, _ = run_ahead(extra=True)
+    assert truth.unmatched == 1
 
 
 def test_raw_caller_numbers_are_recorded_in_the_ground_truth():

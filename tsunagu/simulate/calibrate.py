@@ -81,9 +81,7 @@ def check(path: str) -> int:
     truth, report = replay_stack(path, label=f"{scenario.name} (real services)")
     counted = metrics_figures(report)
     console.print(side_by_side([("replayed (metrics)", counted)], scenario.published.model_dump()))
-    console.print(f"{truth.events_sent:,} events, {truth.syncs:,} waits for routing, {truth.late} late, "
-                  f"{truth.unmatched} unmatched predictions, {truth.wall_s:.0f} s wall "
-                  f"({truth.sync_wall_s:.0f} s waiting); referrals {counted['referrals']}")
+    console.print(f"{truth.describe()} wall ({truth.sync_wall_s:.0f} s waiting); referrals {counted['referrals']}")
     problems = misses(scenario, counted) + differences(truth.figures(), counted)
     for p in problems:
         console.print(f"[red]{p}[/red]")

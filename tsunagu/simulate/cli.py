@@ -92,8 +92,7 @@ def simulate(
             columns.append(("metrics 集計 counted", counted))
         console.print(side_by_side(columns, sc.published.model_dump() if sc.published.attempts else None))
         console.print(f"period {truth.start.isoformat()} → {truth.end.isoformat()}  run {truth.run}  "
-                      f"({stats['events']:,} events, {stats['syncs']:,} waits for routing, "
-                      f"{stats['late']} late, {stats['wall_s']} s)")
+                      f"({truth.describe()})")
         if counted is not None:
             console.print(f"report: tsunagu report --from {truth.start.isoformat()} --to {truth.end.isoformat()}")
     if counted is not None:

@@ -133,6 +133,11 @@ class GroundTruth:
     wall_s: float = 0.0
     sync_wall_s: float = 0.0
 
+    def describe(self) -> str:
+        """How the replay went, in one line."""
+        return (f"{self.events_sent:,} events through intake, {self.decisions:,} routing decisions "
+                f"({self.unmatched} unmatched), {self.syncs:,} waits for routing, {self.late} late, {self.wall_s:.0f} s")
+
     def figures(self) -> dict[str, Any]:
         """The report the metrics service must give for this replay's period, exactly."""
         fates = list(self.fates.values())
@@ -400,15 +405,19 @@ class Engine:
     async def _confirm_all(self, until: float) -> None:
         """The end: wait for every prediction (or until routing has applied everything up to ``until``
         and nothing more comes); what is left over either way is unmatched."""
+        self._heartbeat(until)  # routing's timers up to the end, as the model's
         await self._flush()
         loop = asyncio.get_running_loop()
         t0, last = loop.time(), loop.time()
-        while self._expected or not await self.router.settled(until):
+        settled = await self.router.settled(until)
+        while self._expected or self._surprises or not settled:
             if self._check(await self.router.decisions(20)):
                 last = loop.time()
             for ev in await self.router.referral_events():
                 self._on_referral(ev)
-            if loop.time() - last > (STALL_S if self._expected else 1.0):
+            settled = await self.router.settled(until)
+            quiet = loop.time() - last
+            if (settled and quiet > 1.0) or quiet > STALL_S:  # routing has applied it all, nothing more comes
                 break
         self.truth.sync_wall_s += loop.time() - t0
         self.truth.unmatched += sum(self._expected.values()) + sum(self._surprises.values())
