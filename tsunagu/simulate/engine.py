@@ -136,7 +136,8 @@ class GroundTruth:
     def describe(self) -> str:
         """How the replay went, in one line."""
         return (f"{self.events_sent:,} events through intake, {self.decisions:,} routing decisions "
-                f"({self.unmatched} unmatched), {self.syncs:,} waits for routing, {self.late} late, {self.wall_s:.0f} s")
+                f"({self.unmatched} unmatched), {self.syncs:,} waits for routing, {self.late} late, "
+                f"{self.wall_s:.0f} s")
 
     def figures(self) -> dict[str, Any]:
         """The report the metrics service must give for this replay's period, exactly."""
