@@ -170,6 +170,7 @@ class Board:
         self.held: dict[str, deque[Held]] = {}  # stream -> events read, not applied yet, in read order
         self._queues: dict[str, list[tuple[int, float, int, str]]] = {}  # field -> sorted _entry()s
         self._timers: list[_Timer] = []
+        self._minute_due: datetime | None = None  # the pending "minute" timer, while anyone waits
         self._open_cache: tuple[datetime | None, dict[str, bool]] = (None, {})
         self._arriving: str | None = None  # the contact whose own arrival is being dispatched
         self._event_at: datetime = _EPOCH  # the event time of the event being applied
@@ -355,7 +356,23 @@ class Board:
     def _push_timer(self, due: datetime, set_at: datetime, kind: str, c: Contact) -> None:
         heapq.heappush(self._timers, _Timer(due, set_at, c.seq, kind, c.contact_id))
 
+    def _watch_the_clock(self, at: datetime) -> None:
+        """While anyone waits, a timer at every whole minute: desks open and close on whole minutes
+        (their hours are HH:MM), so a desk opening finds its waiting contacts at that very moment —
+        not at whichever event or heartbeat comes next, which would make the decision depend on when
+        events happen to be read."""
+        if self._minute_due is None:
+            self._minute_due = at.replace(second=0, microsecond=0) + _MINUTE
+            heapq.heappush(self._timers, _Timer(self._minute_due, self._minute_due, 0, "minute", ""))
+
     def _fire(self, timer: _Timer, out: list[Decision]) -> bool:
+        if timer.kind == "minute":
+            if timer.due != self._minute_due:
+                return False
+            self._minute_due = None
+            if self._queues:
+                self._watch_the_clock(timer.due)
+            return True  # dispatch at the minute
         c = self.contacts.get(timer.contact_id)
         if c is None or (c.field is None and timer.kind != "forget"):
             return False
@@ -386,7 +403,7 @@ class Board:
                 reason="ring_timeout", ring_seconds=max(0.0, ringing))))
             c.rerouted = True
             c.withdrawn_from = desk_id
-            self._enqueue(c)
+            self._enqueue(c, timer.due)
             if not c.overflowed and c.overflow_at is not None:
                 # waiting again: it overflows at its time (at once if that has passed while it rang),
                 # as a board restored now would have it
@@ -428,7 +445,7 @@ class Board:
         c.queued_at = now
         overflow_after = registry.rules.overflow_after(c.field) if registry else 30.0
         c.overflow_at = now + timedelta(seconds=overflow_after)
-        self._enqueue(c)
+        self._enqueue(c, now)
         self._push_timer(c.overflow_at, now, "overflow", c)
         self._arriving = c.contact_id
         try:
@@ -474,9 +491,10 @@ class Board:
 
     # --- queues and lines -----------------------------------------------------------------
 
-    def _enqueue(self, c: Contact) -> None:
+    def _enqueue(self, c: Contact, now: datetime) -> None:
         c.state = "waiting"
         bisect.insort(self._queues.setdefault(c.field or "", []), _entry(c))
+        self._watch_the_clock(now)
 
     def _dequeue(self, c: Contact) -> None:
         q = self._queues.get(c.field or "", [])
@@ -572,6 +590,7 @@ class Board:
             "clock": self.clock.isoformat() if self.clock else None,
             "next_seq": self.next_seq,
             "idle_since": {k: v.isoformat() for k, v in sorted(self.idle_since.items())},
+            "minute_due": self._minute_due.isoformat() if self._minute_due else None,
             "marks": {k: v.isoformat() for k, v in sorted(self.marks.items())},
             "held": [h.as_dict(stream) for stream, q in self.held.items() for h in q],
         }
@@ -598,6 +617,9 @@ class Board:
         board.next_seq = int(snapshot.get("next_seq", 1))
         board.idle_since = {k: datetime.fromisoformat(v) for k, v in snapshot.get("idle_since", {}).items()}
         board.marks = {k: datetime.fromisoformat(v) for k, v in snapshot.get("marks", {}).items()}
+        if snapshot.get("minute_due"):
+            board._minute_due = due = datetime.fromisoformat(snapshot["minute_due"])
+            heapq.heappush(board._timers, _Timer(due, due, 0, "minute", ""))
         for d in snapshot.get("held", []):
             board.held.setdefault(d["stream"], deque()).append(Held.from_dict(d))
         for d in snapshot.get("contacts", []):
@@ -613,6 +635,8 @@ class Board:
                 board._push_timer(c.ring_deadline, c.assigned_at or c.ring_deadline, "ring", c)
             if c.state == "received" and c.received_at is not None:
                 board._push_timer(c.received_at + FORGET_UNROUTED_AFTER, c.received_at, "forget", c)
+        if "minute_due" not in snapshot and board._queues and board.clock is not None:
+            board._watch_the_clock(board.clock)  # a board saved before the minute timer existed
         return board
 
 
@@ -622,6 +646,7 @@ def _entry(c: Contact) -> tuple[int, float, int, str]:
 
 
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+_MINUTE = timedelta(minutes=1)
 
 _HANDLERS = {
     "contact.received": Board._on_received,

@@ -21,6 +21,18 @@ REG = registry(
     {"id": "c-backup", "org": "npo-c", "fields": ["loneliness", "hardship"], "lines": 1, "tier": 2},
     overflow_after_s={"default": 30}, ring_timeout_s=20)
 
+# Desks that open and close on whole minutes while calls wait (T0 is a Thursday, 10:00 JST): a desk
+# opening must find its waiting contacts at that minute, whatever moments events are read at.
+EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+HOURS = registry(
+    {"id": "a-lonely", "org": "npo-a", "fields": ["loneliness"], "lines": 1},
+    {"id": "b-late", "org": "npo-b", "fields": ["loneliness", "hardship"], "lines": 1,
+     "hours": [{"days": EVERY_DAY, "open": "10:03", "close": "10:07"}, {"days": EVERY_DAY, "open": "10:09",
+                                                                       "close": "10:30"}]},
+    {"id": "c-backup", "org": "npo-c", "fields": ["hardship"], "lines": 1, "tier": 2,
+     "hours": [{"days": EVERY_DAY, "open": "10:05", "close": "11:00"}]},
+    overflow_after_s={"default": 30}, ring_timeout_s=20)
+
 
 def s(seconds: float):
     return T0 + timedelta(seconds=seconds)
@@ -111,10 +123,11 @@ def event_log(ops, gaps):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op_strategy, max_size=40), gaps=st.lists(st.sampled_from([1, 3, 10, 25, 45]), min_size=40),
-       picks=st.lists(st.integers(0, 2), min_size=300), batches=st.lists(st.integers(1, 7), min_size=300))
-def test_held_events_give_the_decisions_of_the_log_applied_in_order(ops, gaps, picks, batches):
+       picks=st.lists(st.integers(0, 2), min_size=300), batches=st.lists(st.integers(1, 7), min_size=300),
+       reg=st.sampled_from([REG, HOURS]))
+def test_held_events_give_the_decisions_of_the_log_applied_in_order(ops, gaps, picks, batches, reg):
     log = event_log(ops, gaps)
-    reference = Board([REG])
+    reference = Board([reg])
     expected = []
     for _, kind, at, data in log:
         expected += summary(reference.apply(kind, at, data))
@@ -129,7 +142,7 @@ def test_held_events_give_the_decisions_of_the_log_applied_in_order(ops, gaps, p
             break
         reading.append(live[pick % len(live)].pop(0))
     reading += [e for q in queues.values() for e in q]
-    board, got, i, n = Board([REG]), [], 0, 0
+    board, got, i, n = Board([reg]), [], 0, 0
     while i < len(reading):
         board.expect(frozenset(STREAMS))
         size = batches[n % len(batches)]
@@ -142,7 +155,7 @@ def test_held_events_give_the_decisions_of_the_log_applied_in_order(ops, gaps, p
             got += summary(board.apply(held.kind, held.at, held.data))
         got += summary(board.tick(board.watermark))
         assert invariant_violations(board) == []
-        board = Board.restore(json.loads(json.dumps(board.snapshot())), [REG])
+        board = Board.restore(json.loads(json.dumps(board.snapshot())), [reg])
     assert not board.held
     assert got == expected
 
@@ -160,3 +173,23 @@ def test_no_timer_fires_before_every_stream_was_read():
     assert board.watermark == s(0)
     board.observe("0", s(100))
     assert [d.kind for d in board.tick(board.watermark)][:2] == ["routing.withdrawn", "routing.assigned"]
+
+
+def test_when_time_is_looked_at_between_events_changes_no_decision():
+    """A desk opening at 10:03 takes the contact waiting since 10:02 at 10:03:00 — not at whatever
+    moment a heartbeat or a batch's watermark happens to fall on."""
+    def run(ticks):
+        board, out = Board([HOURS]), []
+        out += board.apply("contact.received", s(110), ContactReceived(contact_id="c1", channel="phone"))
+        out += board.apply("contact.field_selected", s(120),
+                           ContactFieldSelected(contact_id="c1", field="hardship", menu_position=1))
+        for t in ticks:
+            out += board.tick(s(t))
+        out += board.apply(*heartbeat(s(240)))
+        return summary(out)
+
+    plain = run([])
+    assert [(kind, at) for kind, _, at, _ in plain][:3] == [
+        ("routing.queued", s(120)), ("routing.overflowed", s(150)), ("routing.assigned", s(180))]  # 10:03:00
+    for ticks in ([150], [185], [181.5, 190], [179.999, 200.25]):
+        assert run(ticks) == plain

@@ -81,7 +81,8 @@ def simulate(
         figures = truth.figures()
         counted = metrics_figures(report)
     stats = {"events": truth.events_sent, "syncs": truth.syncs, "late": truth.late, "unmatched": truth.unmatched,
-             "wall_s": round(truth.wall_s, 1), "sync_wall_s": round(truth.sync_wall_s, 1)}
+             "wall_s": round(truth.wall_s, 1), "sync_wall_s": round(truth.sync_wall_s, 1),
+             "unmatched_examples": truth.unmatched_examples}
     if as_json:
         print(json.dumps({"scenario": sc.name, "run": truth.run, "from": truth.start.isoformat(),
                           "to": truth.end.isoformat(), "truth": figures, "metrics": counted, "replay": stats},

@@ -132,6 +132,8 @@ class GroundTruth:
     decisions: int = 0
     wall_s: float = 0.0
     sync_wall_s: float = 0.0
+    # run ahead: a few of the decisions routing and the model disagreed on (kind, contact, desk, time)
+    unmatched_examples: list[tuple[Any, ...]] = field(default_factory=list)
 
     def describe(self) -> str:
         """How the replay went, in one line."""
@@ -422,6 +424,8 @@ class Engine:
                 break
         self.truth.sync_wall_s += loop.time() - t0
         self.truth.unmatched += sum(self._expected.values()) + sum(self._surprises.values())
+        self.truth.unmatched_examples = [("predicted", *k) for k in list(self._expected)[:5]] + \
+            [("not predicted", *k) for k in list(self._surprises)[:5]]
         self._expected.clear()
         self._surprises.clear()
 
