@@ -188,10 +188,12 @@ async def test_an_outbox_created_before_tracing_gains_the_traceparent_column_onc
             await conn.execute("""INSERT INTO "old".schema_migrations (name) VALUES ('000_inbox_outbox')""")
             await conn.execute("""INSERT INTO "old".outbox (topic, key, value) VALUES ('contact.events', 'c-1', '')""")
         assert await migrate(pool, "old", None, inbox_outbox=True) == ["000_outbox_traceparent",
-                                                                         "000_outbox_published"]
+                                                                         "000_outbox_published",
+                                                                         "000_outbox_every_partition"]
         assert await migrate(pool, "old", None, inbox_outbox=True) == []
         assert await migrate(pool, "new", None, inbox_outbox=True) == ["000_inbox_outbox", "000_outbox_traceparent",
-                                                                         "000_outbox_published"]
+                                                                         "000_outbox_published",
+                                                                         "000_outbox_every_partition"]
         async with pool.acquire() as conn, conn.transaction():
             await enqueue(conn, "old", [Outgoing("contact.events", "c-2", b"{}", traceparent)])
         rows = await pool.fetch('SELECT key, traceparent FROM "old".outbox ORDER BY seq')
