@@ -614,8 +614,11 @@ def check_services(r: Rendered, facts: CodeFacts) -> list[str]:
             if "secretRef" in source:
                 problems.append(f"{where}: envFrom a Secret: name each secret variable instead")
         for required in ("DATABASE_URL", "TSUNAGU_CALLER_KEY_SECRET"):
-            if required not in from_secrets:
+            if required not in from_secrets and (required == "DATABASE_URL" or service == "intake"):
                 problems.append(f"{where}: {required} is not taken from a Secret")
+        # Least privilege: only intake pseudonymises; the services behind it never need the key.
+        if service != "intake" and "TSUNAGU_CALLER_KEY_SECRET" in from_secrets:
+            problems.append(f"{where}: holds TSUNAGU_CALLER_KEY_SECRET, which only intake needs")
         for var in c.get("env") or []:
             sref = (var.get("valueFrom") or {}).get("secretKeyRef")
             if sref:

@@ -148,12 +148,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
-    def _secret_required_outside_dev(self) -> Settings:
-        if self.env != "dev" and self.caller_key_secret is None:
-            raise ValueError(
-                "TSUNAGU_CALLER_KEY_SECRET must be set when TSUNAGU_ENV is not 'dev' "
-                "(caller identifiers cannot be pseudonymised without it)"
-            )
+    def _no_weak_secret_outside_dev(self) -> Settings:
+        # Only intake pseudonymises, so only intake requires the secret (caller_secret()); a
+        # service that is given one anyway must not be given a weak one.
         if self.env != "dev" and self.caller_key_secret is not None:
             if self.caller_key_secret.get_secret_value() == DEV_CALLER_KEY_SECRET:
                 raise ValueError("TSUNAGU_CALLER_KEY_SECRET is the built-in dev secret; set a real one")
@@ -171,7 +168,12 @@ class Settings(BaseSettings):
         return self
 
     def caller_secret(self) -> bytes:
+        """The HMAC key of caller pseudonyms (intake's alone); outside dev it must be set."""
         if self.caller_key_secret is None:
+            if self.env != "dev":
+                raise SettingsError(
+                    "invalid settings:\n  TSUNAGU_CALLER_KEY_SECRET must be set when TSUNAGU_ENV is not 'dev' "
+                    "(caller identifiers cannot be pseudonymised without it)")
             return DEV_CALLER_KEY_SECRET.encode()
         return self.caller_key_secret.get_secret_value().encode()
 

@@ -49,10 +49,10 @@ def test_outside_dev_no_built_in_or_weak_secret_is_accepted(clean_env, monkeypat
     if value is not None:
         monkeypatch.setenv("TSUNAGU_CALLER_KEY_SECRET", value)
     with pytest.raises(SettingsError, match="TSUNAGU_CALLER_KEY_SECRET"):
-        get_settings()
+        get_settings().caller_secret()  # what intake asks for its pseudonyms
 
 
-def test_a_service_started_in_prod_without_its_secret_refuses_to_start(clean_env, tmp_path):
+def test_intake_started_in_prod_without_its_secret_refuses_to_start(clean_env, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TSUNAGU_")}
     env |= {"TSUNAGU_ENV": "prod", "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
             "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
@@ -60,6 +60,13 @@ def test_a_service_started_in_prod_without_its_secret_refuses_to_start(clean_env
                           text=True, timeout=60, cwd=tmp_path)
     assert done.returncode != 0
     assert "TSUNAGU_CALLER_KEY_SECRET" in done.stdout + done.stderr
+
+
+def test_only_intake_is_given_the_caller_key_secret_in_kubernetes():
+    # Least privilege: the services behind intake only ever see caller keys, never identifiers.
+    services = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "services"
+    holders = sorted(p.stem for p in services.glob("*.yaml") if "TSUNAGU_CALLER_KEY_SECRET" in p.read_text())
+    assert holders == ["intake"]
 
 
 async def every_row_as_text(database_url: str) -> list[str]:

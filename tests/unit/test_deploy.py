@@ -157,6 +157,17 @@ def test_a_committed_secret_or_literal_secret_fails(rendered, facts):
     assert has(problems, "Deployment/tsunagu-intake", "DATABASE_URL is not taken from a Secret")
 
 
+def test_the_caller_key_secret_is_intakes_alone(rendered, facts):
+    def change(objects):
+        intake, routing = container(objects, "intake"), container(objects, "routing")
+        routing["env"] += [e for e in intake["env"] if e["name"] == "TSUNAGU_CALLER_KEY_SECRET"]
+        intake["env"] = [e for e in intake["env"] if e["name"] != "TSUNAGU_CALLER_KEY_SECRET"]
+
+    problems = broken(rendered, facts, "prod", change)
+    assert has(problems, "Deployment/tsunagu-routing", "holds TSUNAGU_CALLER_KEY_SECRET, which only intake needs")
+    assert has(problems, "Deployment/tsunagu-intake", "TSUNAGU_CALLER_KEY_SECRET is not taken from a Secret")
+
+
 def test_wrong_ports_probes_and_images_fail(rendered, facts):
     def change(objects):
         c = container(objects, "referral")
