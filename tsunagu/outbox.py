@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -26,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.kafka import kafka_headers
 from tsunagu import telemetry
+from tsunagu.kafka import make_producer
 from tsunagu.settings import Settings
 from tsunagu.telemetry import traceparent_for
 
@@ -101,12 +103,40 @@ async def enqueue(conn: asyncpg.Connection, schema: str, records: list[Outgoing]
     )
 
 
-async def create_outbox_pool(dsn: str) -> asyncpg.Pool:
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The outbox pool's connections carry no session state to undo (no SET, LISTEN or advisory lock):
+    give them back without asyncpg's reset query, a round trip per publish round."""
+
+
+async def create_outbox_pool(dsn: str, max_size: int = 2) -> asyncpg.Pool:
     """The publisher's own small pool. Its commits are asynchronous: all it commits is the deletion
     of records already acknowledged by the broker, and losing one to a server crash only republishes
     them with the same ids (consumers de-duplicate). It saves a disk flush per round; the services'
     own transactions stay synchronous."""
-    return await asyncpg.create_pool(dsn, min_size=1, max_size=2, server_settings={"synchronous_commit": "off"})
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=max_size,
+                                     server_settings={"synchronous_commit": "off"}, reset=_keep_session)
+
+
+@contextlib.asynccontextmanager
+async def running_outbox(settings: Settings, schema: str, service: str,
+                         pool_size: int = 2) -> AsyncIterator[OutboxPublisher]:
+    """A service's outbox publisher — its own producer and small pool — running for the block; at
+    its end what is left is published (best effort) and everything is closed."""
+    producer = make_producer(settings, client_id=f"tsunagu-{service}-outbox")
+    await producer.start()
+    try:
+        pool = await create_outbox_pool(settings.database_url, pool_size)
+        try:
+            outbox = OutboxPublisher(pool, producer, settings, schema)
+            outbox.start()
+            try:
+                yield outbox
+            finally:
+                await outbox.stop()
+        finally:
+            await pool.close()
+    finally:
+        await producer.stop()
 
 
 async def outbox_depth(pool: asyncpg.Pool, schema: str) -> int:

@@ -18,8 +18,8 @@ from services.intake.http import router as events_router
 from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
-from tsunagu.kafka import make_broker, make_producer
-from tsunagu.outbox import OutboxPublisher, create_outbox_pool
+from tsunagu.kafka import make_broker
+from tsunagu.outbox import running_outbox
 from tsunagu.ratelimit import RateLimiter
 from tsunagu.settings import Settings, SettingsError
 
@@ -49,20 +49,15 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("dev_caller_key_secret", detail="TSUNAGU_CALLER_KEY_SECRET unset; using the dev secret")
         intake.pool = app.state.pool = await create_pool(settings.database_url)
         applied = await auth.migrate_schema(intake.pool) + await store.migrate_schema(intake.pool)
-        await broker.start()
-        producer = make_producer(settings, client_id="tsunagu-intake-outbox")
-        await producer.start()
-        outbox_pool = await create_outbox_pool(settings.database_url)
-        intake.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)
-        intake.outbox.start()
-        log.info("intake_started", migrations=applied)
         try:
-            yield
+            async with running_outbox(settings, store.SCHEMA, "intake") as intake.outbox:
+                await broker.start()
+                log.info("intake_started", migrations=applied)
+                try:
+                    yield
+                finally:
+                    await broker.stop()  # commits the ingress consumer's offsets; the outbox publishes to the end
         finally:
-            await intake.outbox.stop()
-            await producer.stop()
-            await outbox_pool.close()
-            await broker.stop()  # commits the ingress consumer's offsets
             await intake.pool.close()
             log.info("intake_stopped")
 

@@ -20,8 +20,8 @@ from services.referral.http import router as referrals_router
 from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
-from tsunagu.kafka import make_broker, make_producer
-from tsunagu.outbox import OutboxPublisher, create_outbox_pool
+from tsunagu.kafka import make_broker
+from tsunagu.outbox import running_outbox
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
@@ -43,22 +43,17 @@ def create_app(settings: Settings) -> FastAPI:
             loaded = await store.load_directory(pool, generated(), only_if_empty=True)
             if loaded:
                 log.info("directory_loaded", organizations=loaded, source="generated demo directory")
-        producer = make_producer(settings, client_id="tsunagu-referral-outbox")
-        await producer.start()
-        outbox_pool = await create_outbox_pool(settings.database_url)
-        referrals.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)
-        referrals.outbox.start()
-        await broker.start()
-        scanner.start()
-        log.info("referral_started", migrations=applied, clock=settings.referral_clock)
         try:
-            yield
+            async with running_outbox(settings, store.SCHEMA, "referral") as referrals.outbox:
+                await broker.start()
+                scanner.start()
+                log.info("referral_started", migrations=applied, clock=settings.referral_clock)
+                try:
+                    yield
+                finally:
+                    await scanner.stop()
+                    await broker.stop()  # commits the consumer's offsets
         finally:
-            await scanner.stop()
-            await broker.stop()  # commits the consumer's offsets
-            await referrals.outbox.stop()
-            await producer.stop()
-            await outbox_pool.close()
             await pool.close()
             log.info("referral_stopped")
 
