@@ -22,7 +22,7 @@ from schemas import ValidatedEvent
 from schemas.kafka import encode_value
 from services.routing import store
 from services.routing.desks import Registry
-from services.routing.domain import Board, Decision
+from services.routing.domain import Board, Decision, board_time
 from tsunagu import topics
 from tsunagu.consume import batch_subscriber, decode_records
 from tsunagu.inbox import claim_new
@@ -129,18 +129,20 @@ class Routing:
                 if not hold and board.held:  # held under event_time before a restart in arrival order
                     for h in board.release(everything=True):
                         outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
-                for stream, e in events:  # first: the batch's timers fire in their place among its events
-                    moved += board.observe(stream, e.envelope.time)
-                for stream, e in events:
+                times = [board_time(e.envelope.time) for _, e in events]
+                # first: the batch's timers fire in their place among its events
+                for (stream, _), at in zip(events, times, strict=True):
+                    moved += board.observe(stream, at)
+                for (stream, e), at in zip(events, times, strict=True):
                     ident = (e.envelope.source, e.envelope.id)
                     if ident not in new:
                         continue
                     new.discard(ident)  # the same event twice in one batch counts once
                     fresh += 1
                     if hold:
-                        board.hold(stream, ident, e.event_type.short, e.envelope.time, e.data)
+                        board.hold(stream, ident, e.event_type.short, at, e.data)
                     else:
-                        outgoing += self._decide(board.apply(e.event_type.short, e.envelope.time, e.data), ident)
+                        outgoing += self._decide(board.apply(e.event_type.short, at, e.data), ident)
                 if fresh or moved:
                     for h in board.release() if hold else ():
                         outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
