@@ -69,7 +69,9 @@ def create_app(settings: Settings) -> FastAPI:
         # routing starts per batch beside the publisher's loop (Routing.publish_soon).
         outbox_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4,
                                                 server_settings={"synchronous_commit": "off"}, reset=_keep_session)
-        producer = make_producer(settings, client_id="tsunagu-routing-outbox")
+        # No linger: a publish round queues all its records before the producer's sender runs, so they
+        # leave as one batch per partition anyway; lingering only delayed every decision (5 ms by default).
+        producer = make_producer(settings, client_id="tsunagu-routing-outbox", linger_ms=0)
         await producer.start()
         routing.producer = producer
         routing.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)

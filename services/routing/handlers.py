@@ -25,7 +25,6 @@ from services.routing.desks import Registry
 from services.routing.domain import Board, Decision, board_time
 from tsunagu import topics
 from tsunagu.consume import batch_subscriber, decode_records
-from tsunagu.inbox import claim_new
 from tsunagu.outbox import OutboxPublisher, Outgoing
 from tsunagu.settings import Settings
 
@@ -119,11 +118,10 @@ class Routing:
                 self._conn = await self.pool.acquire()
             conn = self._conn
             async with conn.transaction():
-                version, seq = await store.lock_board(conn)
+                keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for _, e in events]
+                version, seq, new = await store.lock_and_claim(conn, keys)
                 board = await self._sync(conn, version, seq)
                 board.expect(self.streams)
-                keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for _, e in events]
-                new = await claim_new(conn, store.SCHEMA, keys)
                 outgoing: list[Outgoing] = []
                 fresh = moved = 0
                 if not hold and board.held:  # held under event_time before a restart in arrival order

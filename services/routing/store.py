@@ -104,6 +104,30 @@ async def lock_board(conn: asyncpg.Connection) -> tuple[int, int]:
     return int(row["version"]), int(row["seq"])
 
 
+async def lock_and_claim(conn: asyncpg.Connection,
+                         keys: list[tuple[str, str, str]]) -> tuple[int, int, set[tuple[str, str]]]:
+    """Take the board's lock for this transaction and claim a batch's events in the inbox (what
+    ``tsunagu.inbox.claim_new`` does); returns (board version, registry seq, the (source, id) pairs not
+    seen before). One round trip, before every batch's decisions. The claim reads the locked row, so
+    the lock is taken first, as with two statements: an instance never holds inbox rows while it
+    waits for the lock."""
+    rows = await conn.fetch(
+        f"""WITH board AS (
+                SELECT version FROM {SCHEMA}.board WHERE id = 1 FOR UPDATE
+            ), claimed AS (
+                INSERT INTO {SCHEMA}.inbox (source, id, type)
+                SELECT k.source, k.id, k.type
+                FROM board, unnest($1::text[], $2::text[], $3::text[]) AS k(source, id, type)
+                ON CONFLICT DO NOTHING RETURNING source, id
+            )
+            SELECT b.version, (SELECT coalesce(max(seq), 0) FROM {SCHEMA}.desk_versions) AS seq, c.source, c.id
+            FROM board b LEFT JOIN claimed c ON true""",
+        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+    )
+    new = {(r["source"], r["id"]) for r in rows if r["source"] is not None}
+    return int(rows[0]["version"]), int(rows[0]["seq"]), new
+
+
 async def load_snapshot(conn: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
     """The whole board as ``Board.snapshot()`` wrote it: (version, snapshot). Read it inside the
     transaction that holds the lock, or in a REPEATABLE READ one, so header and rows agree."""
