@@ -113,6 +113,7 @@ class Routing:
         hold = self.settings.routing_order == "event_time"
         if any(stream not in self.streams for stream, _ in events):
             await self._learn_streams()
+        stored: list[int] = []  # the outbox seqs of the batch's decisions
         try:
             if self._conn is None:
                 self._conn = await self.pool.acquire()
@@ -148,12 +149,18 @@ class Routing:
                     if watermark is not None:  # the timers every stream has now passed
                         outgoing += self._decide(board.tick(watermark), (SOURCE, f"tick-{version + 1}"))
                     changed, gone = board.take_changes()
-                    await store.save_board(conn, version + 1, board.clock, board.snapshot_header(), changed, gone,
-                                           outgoing)
+                    stored = await store.save_board(conn, version + 1, board.clock, board.snapshot_header(), changed,
+                                                    gone, outgoing)
+                    if self.outbox is not None:
+                        self.outbox.keep(stored)  # before the commit: no round of the outbox's loop takes them
         except BaseException:
+            if stored and self.outbox is not None:
+                self.outbox.let_go(stored)
             self.board = None  # it may hold half a batch that was rolled back: re-read next time
             await self.release_connection()  # it may be broken: the next batch takes a fresh one
             raise
+        if stored:
+            self._publish(stored, outgoing)
         if fresh or moved:
             self.version = version + 1
             self.lines = board.lines_by_field()
@@ -171,26 +178,25 @@ class Routing:
     def _decide(decisions: list[Decision], cause: tuple[str, str]) -> list[Outgoing]:
         return [encode_decision(d, decision_id(*cause, i)) for i, d in enumerate(decisions)]
 
-    def publish_soon(self) -> None:
-        """Publish what the last batch queued now: a round of its own, started at once.
-
-        Waking the publisher's loop would wait for its round in flight (sends, acks, delete) to end
-        first; rounds side by side are safe, as each claims its rows FOR UPDATE SKIP LOCKED."""
+    def _publish(self, stored: list[int], outgoing: list[Outgoing]) -> None:
+        """Publish a committed batch's decisions at once, from memory (``OutboxPublisher.publish_stored``):
+        a task of its own, beside the next batch. Claiming them back from the outbox first cost three
+        round trips before the first decision left; a round of the outbox's loop would also wait for
+        the round in flight."""
         if self.outbox is None:
             return
-        task = asyncio.create_task(self._publish_round(self.outbox))
+        task = asyncio.create_task(self._publish_stored(self.outbox, stored, outgoing))
         self._rounds.add(task)
         task.add_done_callback(self._rounds.discard)
 
-    async def _publish_round(self, outbox: OutboxPublisher) -> None:
+    async def _publish_stored(self, outbox: OutboxPublisher, stored: list[int], outgoing: list[Outgoing]) -> None:
         try:
-            await outbox.drain_once()
-        except Exception as err:  # the rows stay; the publisher's loop retries them
+            await outbox.publish_stored(stored, outgoing)
+        except Exception as err:  # the rows stay; the publisher's loop publishes them
             log.warning("routing_publish_deferred", error=type(err).__name__)
-            outbox.wake()
 
     async def flush(self) -> None:
-        """Wait for the rounds started by ``publish_soon`` (before the producer stops)."""
+        """Wait for the batches' publishing tasks (before the producer stops)."""
         if self._rounds:
             await asyncio.wait(set(self._rounds), timeout=15)
 
@@ -238,6 +244,4 @@ def register_contact_events(broker: KafkaBroker, routing: Routing) -> None:
         # and its timers wait for every stream (domain.py)
         decided = await routing.apply_batch([(str(where[1]), e) for where, e in batch.merged()])
         t1 = time.perf_counter()
-        if decided:
-            routing.publish_soon()
         log.debug("routing_batch", events=len(batch.events), decisions=decided, apply_ms=round((t1 - t0) * 1000, 1))

@@ -149,22 +149,26 @@ async def read_board(pool: asyncpg.Pool) -> tuple[int, dict[str, Any]]:
 
 
 async def save_board(conn: asyncpg.Connection, version: int, clock: Any, header: dict[str, Any],
-                     changed: list[dict[str, Any]], gone: list[str], outgoing: Sequence[Outgoing] = ()) -> None:
+                     changed: list[dict[str, Any]], gone: list[str], outgoing: Sequence[Outgoing] = ()) -> list[int]:
     """Write the board's header and the contacts a batch changed (``Board.take_changes()``), and queue
     the batch's decisions in the outbox (what ``tsunagu.outbox.enqueue`` does): one statement, one
-    round trip, on the path of every decision (a contact is never both changed and gone)."""
-    await conn.execute(
+    round trip, on the path of every decision (a contact is never both changed and gone). Returns the
+    outbox seqs of the decisions queued."""
+    rows = await conn.fetch(
         f"""WITH header AS (
                 UPDATE {SCHEMA}.board SET version = $1, clock = $2, state = $3, updated_at = now() WHERE id = 1
             ), gone AS (
                 DELETE FROM {SCHEMA}.board_contacts WHERE contact_id = ANY($6::text[])
             ), queued AS (
                 INSERT INTO {SCHEMA}.outbox (topic, key, value, traceparent)
-                SELECT * FROM unnest($7::text[], $8::text[], $9::bytea[], $10::text[])
+                SELECT * FROM unnest($7::text[], $8::text[], $9::bytea[], $10::text[]) RETURNING seq
+            ), contacts AS (
+                INSERT INTO {SCHEMA}.board_contacts (contact_id, state) SELECT * FROM unnest($4::text[], $5::text[])
+                ON CONFLICT (contact_id) DO UPDATE SET state = excluded.state
             )
-            INSERT INTO {SCHEMA}.board_contacts (contact_id, state) SELECT * FROM unnest($4::text[], $5::text[])
-            ON CONFLICT (contact_id) DO UPDATE SET state = excluded.state""",
+            SELECT seq FROM queued""",
         version, clock, json.dumps(header), [c["contact_id"] for c in changed], [json.dumps(c) for c in changed], gone,
         [r.topic for r in outgoing], [r.key for r in outgoing], [r.value for r in outgoing],
         [r.traceparent for r in outgoing],
     )
+    return [r["seq"] for r in rows]
