@@ -63,13 +63,14 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int, repli
         await admin.close()
 
 
-def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+def make_producer(settings: Settings, client_id: str, *, linger_ms: int | None = None) -> AIOKafkaProducer:
     """A bare producer for hot paths that publish already-encoded records (e.g. an outbox):
-    FastStream's per-message publish machinery costs more than the send itself there."""
+    FastStream's per-message publish machinery costs more than the send itself there. ``linger_ms``:
+    instead of the settings' ``producer_linger_ms``."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers(settings),
         client_id=client_id,
-        linger_ms=settings.producer_linger_ms,
+        linger_ms=settings.producer_linger_ms if linger_ms is None else linger_ms,
         max_batch_size=65536,
         request_timeout_ms=15_000,
         acks="all",

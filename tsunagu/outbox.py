@@ -149,12 +149,14 @@ class OutboxPublisher:
         self._producer = producer
         self._settings = settings
         self._headers = kafka_headers()
-        # SKIP LOCKED lets several instances of a service drain the outbox side by side.
+        # SKIP LOCKED lets several instances of a service drain the outbox side by side; the records this
+        # process publishes from memory (publish_stored) are left to it.
         self._claim = (
             f'SELECT seq, topic, key, value, traceparent, every_partition FROM "{schema}".outbox '
-            "WHERE published_at IS NULL "
+            "WHERE published_at IS NULL AND NOT (seq = ANY($1::bigint[])) "
             f"ORDER BY seq LIMIT {int(settings.outbox_batch)} FOR UPDATE SKIP LOCKED"
         )
+        self._own: set[int] = set()  # seqs being published by publish_stored: not claimed by a round
         self._retain = settings.outbox_retain_seconds
         self._delete = (f'UPDATE "{schema}".outbox SET published_at = now() WHERE seq = ANY($1::bigint[])'
                         if self._retain > 0 else f'DELETE FROM "{schema}".outbox WHERE seq = ANY($1::bigint[])')
@@ -231,8 +233,7 @@ class OutboxPublisher:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, timeout=15)
 
-    def _headers_of(self, row: asyncpg.Record) -> list[tuple[str, bytes]]:
-        traceparent = row["traceparent"]
+    def _headers_of(self, traceparent: str | None) -> list[tuple[str, bytes]]:
         if not traceparent:
             return self._headers
         # correlation_id: FastStream's batch span links the records' traces by it (one link per span)
@@ -241,7 +242,7 @@ class OutboxPublisher:
     async def drain_once(self) -> int:
         """Publish one round of pending records; returns how many."""
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(self._claim)
+            rows = await conn.fetch(self._claim, list(self._own))
             if not rows:
                 return 0
             futures = []
@@ -250,12 +251,44 @@ class OutboxPublisher:
                 # by its key, or once to each partition (the producer's metadata knows how many)
                 partitions = sorted(await self._producer.partitions_for(topic)) if r["every_partition"] else [None]
                 for partition in partitions:
-                    futures.append(await self._producer.send(topic, r["value"], key=r["key"].encode(),
-                                                             partition=partition, headers=self._headers_of(r)))
+                    futures.append(await self._producer.send(
+                        topic, r["value"], key=r["key"].encode(), partition=partition,
+                        headers=self._headers_of(r["traceparent"])))
             await asyncio.gather(*futures)
             await conn.execute(self._delete, [r["seq"] for r in rows])
         self.published += len(rows)
         return len(rows)
+
+    def keep(self, seqs: list[int]) -> None:
+        """Records stored under ``seqs`` are this process's to publish (``publish_stored``): rounds leave
+        them alone from now on. Call it before the commit that stores them, so that no round can claim
+        them in between; ``let_go`` if that commit fails."""
+        self._own.update(seqs)
+
+    def let_go(self, seqs: list[int]) -> None:
+        """Rounds publish these again (a commit failed, or publishing them from memory did)."""
+        self._own.difference_update(seqs)
+
+    async def publish_stored(self, seqs: list[int], records: list[Outgoing]) -> None:
+        """Publish records just committed to the outbox under ``seqs`` (``keep`` them first) from memory,
+        then mark them published — no round trips to claim them before they leave. If anything fails
+        they stay in the outbox for the rounds to publish, as any other record."""
+        try:
+            futures = []
+            for r in records:
+                topic = self._settings.topic(r.topic)
+                partitions = sorted(await self._producer.partitions_for(topic)) if r.every_partition else [None]
+                for partition in partitions:
+                    futures.append(await self._producer.send(topic, r.value, key=r.key.encode(), partition=partition,
+                                                             headers=self._headers_of(r.traceparent)))
+            await asyncio.gather(*futures)
+            await self._pool.execute(self._delete, seqs)
+            self.published += len(seqs)
+        except BaseException:
+            self.wake()
+            raise
+        finally:
+            self.let_go(seqs)
 
     async def _run(self) -> None:
         backoff = 0.1

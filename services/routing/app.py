@@ -65,11 +65,13 @@ def create_app(settings: Settings) -> FastAPI:
         routing.pool = app.state.pool = await create_pool(settings.database_url)
         migrations = await auth.migrate_schema(routing.pool) + await store.migrate_schema(routing.pool)
         versions = await apply_configured_registries(routing)
-        # Like create_outbox_pool (asynchronous commits of deletions), with room for the rounds that
-        # routing starts per batch beside the publisher's loop (Routing.publish_soon).
+        # Like create_outbox_pool (asynchronous commits of deletions), with room for the batches' own
+        # publishing (Routing._publish) beside the publisher's loop.
         outbox_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4,
                                                 server_settings={"synchronous_commit": "off"}, reset=_keep_session)
-        producer = make_producer(settings, client_id="tsunagu-routing-outbox")
+        # No linger: a batch's decisions are all queued before the producer's sender runs, so they leave
+        # as one batch per partition anyway; lingering only delayed every decision (5 ms by default).
+        producer = make_producer(settings, client_id="tsunagu-routing-outbox", linger_ms=0)
         await producer.start()
         routing.producer = producer
         routing.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)

@@ -57,7 +57,7 @@ import bisect
 import heapq
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
@@ -152,7 +152,7 @@ class Held(NamedTuple):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Held:
         data = event_type(d["kind"]).data_model.model_validate(d["data"])
-        return cls(datetime.fromisoformat(d["at"]), d["kind"], data, (d["ident"][0], d["ident"][1]))
+        return cls(_time(d["at"]), d["kind"], data, (d["ident"][0], d["ident"][1]))
 
 
 class Board:
@@ -168,6 +168,8 @@ class Board:
         self.marks: dict[str, datetime] = {}  # stream (partition) -> the latest event time read from it
         self.streams: frozenset[str] = frozenset()  # every stream there is (the topic's partitions), if known
         self.held: dict[str, deque[Held]] = {}  # stream -> events read, not applied yet, in read order
+        self._watermark: datetime | None = None  # the least mark, kept while no mark moves (see watermark)
+        self._watermark_stale = True
         self._queues: dict[str, list[tuple[int, float, int, str]]] = {}  # field -> sorted _entry()s
         self._timers: list[_Timer] = []
         self._minute_due: datetime | None = None  # the pending "minute" timer, while anyone waits
@@ -183,6 +185,7 @@ class Board:
 
     def set_registries(self, registries: list[Registry]) -> None:
         self.registries = sorted(registries, key=lambda r: (r.effective_from, r.version))
+        self._starts = [board_time(r.effective_from) for r in self.registries]
         self._open_cache = (None, {})
         # Registry.desks builds a new tuple per call; the board asks for it per event.
         self._desks = {id(r): r.desks for r in self.registries}
@@ -194,13 +197,8 @@ class Board:
     def registry_at(self, at: datetime | None) -> Registry | None:
         if at is None:
             return None
-        current = None
-        for r in self.registries:
-            if r.effective_from <= at:
-                current = r
-            else:
-                break
-        return current
+        i = bisect.bisect_right(self._starts, at)  # the last version in effect (the newest of a moment's)
+        return self.registries[i - 1] if i else None
 
     def _is_open(self, desk: Desk, at: datetime) -> bool:
         when, cache = self._open_cache
@@ -260,6 +258,7 @@ class Board:
         timers due up to its time fire first — those the watermark has passed, when streams are
         observed."""
         out: list[Decision] = []
+        at = board_time(at)
         now = self._advance(at, out)
         handler = _HANDLERS.get(kind)
         self._event_at = at
@@ -274,7 +273,7 @@ class Board:
         """Let time pass to ``at`` with no event (what a heartbeat does): the timers due by then
         fire (those the watermark has passed, when streams are observed)."""
         out: list[Decision] = []
-        now = self._advance(at, out)
+        now = self._advance(board_time(at) if at is not None else at, out)
         self._dispatch(now, out)
         return out
 
@@ -286,26 +285,33 @@ class Board:
         partitions are duplicates of one event, applied once, but each moves its stream's mark."""
         mark = self.marks.get(stream)
         if mark is None or at > mark:
-            self.marks[stream] = at
+            self.marks[stream] = board_time(at)
+            self._watermark_stale = True
             return True
         return False
 
     def expect(self, streams: frozenset[str]) -> None:
         """Every stream there is: until each has been read, there is no watermark (a stream never read
         may hold anything)."""
-        self.streams = streams
+        if streams != self.streams:
+            self.streams = streams
+            self._watermark_stale = True
 
     @property
     def watermark(self) -> datetime | None:
         """The least of the streams' marks: every stream has been read past it. None before every
-        expected stream has been read."""
-        if not self.marks or any(stream not in self.marks for stream in self.streams):
-            return None
-        return min(self.marks.values())
+        expected stream has been read. Worked out again only after a mark moved (``observe``): the board
+        asks for it before every event it applies."""
+        if self._watermark_stale:
+            marks = self.marks
+            complete = marks and all(stream in marks for stream in self.streams)
+            self._watermark = min(marks.values()) if complete else None
+            self._watermark_stale = False
+        return self._watermark
 
     def hold(self, stream: str, ident: tuple[str, str], kind: str, at: datetime, data: BaseModel) -> None:
         """Keep an event read from ``stream`` until the watermark passes its time (``release``)."""
-        self.held.setdefault(stream, deque()).append(Held(at, kind, data, ident))
+        self.held.setdefault(stream, deque()).append(Held(board_time(at), kind, data, ident))
 
     def release(self, *, everything: bool = False) -> list[Held]:
         """The held events the watermark has passed (or all of them), to apply in this order: merged
@@ -613,12 +619,12 @@ class Board:
         board = cls(registries, track_changes=track_changes)
         if not snapshot:
             return board
-        board.clock = datetime.fromisoformat(snapshot["clock"]) if snapshot.get("clock") else None
+        board.clock = _time(snapshot["clock"]) if snapshot.get("clock") else None
         board.next_seq = int(snapshot.get("next_seq", 1))
-        board.idle_since = {k: datetime.fromisoformat(v) for k, v in snapshot.get("idle_since", {}).items()}
-        board.marks = {k: datetime.fromisoformat(v) for k, v in snapshot.get("marks", {}).items()}
+        board.idle_since = {k: _time(v) for k, v in snapshot.get("idle_since", {}).items()}
+        board.marks = {k: _time(v) for k, v in snapshot.get("marks", {}).items()}
         if snapshot.get("minute_due"):
-            board._minute_due = due = datetime.fromisoformat(snapshot["minute_due"])
+            board._minute_due = due = _time(snapshot["minute_due"])
             heapq.heappush(board._timers, _Timer(due, due, 0, "minute", ""))
         for d in snapshot.get("held", []):
             board.held.setdefault(d["stream"], deque()).append(Held.from_dict(d))
@@ -647,6 +653,33 @@ def _entry(c: Contact) -> tuple[int, float, int, str]:
 
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 _MINUTE = timedelta(minutes=1)
+# One tzinfo per UTC offset for every time on the board. Two aware datetimes whose tzinfo objects differ
+# compare by asking both for their offsets — about ten times the cost of a plain comparison, and pydantic
+# gives every time it parses a tzinfo of its own; the board compares times all the time (timers, marks,
+# registry versions). Same instant, same offset, so the same text when written: nothing else changes.
+_ZONES: dict[timedelta, timezone] = {timedelta(hours=9): JST, timedelta(0): UTC}
+_SHARED = {id(zone) for zone in _ZONES.values()}
+
+
+def board_time(at: datetime) -> datetime:
+    """``at`` with the board's one tzinfo for its UTC offset (a naive time is left as it is). The board
+    does this to every time handed to it; a caller that hands one time to several calls (``observe``,
+    then ``apply``) can do it once."""
+    zone = at.tzinfo
+    if id(zone) in _SHARED or zone is None:
+        return at
+    offset = at.utcoffset()
+    if offset is None:
+        return at
+    shared = _ZONES.get(offset)
+    if shared is None:
+        shared = _ZONES[offset] = timezone(offset)
+        _SHARED.add(id(shared))
+    return at.replace(tzinfo=shared)
+
+
+def _time(text: str) -> datetime:
+    return board_time(datetime.fromisoformat(text))
 
 _HANDLERS = {
     "contact.received": Board._on_received,

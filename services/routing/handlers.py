@@ -22,10 +22,9 @@ from schemas import ValidatedEvent
 from schemas.kafka import encode_value
 from services.routing import store
 from services.routing.desks import Registry
-from services.routing.domain import Board, Decision
+from services.routing.domain import Board, Decision, board_time
 from tsunagu import topics
 from tsunagu.consume import batch_subscriber, decode_records
-from tsunagu.inbox import claim_new
 from tsunagu.outbox import OutboxPublisher, Outgoing
 from tsunagu.settings import Settings
 
@@ -114,33 +113,35 @@ class Routing:
         hold = self.settings.routing_order == "event_time"
         if any(stream not in self.streams for stream, _ in events):
             await self._learn_streams()
+        stored: list[int] = []  # the outbox seqs of the batch's decisions
         try:
             if self._conn is None:
                 self._conn = await self.pool.acquire()
             conn = self._conn
             async with conn.transaction():
-                version, seq = await store.lock_board(conn)
+                keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for _, e in events]
+                version, seq, new = await store.lock_and_claim(conn, keys)
                 board = await self._sync(conn, version, seq)
                 board.expect(self.streams)
-                keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for _, e in events]
-                new = await claim_new(conn, store.SCHEMA, keys)
                 outgoing: list[Outgoing] = []
                 fresh = moved = 0
                 if not hold and board.held:  # held under event_time before a restart in arrival order
                     for h in board.release(everything=True):
                         outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
-                for stream, e in events:  # first: the batch's timers fire in their place among its events
-                    moved += board.observe(stream, e.envelope.time)
-                for stream, e in events:
+                times = [board_time(e.envelope.time) for _, e in events]
+                # first: the batch's timers fire in their place among its events
+                for (stream, _), at in zip(events, times, strict=True):
+                    moved += board.observe(stream, at)
+                for (stream, e), at in zip(events, times, strict=True):
                     ident = (e.envelope.source, e.envelope.id)
                     if ident not in new:
                         continue
                     new.discard(ident)  # the same event twice in one batch counts once
                     fresh += 1
                     if hold:
-                        board.hold(stream, ident, e.event_type.short, e.envelope.time, e.data)
+                        board.hold(stream, ident, e.event_type.short, at, e.data)
                     else:
-                        outgoing += self._decide(board.apply(e.event_type.short, e.envelope.time, e.data), ident)
+                        outgoing += self._decide(board.apply(e.event_type.short, at, e.data), ident)
                 if fresh or moved:
                     for h in board.release() if hold else ():
                         outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
@@ -148,12 +149,18 @@ class Routing:
                     if watermark is not None:  # the timers every stream has now passed
                         outgoing += self._decide(board.tick(watermark), (SOURCE, f"tick-{version + 1}"))
                     changed, gone = board.take_changes()
-                    await store.save_board(conn, version + 1, board.clock, board.snapshot_header(), changed, gone,
-                                           outgoing)
+                    stored = await store.save_board(conn, version + 1, board.clock, board.snapshot_header(), changed,
+                                                    gone, outgoing)
+                    if self.outbox is not None:
+                        self.outbox.keep(stored)  # before the commit: no round of the outbox's loop takes them
         except BaseException:
+            if stored and self.outbox is not None:
+                self.outbox.let_go(stored)
             self.board = None  # it may hold half a batch that was rolled back: re-read next time
             await self.release_connection()  # it may be broken: the next batch takes a fresh one
             raise
+        if stored:
+            self._publish(stored, outgoing)
         if fresh or moved:
             self.version = version + 1
             self.lines = board.lines_by_field()
@@ -171,26 +178,25 @@ class Routing:
     def _decide(decisions: list[Decision], cause: tuple[str, str]) -> list[Outgoing]:
         return [encode_decision(d, decision_id(*cause, i)) for i, d in enumerate(decisions)]
 
-    def publish_soon(self) -> None:
-        """Publish what the last batch queued now: a round of its own, started at once.
-
-        Waking the publisher's loop would wait for its round in flight (sends, acks, delete) to end
-        first; rounds side by side are safe, as each claims its rows FOR UPDATE SKIP LOCKED."""
+    def _publish(self, stored: list[int], outgoing: list[Outgoing]) -> None:
+        """Publish a committed batch's decisions at once, from memory (``OutboxPublisher.publish_stored``):
+        a task of its own, beside the next batch. Claiming them back from the outbox first cost three
+        round trips before the first decision left; a round of the outbox's loop would also wait for
+        the round in flight."""
         if self.outbox is None:
             return
-        task = asyncio.create_task(self._publish_round(self.outbox))
+        task = asyncio.create_task(self._publish_stored(self.outbox, stored, outgoing))
         self._rounds.add(task)
         task.add_done_callback(self._rounds.discard)
 
-    async def _publish_round(self, outbox: OutboxPublisher) -> None:
+    async def _publish_stored(self, outbox: OutboxPublisher, stored: list[int], outgoing: list[Outgoing]) -> None:
         try:
-            await outbox.drain_once()
-        except Exception as err:  # the rows stay; the publisher's loop retries them
+            await outbox.publish_stored(stored, outgoing)
+        except Exception as err:  # the rows stay; the publisher's loop publishes them
             log.warning("routing_publish_deferred", error=type(err).__name__)
-            outbox.wake()
 
     async def flush(self) -> None:
-        """Wait for the rounds started by ``publish_soon`` (before the producer stops)."""
+        """Wait for the batches' publishing tasks (before the producer stops)."""
         if self._rounds:
             await asyncio.wait(set(self._rounds), timeout=15)
 
@@ -238,6 +244,4 @@ def register_contact_events(broker: KafkaBroker, routing: Routing) -> None:
         # and its timers wait for every stream (domain.py)
         decided = await routing.apply_batch([(str(where[1]), e) for where, e in batch.merged()])
         t1 = time.perf_counter()
-        if decided:
-            routing.publish_soon()
         log.debug("routing_batch", events=len(batch.events), decisions=decided, apply_ms=round((t1 - t0) * 1000, 1))

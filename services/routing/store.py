@@ -104,6 +104,30 @@ async def lock_board(conn: asyncpg.Connection) -> tuple[int, int]:
     return int(row["version"]), int(row["seq"])
 
 
+async def lock_and_claim(conn: asyncpg.Connection,
+                         keys: list[tuple[str, str, str]]) -> tuple[int, int, set[tuple[str, str]]]:
+    """Take the board's lock for this transaction and claim a batch's events in the inbox (what
+    ``tsunagu.inbox.claim_new`` does); returns (board version, registry seq, the (source, id) pairs not
+    seen before). One round trip, before every batch's decisions. The claim reads the locked row, so
+    the lock is taken first, as with two statements: an instance never holds inbox rows while it
+    waits for the lock."""
+    rows = await conn.fetch(
+        f"""WITH board AS (
+                SELECT version FROM {SCHEMA}.board WHERE id = 1 FOR UPDATE
+            ), claimed AS (
+                INSERT INTO {SCHEMA}.inbox (source, id, type)
+                SELECT k.source, k.id, k.type
+                FROM board, unnest($1::text[], $2::text[], $3::text[]) AS k(source, id, type)
+                ON CONFLICT DO NOTHING RETURNING source, id
+            )
+            SELECT b.version, (SELECT coalesce(max(seq), 0) FROM {SCHEMA}.desk_versions) AS seq, c.source, c.id
+            FROM board b LEFT JOIN claimed c ON true""",
+        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+    )
+    new = {(r["source"], r["id"]) for r in rows if r["source"] is not None}
+    return int(rows[0]["version"]), int(rows[0]["seq"]), new
+
+
 async def load_snapshot(conn: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
     """The whole board as ``Board.snapshot()`` wrote it: (version, snapshot). Read it inside the
     transaction that holds the lock, or in a REPEATABLE READ one, so header and rows agree."""
@@ -125,22 +149,26 @@ async def read_board(pool: asyncpg.Pool) -> tuple[int, dict[str, Any]]:
 
 
 async def save_board(conn: asyncpg.Connection, version: int, clock: Any, header: dict[str, Any],
-                     changed: list[dict[str, Any]], gone: list[str], outgoing: Sequence[Outgoing] = ()) -> None:
+                     changed: list[dict[str, Any]], gone: list[str], outgoing: Sequence[Outgoing] = ()) -> list[int]:
     """Write the board's header and the contacts a batch changed (``Board.take_changes()``), and queue
     the batch's decisions in the outbox (what ``tsunagu.outbox.enqueue`` does): one statement, one
-    round trip, on the path of every decision (a contact is never both changed and gone)."""
-    await conn.execute(
+    round trip, on the path of every decision (a contact is never both changed and gone). Returns the
+    outbox seqs of the decisions queued."""
+    rows = await conn.fetch(
         f"""WITH header AS (
                 UPDATE {SCHEMA}.board SET version = $1, clock = $2, state = $3, updated_at = now() WHERE id = 1
             ), gone AS (
                 DELETE FROM {SCHEMA}.board_contacts WHERE contact_id = ANY($6::text[])
             ), queued AS (
                 INSERT INTO {SCHEMA}.outbox (topic, key, value, traceparent)
-                SELECT * FROM unnest($7::text[], $8::text[], $9::bytea[], $10::text[])
+                SELECT * FROM unnest($7::text[], $8::text[], $9::bytea[], $10::text[]) RETURNING seq
+            ), contacts AS (
+                INSERT INTO {SCHEMA}.board_contacts (contact_id, state) SELECT * FROM unnest($4::text[], $5::text[])
+                ON CONFLICT (contact_id) DO UPDATE SET state = excluded.state
             )
-            INSERT INTO {SCHEMA}.board_contacts (contact_id, state) SELECT * FROM unnest($4::text[], $5::text[])
-            ON CONFLICT (contact_id) DO UPDATE SET state = excluded.state""",
+            SELECT seq FROM queued""",
         version, clock, json.dumps(header), [c["contact_id"] for c in changed], [json.dumps(c) for c in changed], gone,
         [r.topic for r in outgoing], [r.key for r in outgoing], [r.value for r in outgoing],
         [r.traceparent for r in outgoing],
     )
+    return [r["seq"] for r in rows]
