@@ -51,6 +51,11 @@ JST = timezone(timedelta(hours=9))
 YEAR_START = datetime(2022, 4, 1, tzinfo=JST)
 TRIAL_WEEK = Period(datetime(2022, 7, 7, 10, tzinfo=JST), datetime(2022, 7, 14, 10, tzinfo=JST), "trial1")
 WHOLE_YEAR = Period(YEAR_START, YEAR_START + timedelta(days=365), "year")
+
+
+def odd(p: Period) -> Period:
+    """The period with edges inside days and in no named period: an arbitrary from–to."""
+    return Period(p.start + timedelta(hours=3, minutes=17), p.end - timedelta(hours=1, minutes=19))
 OUTSIDE_START = datetime(2022, 10, 6, 10, tzinfo=JST)  # in no period of config/periods.yaml
 NAMED_SHARE = 2 / 52  # config/periods.yaml names two trial weeks of the year
 
@@ -150,7 +155,11 @@ INSERT INTO metrics.contacts (contact_id, received_at, received_tb, channel, cal
     chosen_at, chosen_tb, field, answered_at, answered_tb, wait_seconds, desk_id, organisation_id,
     abandoned_at, abandoned_tb, abandon_stage, abandon_wait, ended_at, ended_tb, talk_seconds)
 SELECT 'h' || g, t, 'x', CASE WHEN g % 20 = 0 THEN 'chat' ELSE 'phone' END,
-       md5((g % ($1 / 2))::text) || md5((g % ($1 / 2))::text || 'k'), lpad((1 + g % 47)::text, 2, '0'),
+       -- a quarter of the calls from 2,000 frequent callers (about every other day each at 2 M contacts),
+       -- the rest from callers who call twice, half a year apart
+       CASE WHEN g % 4 = 0 THEN md5('f' || (g / 4 % 2000)) || md5('f' || (g / 4 % 2000) || 'k')
+            ELSE md5((g % ($1 / 2))::text) || md5((g % ($1 / 2))::text || 'k') END,
+       lpad((1 + g % 47)::text, 2, '0'),
        t + interval '20 seconds', 'x', (ARRAY['loneliness','suicidal','hardship','women_dv','under18','gender',
        'single_mother','foreign_language'])[1 + g % 8],
        CASE WHEN ans THEN t + interval '60 seconds' END, CASE WHEN ans THEN 'x' END,
@@ -231,17 +240,28 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
         async with pool.acquire() as conn:
             await store.rebuild_rollups(conn)  # the rollups and the named period's caller sets
         await pool.execute("ANALYZE metrics.contact_rollup; ANALYZE metrics.contact_hist; "
-                           "ANALYZE metrics.consultation_rollup; ANALYZE metrics.period_caller_counts")
+                           "ANALYZE metrics.consultation_rollup; ANALYZE metrics.period_caller_counts; "
+                           "ANALYZE metrics.caller_links; ANALYZE metrics.caller_rollup")
         rolled = time.perf_counter() - t0
         rollup_rows = await pool.fetchval(
             "SELECT (SELECT count(*) FROM metrics.contact_rollup) + (SELECT count(*) FROM metrics.contact_hist)"
             " + (SELECT count(*) FROM metrics.consultation_rollup)")
+        caller_rows = await pool.fetchval("SELECT count(*) FROM metrics.caller_rollup")
         queries = {
             **{f"answer rate by {d or 'total'} (counts)": (
                 lambda p, d=d: store.contact_sums(pool, p, d, "phone", None)) for d in (None, *DIMENSIONS)},
-            "per-caller rate (named trial1 / facts for the year)": (
+            "per-caller rate (named trial1 / links for the year)": (
                 lambda p: store.distinct_callers(pool, p, None, "phone", None)),
             "per-caller rate by field": lambda p: store.distinct_callers(pool, p, "field", "phone", None),
+            **{f"per-caller rate, odd from–to, by {d or 'total'} (links)": (
+                lambda p, d=d: store.distinct_callers(pool, odd(p), d, None if d == "channel" else "phone", None))
+               for d in (None, "field", "organisation", "channel")},
+            "per-caller rate, odd from–to, one partner by field (links)": (
+                lambda p: store.distinct_callers(pool, odd(p), "field", "phone", "npo-3")),
+            "per-caller rate, odd from–to, by desk (facts)": (
+                lambda p: store.distinct_callers(pool, odd(p), "desk", "phone", None)),
+            "per-caller rate, odd from–to, total, from the facts (before)": (
+                lambda p: store.callers_from_facts(pool, odd(p), None, "phone", None)),
             "answer rate by field, whole figure (HTTP/CLI)": lambda p: figures.answer_rate(pool, p, "field"),
             "answer rate by field, one partner's scope": (
                 lambda p: figures.answer_rate(pool, p, "field", organisation="npo-3")),
@@ -257,7 +277,7 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
             week = await timed(lambda q=query: q(TRIAL_WEEK))
             year = await timed(lambda q=query: q(WHOLE_YEAR), budget_s=20.0) if whole_year else None
             out.append((name, week, year))
-        return loaded, rolled, rollup_rows, out
+        return loaded, rolled, (rollup_rows, caller_rows), out
     finally:
         await pool.close()
 
@@ -306,12 +326,13 @@ async def main(args: argparse.Namespace) -> None:
               f"{year_s / 3600:.2f} h on one instance (all inside: {70e6 / rate / 3600:.2f} h; "
               f"needs ≥ 19,444 events/s for 1 h)")
         print(f"\nhistory: {args.history:,} contacts over a year: facts written in {loaded:.1f} s, rollups built "
-              f"from them in {rolled:.1f} s ({rollup_rows:,} rollup rows); report queries, ms "
+              f"from them in {rolled:.1f} s ({rollup_rows[0]:,} rollup rows, {rollup_rows[1]:,} caller rollup rows); "
+              "report queries, ms "
               "(p50 / p99 nearest rank, so the slowest of n < 100 runs):")
-        print(f"{'query':52} {'trial week p50/p99 (n)':>24} {'whole year p50/p99 (n)':>24}")
+        print(f"{'query':62} {'trial week p50/p99 (n)':>24} {'whole year p50/p99 (n)':>24}")
         for name, week, year in timings:
             cell = lambda t: "-" if t is None else f"{t[0]:.1f} / {t[1]:.1f} ({t[2]})"  # noqa: E731
-            print(f"{name:52} {cell(week):>24} {cell(year):>24}")
+            print(f"{name:62} {cell(week):>24} {cell(year):>24}")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -20,6 +20,8 @@ from typing import Any
 import asyncpg
 
 from services.metrics.domain import (
+    CALLER_CHAINS,
+    CHAIN_LINKS,
     EDGE_INDEX,
     HISTOGRAM_EDGES,
     JST,
@@ -31,6 +33,7 @@ from services.metrics.domain import (
     cover,
     dimension_index,
     quantiles_from_bins,
+    whole_span,
     within_from_bins,
 )
 from tsunagu.db import migrate
@@ -42,8 +45,9 @@ TZ = "Asia/Tokyo"
 
 async def migrate_schema(pool: asyncpg.Pool) -> list[str]:
     applied = await migrate(pool, SCHEMA, MIGRATIONS, inbox_outbox=True)
-    if "002_rollups.sql" in applied and await pool.fetchval(f'SELECT EXISTS (SELECT FROM "{SCHEMA}".contacts)'):
-        async with pool.acquire() as conn:  # facts from before the rollups existed
+    rebuilt = {"002_rollups.sql", "004_caller_links.sql"} & set(applied)
+    if rebuilt and await pool.fetchval(f'SELECT EXISTS (SELECT FROM "{SCHEMA}".contacts)'):
+        async with pool.acquire() as conn:  # facts from before the rollups (or the caller links) existed
             await rebuild_rollups(conn)
     return applied
 
@@ -187,7 +191,9 @@ async def apply_rows(conn: asyncpg.Connection, rows: FactRows) -> None:
     """Combine a batch's facts with the stored ones — one set-based statement per table, which also
     moves the rollups by the difference between each changed row's old and new contribution."""
     if rows.contacts is not None:
+        await conn.execute(LOCK_CALLERS, rows.contacts[0], rows.contacts[4])
         await conn.execute(CONTACTS_APPLY, *rows.contacts)
+        await conn.execute(CHAINS_APPLY, rows.contacts[0])
     if rows.consultations is not None:
         await conn.execute(CONSULTATIONS_APPLY, *rows.consultations)
     if rows.referrals is not None:
@@ -342,6 +348,136 @@ h AS ({_contact_hist_sql("delta")}),
 {_period_callers_sql("delta")}
 """
 
+# --- distinct callers: each caller's attempts in chains (migration 004, domain.CALLER_CHAINS) -------
+# caller_links keeps, per contact, the values that put it in its chains and the event time of its
+# previous and next attempt in each; caller_rollup counts attempts by bucket and the next's day. A batch
+# (CHAINS_APPLY, after the facts' upsert, in the same transaction) finds the contacts whose chain values
+# it changed, their neighbours before and after in each old and new chain, recomputes those contacts'
+# links from the facts and moves the rollup by the difference — no other contact's links can change.
+
+# i: 1-based index into prev_at / next_at
+_CHAINS = "(VALUES " + ", ".join(
+    f"({i}, {chain}, {str(connected).lower()})" for i, (chain, connected) in enumerate(CHAIN_LINKS, start=1)
+) + ") ch(i, chain, connected_only)"
+# a chain value as a contacts row counts it (CONTACTS_VIEW)
+_CHAIN_VALUE = {"channel": "{c}.channel", "field": "coalesce({c}.field, {c}.assigned_field)",
+                "organisation": "coalesce({c}.organisation_id, {c}.assigned_org)"}
+_LINK_COLUMNS = ["contact_id", "caller_key", "received_at", "channel", "organisation", "field", "connected"]
+
+
+def _chains_with(name: str) -> str:
+    return ", ".join(str(i) for i, names in enumerate(CALLER_CHAINS) if name in names) or "NULL"
+
+
+def _in_chain(c: str, m: str) -> str:
+    """SQL: the contacts row ``c`` is in chain ``ch`` of the position ``m`` (a caller_links-shaped row)."""
+    return " AND ".join(
+        [f"(ch.chain NOT IN ({_chains_with(name)}) OR {expr.format(c=c)} IS NOT DISTINCT FROM {m}.{name})"
+         for name, expr in _CHAIN_VALUE.items()]
+        + [f"(NOT ch.connected_only OR {c}.answered_at IS NOT NULL)"])
+
+
+def _neighbour(c: str, m: str, before: bool, column: str) -> str:
+    """SQL: ``column`` of the attempt just before (or after) position ``m`` in its chain ``ch``."""
+    op, order = ("<", "DESC") if before else (">", "ASC")
+    return f"""(SELECT {c}.{column} FROM {S}.contacts {c}
+                 WHERE {c}.caller_key = {m}.caller_key
+                   AND ({c}.received_at, {c}.contact_id) {op} ({m}.received_at, {m}.contact_id) AND {_in_chain(c, m)}
+                 ORDER BY {c}.received_at {order}, {c}.contact_id {order} LIMIT 1)"""
+
+
+_LINK_VIEW = (f"c.contact_id, c.caller_key, c.received_at, c.channel, "
+              f"{_CHAIN_VALUE['organisation'].format(c='c')} AS organisation, "
+              f"{_CHAIN_VALUE['field'].format(c='c')} AS field, c.answered_at IS NOT NULL AS connected")
+
+
+def _links_of(view: str) -> str:
+    """SQL: the caller_links rows of the contacts in ``view`` (a subquery of _LINK_VIEW rows ``v``)."""
+    member = "(v.connected OR NOT ch.connected_only)"
+    return f"""SELECT v.*,
+        ARRAY(SELECT CASE WHEN {member} THEN {_neighbour("p", "v", True, "received_at")} END
+                FROM {_CHAINS} ORDER BY ch.i) AS prev_at,
+        ARRAY(SELECT CASE WHEN {member} THEN {_neighbour("p", "v", False, "received_at")} END
+                FROM {_CHAINS} ORDER BY ch.i) AS next_at
+      FROM {view}"""
+
+
+def _chain_value(name: str) -> str:
+    return f"CASE WHEN ch.chain IN ({_chains_with(name)}) THEN {name} END"
+
+
+def _caller_rollup_sql(delta: str, grains: str = GRAINS_SQL) -> str:
+    return f"""INSERT INTO {S}.caller_rollup AS t
+            (chain, connected, grain, bucket, channel, organisation, field, next_day, n)
+        SELECT ch.chain, ch.connected_only, g.grain, {GRAIN_BUCKET}, {_chain_value("channel")},
+               {_chain_value("organisation")}, {_chain_value("field")},
+               date_trunc('day', next_at[ch.i], {_TZ}), sum(sign)
+          FROM {delta} CROSS JOIN {_CHAINS} CROSS JOIN {grains}
+         WHERE connected OR NOT ch.connected_only
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 HAVING sum(sign) <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+        ON CONFLICT (chain, connected, grain, bucket, channel, organisation, field, next_day)
+           DO UPDATE SET n = t.n + EXCLUDED.n"""
+
+
+_LINKS = ", ".join(_LINK_COLUMNS)
+# $1: the batch's contact ids
+CHAINS_APPLY = f"""
+WITH now_ AS (
+    SELECT {_LINK_VIEW} FROM unnest($1::text[]) b(id) JOIN {S}.contacts c ON c.contact_id = b.id
+     WHERE c.caller_key IS NOT NULL AND c.received_at IS NOT NULL),
+was AS (SELECT {", ".join(f"l.{n}" for n in _LINK_COLUMNS)}
+          FROM unnest($1::text[]) b(id) JOIN {S}.caller_links l ON l.contact_id = b.id),
+moved AS ((SELECT * FROM now_ EXCEPT SELECT * FROM was) UNION ALL (SELECT * FROM was EXCEPT SELECT * FROM now_)),
+near AS (
+    SELECT x.id FROM moved m CROSS JOIN {_CHAINS}
+           CROSS JOIN LATERAL (VALUES ({_neighbour("c", "m", True, "contact_id")}),
+                                      ({_neighbour("c", "m", False, "contact_id")})) x(id)
+     WHERE (m.connected OR NOT ch.connected_only) AND x.id IS NOT NULL),
+cand AS (SELECT contact_id FROM moved UNION SELECT id FROM near),
+fresh AS ({_links_of(f"(SELECT {_LINK_VIEW} FROM cand JOIN {S}.contacts c USING (contact_id) "
+                      "WHERE c.caller_key IS NOT NULL AND c.received_at IS NOT NULL) v")}),
+old AS (SELECT l.* FROM cand JOIN {S}.caller_links l USING (contact_id)),
+gone AS (DELETE FROM {S}.caller_links l USING cand
+          WHERE l.contact_id = cand.contact_id AND NOT EXISTS (SELECT FROM fresh f WHERE f.contact_id = l.contact_id)),
+kept AS (INSERT INTO {S}.caller_links AS t
+         SELECT * FROM (SELECT * FROM fresh EXCEPT SELECT * FROM old) f ORDER BY contact_id
+         ON CONFLICT (contact_id) DO UPDATE SET
+            {", ".join(f"{n} = EXCLUDED.{n}" for n in [*_LINK_COLUMNS[1:], "prev_at", "next_at"])}),
+delta AS (SELECT -1 AS sign, * FROM old UNION ALL SELECT 1, * FROM fresh)
+{_caller_rollup_sql("delta")}
+"""
+# Concurrent consumers (several instances) may change the same caller's contacts: each batch holds
+# its callers (the stored and the incoming caller keys) until it commits, taken in one order.
+# $1: the batch's contact ids, $2: the caller keys its events carry.
+LOCK_CALLERS = f"""
+SELECT count(pg_advisory_xact_lock(7305, h)) FROM (
+    SELECT DISTINCT hashtext(k) AS h
+      FROM (SELECT caller_key FROM {S}.contacts WHERE contact_id = ANY($1::text[])
+            UNION ALL SELECT unnest($2::text[])) u(k)
+     WHERE k IS NOT NULL ORDER BY 1) s
+"""
+# every contact's links from the facts at once (a rebuild): a window per chain
+_WINDOWS = ", ".join(
+    f"w{i} AS (PARTITION BY caller_key{''.join(', ' + n for n in CALLER_CHAINS[chain])}"
+    f"{', connected' if connected else ''} ORDER BY received_at, contact_id)"
+    for i, (chain, connected) in enumerate(CHAIN_LINKS))
+
+
+def _window_links(fn: str) -> str:
+    return "ARRAY[" + ", ".join(
+        f"CASE WHEN connected THEN {fn}(received_at) OVER w{i} END" if connected else f"{fn}(received_at) OVER w{i}"
+        for i, (_, connected) in enumerate(CHAIN_LINKS)) + "]::timestamptz[]"
+
+
+REBUILD_CALLER_LINKS = f"""
+INSERT INTO {S}.caller_links
+SELECT {_LINKS}, {_window_links("lag")}, {_window_links("lead")}
+  FROM (SELECT {_LINK_VIEW} FROM {S}.contacts c WHERE c.caller_key IS NOT NULL AND c.received_at IS NOT NULL) v
+WINDOW {_WINDOWS}
+"""
+_LINKS_DELTA = f"(SELECT 1 AS sign, * FROM {S}.caller_links WHERE received_at >= $1 AND received_at < $2) v"
+
+
 # consultation cubes: 0 none, 1 field, 2 desk, 3 age band, 4 risk, 5 hour of day, 6 category
 CONSULTATION_VIEW_NAMES = ["recorded_at", "organisation_id", "desk_id", "field", "categories", "age_band", "risk",
                            "referral_needed"]
@@ -399,13 +535,14 @@ def _coarser(table: str, key: list[str], measures: list[str], grain: str, finer:
 
 
 async def rebuild_rollups(conn: asyncpg.Connection) -> None:
-    """Compute every rollup and the named periods' caller sets from the facts, from scratch (for a
-    schema that had facts before the rollups existed, and for benchmarks that write facts directly).
-    Days come from the facts a month at a time; months from the days."""
+    """Compute every rollup, the callers' links and the named periods' caller sets from the facts, from
+    scratch (for a schema that had facts before the rollups existed, and for benchmarks that write facts
+    directly). Days come from the facts a month at a time; months from the days (the callers' rollup
+    takes both from the links, a month at a time)."""
     async with conn.transaction():
         await conn.execute(f"LOCK TABLE {S}.contacts, {S}.consultations IN SHARE MODE")
         for table in ("contact_rollup", "contact_hist", "consultation_rollup", "period_callers",
-                      "period_caller_counts"):
+                      "period_caller_counts", "caller_links", "caller_rollup"):
             await conn.execute(f"TRUNCATE {S}.{table}")
         lo, hi = await conn.fetchrow(
             f"SELECT least((SELECT min(received_at) FROM {S}.contacts), "
@@ -413,6 +550,7 @@ async def rebuild_rollups(conn: asyncpg.Connection) -> None:
             f"greatest((SELECT max(received_at) FROM {S}.contacts), (SELECT max(recorded_at) FROM {S}.consultations))")
         if lo is None:
             return
+        await conn.execute(REBUILD_CALLER_LINKS)
         months = []
         t = _floor_month(lo)
         while t <= hi:
@@ -423,6 +561,7 @@ async def rebuild_rollups(conn: asyncpg.Connection) -> None:
             await conn.execute(_contact_rollup_sql(_FACTS_DELTA, _DAILY), a, b)
             await conn.execute(_contact_hist_sql(_FACTS_DELTA, _DAILY), a, b)
             await conn.execute(_consultation_rollup_sql(_CONSULTATION_FACTS_DELTA, _DAILY), a, b)
+            await conn.execute(_caller_rollup_sql(_LINKS_DELTA), a, b)  # days and this month
         start, end = months[0][0], months[-1][1]
         contact_key = ["cube", "channel", "organisation", "k"]
         for grain, finer in (("m", "d"),):
@@ -475,6 +614,7 @@ ROLLUP_TABLES = {  # table -> its counts (a row whose counts are all zero says n
     "contact_hist": ["n"],
     "consultation_rollup": ["consultations", "referral_needed", "high_risk"],
     "period_caller_counts": ["callers", "callers_connected"],
+    "caller_rollup": ["n"],
 }
 
 
@@ -484,6 +624,8 @@ async def rollup_rows(conn: Any) -> dict[str, set[tuple[Any, ...]]]:
     for table, counts in ROLLUP_TABLES.items():
         rows = await conn.fetch(f"SELECT * FROM {S}.{table} WHERE {' OR '.join(f'{c} <> 0' for c in counts)}")
         out[table] = {tuple(r) for r in rows}
+    out["caller_links"] = {tuple(tuple(v) if isinstance(v, list) else v for v in r)
+                           for r in await conn.fetch(f"SELECT * FROM {S}.caller_links")}
     return out
 
 
@@ -736,10 +878,81 @@ async def _contact_bins(conn: Any, period: Period, group_by: str | None, channel
     return out
 
 
+def caller_plan(group_by: str | None, channel: str | None,
+                organisation: str | None) -> tuple[tuple[int, str | None], ...] | None:
+    """Which chains (domain.CALLER_CHAINS) answer a question: (chain, None) for the totals, then
+    (chain, the group's column) — None when the links do not answer it (it is counted from the facts:
+    group_by desk, prefecture, hour or day, and a partner's scope, field or organisation over all channels)."""
+    if organisation is None:
+        total = 0 if channel is None else 1
+    elif channel is not None:
+        total = 3
+    else:
+        return None
+    if group_by is None:
+        return ((total, None),)
+    if group_by == "channel":
+        return ((total, None), (1 if organisation is None else 3, "channel"))
+    if channel is None or group_by not in ("field", "organisation"):
+        return None
+    if group_by == "field":
+        return ((total, None), (2 if organisation is None else 4, "field"))
+    return ((total, None), (3, "organisation"))
+
+
+def _callers_sql(chain: int, key: str | None) -> str:
+    """Distinct callers per group of one chain over a period (domain.callers_in): $1–$3 the whole buckets
+    (grains, starts, ends), $4–$5 the edges, $6–$7 the whole buckets' span [D1, D2), $8 the period's end,
+    $9 channel, $10 organisation (NULL: any)."""
+    t_key = f"t.{key}" if key else "NULL::text"
+    l_key = f"l.{key}" if key else "NULL::text"
+    l_filter = " AND ".join(
+        f"(${n}::text IS NULL OR l.{name} = ${n})" for n, name in ((9, "channel"), (10, "organisation")))
+    t_filter = l_filter.replace("l.", "t.")
+    links = ", ".join(f"({i}, {str(k).lower()})" for i, (c, k) in enumerate(CHAIN_LINKS, start=1) if c == chain)
+    return f"""
+        WITH parts AS (
+            SELECT {t_key} AS key, t.connected, sum(t.n) AS n
+              FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) r(grain, lo, hi)
+                   CROSS JOIN LATERAL (SELECT * FROM {S}.caller_rollup t
+                                        WHERE t.chain = {chain} AND t.connected IN (false, true)
+                                          AND t.grain = r.grain::"char" AND t.bucket >= r.lo AND t.bucket < r.hi
+                                          AND {t_filter} AND (t.next_day IS NULL OR t.next_day >= $7)
+                                       OFFSET 0) t
+             GROUP BY 1, 2
+            UNION ALL
+            SELECT {l_key}, ch.connected_only,
+                   count(*) FILTER (WHERE l.next_at[ch.i] IS NULL OR l.next_at[ch.i] >= $8)
+                   - count(*) FILTER (WHERE l.received_at >= $7 AND l.prev_at[ch.i] >= $6 AND l.prev_at[ch.i] < $7)
+              FROM unnest($4::timestamptz[], $5::timestamptz[]) e(lo, hi)
+                   CROSS JOIN LATERAL (SELECT * FROM {S}.caller_links l
+                                        WHERE l.received_at >= e.lo AND l.received_at < e.hi OFFSET 0) l
+                   CROSS JOIN (VALUES {links}) ch(i, connected_only)
+             WHERE {l_filter} AND (l.connected OR NOT ch.connected_only)
+             GROUP BY 1, 2)
+        SELECT key, connected, sum(n)::bigint AS n FROM parts GROUP BY 1, 2"""
+
+
+async def _callers_from_links(conn: Any, period: Period, chain: int, key: str | None, channel: str | None,
+                              organisation: str | None) -> dict[Any, tuple[int, int]]:
+    c = cover(period)
+    d1, d2 = whole_span(c) or (period.end, period.end)
+    names = CALLER_CHAINS[chain]
+    rows = await conn.fetch(
+        _callers_sql(chain, key), [b[0] for b in c.buckets], [b[1] for b in c.buckets], [b[2] for b in c.buckets],
+        [e[0] for e in c.edges], [e[1] for e in c.edges], d1, d2, period.end,
+        channel if "channel" in names else None, organisation if "organisation" in names else None)
+    out: dict[Any, list[int]] = {}
+    for r in rows:
+        out.setdefault(r["key"], [0, 0])[1 if r["connected"] else 0] += r["n"]
+    return {k: (a, cc) for k, (a, cc) in out.items()}
+
+
 async def distinct_callers(conn: Any, period: Period, group_by: str | None, channel: str | None,
                    organisation: str | None) -> dict[Any, tuple[int, int]]:
     """key ("total" for all) -> (callers, callers who got through): from a named period's maintained
-    counts when the period is one, else counted from the facts (exact, slower on long periods)."""
+    counts when the period is one, else from the callers' links (caller_plan says which questions they
+    answer), else counted from the facts (exact, slower on long periods)."""
     # the sets keep (channel, organisation), (channel, all organisations) and (all, all)
     name = None if channel is None and organisation is not None else await conn.fetchval(
         f"SELECT name FROM {S}.named_periods WHERE start_at = $1 AND end_at = $2 LIMIT 1", period.start, period.end)
@@ -757,6 +970,19 @@ async def distinct_callers(conn: Any, period: Period, group_by: str | None, chan
         if fixed is not None and out["total"] != (0, 0):  # the scope fixes the group: its total (_READ_GROUPS)
             out[fixed] = out["total"]
         return out
+    plan = caller_plan(group_by, channel, organisation)
+    if plan is not None:
+        for i, (chain, key) in enumerate(plan):
+            for k, counts in (await _callers_from_links(conn, period, chain, key, channel, organisation)).items():
+                out["total" if i == 0 else k] = counts
+        return out
+    return await callers_from_facts(conn, period, group_by, channel, organisation)
+
+
+async def callers_from_facts(conn: Any, period: Period, group_by: str | None, channel: str | None,
+                             organisation: str | None) -> dict[Any, tuple[int, int]]:
+    """The same as distinct_callers, counted from the facts (exact; seconds over a long period)."""
+    out: dict[Any, tuple[int, int]] = {"total": (0, 0)}
     key = CONTACT_DIMENSIONS[group_by] if group_by else None
     sql = _grouped(CONTACTS_VIEW, "count(DISTINCT caller_key) AS callers, "
                    "count(DISTINCT caller_key) FILTER (WHERE connected) AS callers_connected", key)
