@@ -124,9 +124,10 @@ async def _committed(metrics: Metrics, prepared: Prepared) -> list[ValidatedEven
     if not prepared.unique:
         return []
     async with metrics.pool.acquire() as conn, conn.transaction():
-        if not metrics.live and await catchup.live_for_batch(conn):
-            metrics.live = True
-        return await apply_prepared(conn, prepared, rollups=metrics.live)
+        # catching up: the mode is held until this transaction ends, so no derive runs in between
+        live = metrics.live or await catchup.live_for_batch(conn)
+        metrics.live = metrics.live or live
+        return await apply_prepared(conn, prepared, rollups=live)
 
 
 async def _counted(metrics: Metrics, fresh: list[ValidatedEvent]) -> None:
