@@ -6,18 +6,24 @@ Runs on its own embedded broker and PostgreSQL (temp dir, free ports). Steps:
 1. baseline — raw aiokafka batch consume → validate each event → one set-based
    ``INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING`` → produce a derived record per event →
    await the acks → commit offsets (the hop PERFORMANCE.md measures at ~25–28 k msg/s);
-2. metrics — the real service process, fed the same canonical events on its four topics: time until
-   every event is in its inbox and folded into the facts and rollups — what a rebuild does. The log
-   lies in the named period trial1, so every contact also writes the period's caller sets (15–21 rows,
-   the worst case); the same log shifted outside every named period (a second database and topic
-   prefix) gives the rate of most of a year, and the rebuild estimate weighs the two;
+2. metrics — the real service process, live (its empty topics caught up), fed the same canonical
+   events on its four topics: time until every event is in its inbox and folded into the facts and
+   rollups — the live fold. The log lies in the named period trial1, so every contact also writes the
+   period's caller sets (15–21 rows, the worst case); the same log shifted outside every named period
+   (a second database and topic prefix) gives the rate of most of a year, and the live fold's year
+   estimate weighs the two;
+2b. rebuild — the trial1 log already on a third topic prefix, the service started on an empty
+   database: it folds the backlog into the facts only (catch-up), then, once caught up, derives every
+   rollup from them in one pass (``store.rebuild_rollups``) and goes live. Timed: the catch-up fold
+   (events/s) and the caught-up detection + derive; the year estimate adds the derive of the history
+   below (step 3) scaled linearly to 10 M contacts;
 3. history — ``--history`` contacts spread over a year written straight into the facts tables (with
    consultations and referrals in proportion), the rollups and trial 1's caller sets built from them
    (``store.rebuild_rollups``), then each report query timed for the trial week and for the whole
    year (p50 / p99 of up to 25 runs; an arbitrary year's distinct callers come from the facts).
 
-Usage: ``python bench/metrics.py [--events N] [--history N]``. Defaults are small (CI-sized); the
-year of the issue is ``--history 10000000`` (about 10 M contacts ≈ 70 M events).
+Usage: ``python bench/metrics.py [--events N] [--history N] [--skip-rebuild]``. Defaults are small
+(CI-sized); the year of the issue is ``--history 10000000`` (about 10 M contacts ≈ 70 M events).
 """
 
 from __future__ import annotations
@@ -129,14 +135,13 @@ def postgres_cpu(home: Path) -> float:
 async def metrics_rate(settings: Settings, log: list[dict], home: Path) -> tuple[float, float, float]:
     """(events/s, CPU seconds of the metrics process, of PostgreSQL) from the first publish to the last
     event in the inbox."""
-    env = {"DATABASE_URL": settings.database_url or "",
-           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-           "TSUNAGU_METRICS_PORT": str(settings.metrics_port), "TSUNAGU_LOG_LEVEL": "warning",
-           "TSUNAGU_TOPIC_PREFIX": settings.topic_prefix}
-    service = ServiceProcess("metrics", env, settings.metrics_port, home / "metrics.log").start()
+    service = _service(settings, home).start()
     pool = await create_pool(settings.database_url or "", max_size=1)
     try:
-        await asyncio.sleep(4)  # let the consumer group settle before timing
+        # live: the new schema caught up with its empty topics (the group has joined) and derived nothing
+        while await pool.fetchval("SELECT mode FROM metrics.fold_mode") != "live":
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)  # let the consumer group settle before timing
         assert service.proc is not None
         cpu0, pg0 = _cpu_seconds(service.proc.pid), postgres_cpu(home)
         t0 = time.perf_counter()
@@ -145,6 +150,42 @@ async def metrics_rate(settings: Settings, log: list[dict], home: Path) -> tuple
             await asyncio.sleep(0.05)
         rate = len(log) / (time.perf_counter() - t0)
         return rate, _cpu_seconds(service.proc.pid) - cpu0, postgres_cpu(home) - pg0
+    finally:
+        await pool.close()
+        service.stop()
+
+
+def _service(settings: Settings, home: Path, name: str = "metrics") -> ServiceProcess:
+    env = {"DATABASE_URL": settings.database_url or "",
+           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+           "TSUNAGU_METRICS_PORT": str(settings.metrics_port), "TSUNAGU_LOG_LEVEL": "info",
+           "TSUNAGU_TOPIC_PREFIX": settings.topic_prefix}
+    return ServiceProcess("metrics", env, settings.metrics_port, home / f"{name}.log")
+
+
+async def rebuild_rate(settings: Settings, log: list[dict], home: Path) -> tuple[float, float, float, float]:
+    """A rebuild: the log is on the topics before the service starts on an empty schema. Returns
+    (events/s of the catch-up fold — from the first committed chunk to the last event in the inbox —,
+    seconds from then until live: caught-up detection + the derive, CPU seconds of the metrics process
+    and of PostgreSQL over both)."""
+    await publish(settings, log)
+    expected = len({(e["source"], e["id"]) for e in log})
+    service = _service(settings, home, "rebuild").start()
+    pool = await create_pool(settings.database_url or "", max_size=1)
+    try:
+        assert service.proc is not None
+        cpu0, pg0 = _cpu_seconds(service.proc.pid), postgres_cpu(home)
+        while (first := await pool.fetchval("SELECT count(*) FROM metrics.inbox")) == 0:
+            await asyncio.sleep(0.01)
+        t0 = time.perf_counter()
+        while await pool.fetchval("SELECT count(*) FROM metrics.inbox") < expected:
+            await asyncio.sleep(0.05)
+        t1 = time.perf_counter()
+        while await pool.fetchval("SELECT mode FROM metrics.fold_mode") != "live":
+            await asyncio.sleep(0.02)
+        t2 = time.perf_counter()
+        return ((expected - first) / (t1 - t0), t2 - t1, _cpu_seconds(service.proc.pid) - cpu0,
+                postgres_cpu(home) - pg0)
     finally:
         await pool.close()
         service.stop()
@@ -237,8 +278,10 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
         loaded = time.perf_counter() - t0
         t0 = time.perf_counter()
         await store.sync_named_periods(pool, {"trial1": TRIAL_WEEK})
+        t1 = time.perf_counter()
         async with pool.acquire() as conn:
-            await store.rebuild_rollups(conn)  # the rollups and the named period's caller sets
+            await store.rebuild_rollups(conn)  # the rollups and the named period's caller sets: the derive
+        derived = time.perf_counter() - t1
         await pool.execute("ANALYZE metrics.contact_rollup; ANALYZE metrics.contact_hist; "
                            "ANALYZE metrics.consultation_rollup; ANALYZE metrics.period_caller_counts; "
                            "ANALYZE metrics.caller_links; ANALYZE metrics.caller_rollup")
@@ -277,7 +320,7 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
             week = await timed(lambda q=query: q(TRIAL_WEEK))
             year = await timed(lambda q=query: q(WHOLE_YEAR), budget_s=20.0) if whole_year else None
             out.append((name, week, year))
-        return loaded, rolled, (rollup_rows, caller_rows), out
+        return loaded, rolled, derived, (rollup_rows, caller_rows), out
     finally:
         await pool.close()
 
@@ -305,9 +348,20 @@ async def main(args: argparse.Namespace) -> None:
                 await auth.migrate_schema(pool)
                 await pool.close()
                 outside, cpu_out, pg_out = await metrics_rate(settings2, bench_log(args.events, OUTSIDE_START), home)
+            rebuild = settle = cpu_rb = pg_rb = float("nan")
+            if not args.skip_rebuild:  # the trial1 log replayed into an empty schema: fresh database and topics
+                dsn3 = await stack.ensure_database(dsn or "", "bench_rebuild")
+                settings3 = Settings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=dsn3, partitions=args.partitions,
+                                     topic_prefix="rebuild.", log_level="warning", metrics_port=stack.free_port())
+                await stack.create_stack_topics(settings3, bootstrap or "")
+                pool = await create_pool(dsn3)
+                await auth.migrate_schema(pool)
+                await pool.close()
+                rebuild, settle, cpu_rb, pg_rb = await rebuild_rate(settings3, log, home)
         if args.skip_service:
             baseline = rate = outside = cpu = pg_cpu = cpu_out = pg_out = float("nan")
-        loaded, rolled, rollup_rows, timings = await history_queries(dsn, args.history, not args.skip_year)
+            rebuild = settle = cpu_rb = pg_rb = float("nan")
+        loaded, rolled, derived, rollup_rows, timings = await history_queries(dsn, args.history, not args.skip_year)
 
         print(f"\nmetrics benchmark — {len(log):,} canonical events (~{mean_bytes:.0f} bytes, "
               f"{len({event_type(e['type']).topic for e in log})} topics), {args.partitions} partitions; "
@@ -315,19 +369,31 @@ async def main(args: argparse.Namespace) -> None:
               f"load {os.getloadavg()[0]:.1f}")
         print(f"{'path':70} {'events/s':>10} {'× baseline':>11}")
         print(f"{'raw batched hop (consume → validate → insert → produce), same run':70} {baseline:10,.0f} {1:11.2f}")
-        print(f"{'metrics service = a rebuild (consume → inbox → facts + rollups)':70} {rate:10,.0f} "
+        print(f"{'metrics live fold (consume → inbox → facts + rollups by deltas)':70} {rate:10,.0f} "
               f"{rate / baseline:11.2f}")
         print(f"{'the same log outside every named period (no caller sets)':70} {outside:10,.0f} "
               f"{outside / baseline:11.2f}")
         print(f"CPU seconds, metrics process + PostgreSQL (the same PostgreSQL also serves the second database): "
               f"trial1 log {cpu:.1f} + {pg_cpu:.1f}, outside {cpu_out:.1f} + {pg_out:.1f}")
+        print(f"{'rebuild: catch-up fold of the trial1 log (consume → inbox → facts only)':70} {rebuild:10,.0f} "
+              f"{rebuild / baseline:11.2f}")
+        print(f"  then caught up (offsets) and every rollup derived from the facts: {settle:.1f} s; CPU seconds, "
+              f"metrics process + PostgreSQL, catch-up fold + derive: {cpu_rb:.1f} + {pg_rb:.1f}")
         year_s = 70e6 * (NAMED_SHARE / rate + (1 - NAMED_SHARE) / outside)
-        print(f"rebuild of a year (70 M events, {NAMED_SHARE:.0%} inside named periods) at these rates: "
-              f"{year_s / 3600:.2f} h on one instance (all inside: {70e6 / rate / 3600:.2f} h; "
-              f"needs ≥ 19,444 events/s for 1 h)")
+        print(f"year by the live fold (70 M events, {NAMED_SHARE:.0%} inside named periods) at these rates: "
+              f"{year_s / 3600:.2f} h on one instance (all inside: {70e6 / rate / 3600:.2f} h)")
+        derive_year = derived * 10e6 / args.history
+        rebuild_year = 70e6 / rebuild + derive_year
+        print(f"year by the rebuild path: catch-up fold {70e6 / rebuild / 3600:.2f} h + derive "
+              f"{derive_year / 3600:.2f} h (history's derive {derived:.1f} s for {args.history:,} contacts, "
+              f"scaled to 10 M) = {rebuild_year / 3600:.2f} h on one instance — under an hour: "
+              f"{'met' if rebuild_year < 3600 else 'not met'} (the fold alone needs ≥ 19,444 events/s for 1 h)")
+        if derive_year < 3600:  # absolute rates follow the machine's load; the ratio to the hop does not
+            print(f"  at these ratios, under an hour wherever the raw hop runs at ≥ "
+                  f"{70e6 / (rebuild / baseline) / (3600 - derive_year):,.0f} events/s (with this run's derive)")
         print(f"\nhistory: {args.history:,} contacts over a year: facts written in {loaded:.1f} s, rollups built "
-              f"from them in {rolled:.1f} s ({rollup_rows[0]:,} rollup rows, {rollup_rows[1]:,} caller rollup rows); "
-              "report queries, ms "
+              f"from them in {rolled:.1f} s (of which the derive, store.rebuild_rollups, {derived:.1f} s; "
+              f"{rollup_rows[0]:,} rollup rows, {rollup_rows[1]:,} caller rollup rows); report queries, ms "
               "(p50 / p99 nearest rank, so the slowest of n < 100 runs):")
         print(f"{'query':62} {'trial week p50/p99 (n)':>24} {'whole year p50/p99 (n)':>24}")
         for name, week, year in timings:
@@ -342,5 +408,7 @@ if __name__ == "__main__":
     parser.add_argument("--skip-service", action="store_true", help="only the history queries")
     parser.add_argument("--skip-outside", action="store_true",
                         help="do not time the log outside the named periods")
+    parser.add_argument("--skip-rebuild", action="store_true",
+                        help="do not time the rebuild path (catch-up fold + derive)")
     parser.add_argument("--skip-year", action="store_true", help="time the trial week only (big histories)")
     asyncio.run(main(parser.parse_args()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -15,7 +16,10 @@ from fastapi.responses import JSONResponse
 Check = Callable[[], Awaitable[bool]]
 
 
-def health_router(service: str, checks: dict[str, Check]) -> APIRouter:
+def health_router(service: str, checks: dict[str, Check],
+                  state: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> APIRouter:
+    """``state``, when given, adds to a ready answer what the service is doing (e.g. metrics while it
+    rebuilds: ``{"status": "rebuilding", ...}``) — still 200: it works, and says so."""
     router = APIRouter(tags=["health"])
 
     @router.get("/health/live", summary="The process is running")
@@ -31,10 +35,10 @@ def health_router(service: str, checks: dict[str, Check]) -> APIRouter:
             except Exception:  # a failing dependency is an answer, not an error
                 results[name] = False
         ok = all(results.values())
-        return JSONResponse(
-            {"service": service, "status": "ready" if ok else "not_ready", "checks": results},
-            status_code=200 if ok else 503,
-        )
+        body: dict[str, Any] = {"service": service, "status": "ready" if ok else "not_ready", "checks": results}
+        if ok and state is not None:
+            body |= await state()
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     return router
 

@@ -13,9 +13,9 @@ import structlog
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from services.metrics import store
+from services.metrics import catchup, store
 from services.metrics.domain import Period, load_periods
-from services.metrics.handlers import Metrics, register_consumer
+from services.metrics.handlers import CONSUMED, Metrics, register_consumer
 from services.metrics.http import router as metrics_router
 from services.metrics.telemetry import OpsTelemetry
 from tsunagu import auth
@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     telemetry = OpsTelemetry(telemetry=process_telemetry.get())  # one meter: business, handler and lag metrics
     metrics = Metrics(settings=settings, telemetry=telemetry)
     broker = make_broker(settings, client_id="tsunagu-metrics")
-    register_consumer(broker, metrics)
+    subscriber = register_consumer(broker, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,15 +64,22 @@ def create_app(settings: Settings) -> FastAPI:
         applied = await auth.migrate_schema(metrics.pool) + await store.migrate_schema(metrics.pool)
         # before consuming: the named periods' caller sets must match the configured periods
         await store.sync_named_periods(metrics.pool, app.state.periods)
+        metrics.live = await catchup.is_live(metrics.pool)
+        if not metrics.live:  # a new or stale schema: fold facts only until the topics are caught up
+            metrics.catch_up = catchup.CatchUp(metrics, subscriber, [settings.topic(t) for t in CONSUMED])
         await broker.start()
-        live = asyncio.create_task(refresh_live(metrics, settings.metrics_live_seconds))
-        log.info("metrics_started", migrations=applied, group=settings.metrics_consumer_group)
+        tasks = [asyncio.create_task(refresh_live(metrics, settings.metrics_live_seconds))]
+        if metrics.catch_up is not None:
+            tasks.append(asyncio.create_task(metrics.catch_up.run()))
+        log.info("metrics_started", migrations=applied, group=settings.metrics_consumer_group,
+                 mode="live" if metrics.live else "catch_up")
         try:
             yield
         finally:
-            live.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await live
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await broker.stop()  # commits the consumer's offsets
             await metrics.pool.close()
             telemetry.shutdown()
@@ -87,7 +94,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     app.state.periods = periods_of(settings)
 
-    app.include_router(health_router("metrics", service_checks(metrics, broker)))
+    async def fold_state() -> dict[str, object]:
+        if metrics.live or (metrics.pool is not None and await catchup.is_live(metrics.pool)):
+            metrics.live = True
+            return {"figures": "live"}
+        behind = metrics.catch_up.behind if metrics.catch_up is not None else None
+        return {"status": "rebuilding", "figures": catchup.REBUILDING, "behind": behind}
+
+    app.include_router(health_router("metrics", service_checks(metrics, broker), fold_state))
     app.include_router(metrics_router)
 
     @app.get("/metrics", tags=["ops"], summary="OpenTelemetry metrics in the Prometheus text format")

@@ -12,12 +12,13 @@ import json
 from datetime import date, datetime
 from typing import Annotated, Any
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from schemas.codes import FieldCode
-from services.metrics import erlang, figures, store
+from services.metrics import catchup, erlang, figures, store
 from services.metrics.app import periods_of
 from services.metrics.domain import NO_FIELD, Period, PeriodError, hours_by_hour_of_day, resolve_period
 from tsunagu.db import create_pool
@@ -43,6 +44,23 @@ def _database_url() -> str:
     except stack.StackError as err:
         err_console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from None
+
+
+async def _rebuilding(dsn: str) -> bool:
+    """Whether metrics is catching up with a backlog (its figures not final yet)."""
+    pool = await create_pool(dsn, max_size=1)
+    try:
+        return not await catchup.is_live(pool)
+    except asyncpg.UndefinedTableError:  # metrics has not migrated this schema yet: nothing to say
+        return False
+    finally:
+        await pool.close()
+
+
+def _refuse_while_rebuilding(dsn: str) -> None:
+    if asyncio.run(_rebuilding(dsn)):
+        err_console.print(f"[yellow]metrics is {catchup.REBUILDING}[/yellow]")
+        raise typer.Exit(3)
 
 
 def _period(period: str | None, start: str | None, end: str | None) -> Period:
@@ -145,7 +163,9 @@ def print_report(report: dict[str, Any]) -> None:
 def report(period: PeriodOpt = None, start: FromOpt = None, to: ToOpt = None, as_json: JsonOpt = False) -> None:
     """The period report, laid out like the government's summary (Japanese labels beside English)."""
     p = _period(period, start, to)
-    result = asyncio.run(period_report(_database_url(), p))
+    dsn = _database_url()
+    _refuse_while_rebuilding(dsn)
+    result = asyncio.run(period_report(dsn, p))
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2, default=_json_default))
     else:
@@ -219,7 +239,9 @@ def plan(
     """Erlang-A per field and hour of day: lines needed for the target answer rate, and the rate the
     current lines predict."""
     p = _period(period, start, to)
-    result = asyncio.run(capacity_plan(_database_url(), p, target, _parse_lines(lines or [])))
+    dsn = _database_url()
+    _refuse_while_rebuilding(dsn)
+    result = asyncio.run(capacity_plan(dsn, p, target, _parse_lines(lines or [])))
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2, default=_json_default))
         return

@@ -2,7 +2,8 @@
 
 A batch is applied in chunks of records, each in one PostgreSQL transaction: claim the events in the
 inbox (a redelivered event is a no-op), fold the new ones into facts (domain.py) and combine them
-with the stored facts, moving the rollups by each changed contact's difference (store.py). The next
+with the stored facts, moving the rollups by each changed contact's difference (store.py) — or, while
+the schema catches up with a backlog (catchup.py), the facts alone. The next
 chunk is decoded and folded while this one's transaction runs; chunks commit in order. Offsets are
 committed after the last chunk's transaction (NACK_ON_ERROR): a crash anywhere replays the batch,
 whose committed chunks find their events already claimed.
@@ -20,7 +21,7 @@ import structlog
 from faststream.kafka import KafkaBroker
 
 from schemas import ValidatedEvent
-from services.metrics import store
+from services.metrics import catchup, store
 from services.metrics.domain import Facts, fold
 from services.metrics.telemetry import OpsTelemetry
 from tsunagu import topics
@@ -41,6 +42,8 @@ class Metrics:
     telemetry: OpsTelemetry
     pool: asyncpg.Pool | None = None
     consumed: int = field(default=0)  # new events applied by this process
+    live: bool = False  # the schema's fold_mode was seen 'live' (it never goes back)
+    catch_up: catchup.CatchUp | None = None  # while catching up: watches the offsets, then derives
 
 
 # A batch is applied in chunks, one transaction each, pipelined: while one chunk's statements run in
@@ -73,9 +76,9 @@ def unique_events(events: list[ValidatedEvent]) -> list[ValidatedEvent]:
     return out
 
 
-async def apply_prepared(conn: asyncpg.Connection, prepared: Prepared) -> list[ValidatedEvent]:
+async def apply_prepared(conn: asyncpg.Connection, prepared: Prepared, rollups: bool = True) -> list[ValidatedEvent]:
     """Inside the caller's transaction: claim the chunk's events in the inbox and fold the new ones
-    into the facts and the rollups. Returns the events that were new."""
+    into the facts and (``rollups``: live) the rollups. Returns the events that were new."""
     unique = prepared.unique
     new = await claim_new(conn, store.SCHEMA, [(e.envelope.source, e.envelope.id, e.envelope.type) for e in unique])
     if len(new) == len(unique):
@@ -83,7 +86,10 @@ async def apply_prepared(conn: asyncpg.Connection, prepared: Prepared) -> list[V
     else:  # a redelivery (e.g. the chunks that committed before a crash): fold only what is new
         fresh = [e for e in unique if (e.envelope.source, e.envelope.id) in new]
         rows = store.fact_rows(fold(fresh))
-    await store.apply_rows(conn, rows)
+    if rollups:
+        await store.apply_rows(conn, rows)
+    else:
+        await catchup.apply_facts_only(conn, rows)
     return fresh
 
 
@@ -118,7 +124,10 @@ async def _committed(metrics: Metrics, prepared: Prepared) -> list[ValidatedEven
     if not prepared.unique:
         return []
     async with metrics.pool.acquire() as conn, conn.transaction():
-        return await apply_prepared(conn, prepared)
+        # catching up: the mode is held until this transaction ends, so no derive runs in between
+        live = metrics.live or await catchup.live_for_batch(conn)
+        metrics.live = metrics.live or live
+        return await apply_prepared(conn, prepared, rollups=live)
 
 
 async def _counted(metrics: Metrics, fresh: list[ValidatedEvent]) -> None:
@@ -157,14 +166,26 @@ async def apply_batch(metrics: Metrics, records: Any, chunk: int = CHUNK_RECORDS
         raise
 
 
-def register_consumer(broker: KafkaBroker, metrics: Metrics) -> None:
+def register_consumer(broker: KafkaBroker, metrics: Metrics) -> Any:
+    """Subscribe metrics to every canonical topic; returns the subscriber (its consumer's offsets tell
+    when a catch-up has reached the end of the topics)."""
     settings = metrics.settings
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         *(settings.topic(t) for t in CONSUMED),
         **batch_subscriber(settings.group(settings.metrics_consumer_group), max_records=6000, fetch_max_wait_ms=100),
         title="metrics.events",
         description="Every canonical event, folded into facts for the secretariat's figures.",
     )
+
+    @subscriber
     async def on_canonical_events(records: Any) -> None:
-        await apply_batch(metrics, records)
+        try:
+            await apply_batch(metrics, records)
+        except catchup.DeriveInProgress:
+            log.info("batch_waits_for_derive")  # redelivered once the rollups are derived
+            raise
+        if not metrics.live and metrics.catch_up is not None:
+            metrics.catch_up.applied_records(records if isinstance(records, (list, tuple)) else [records])
+
+    return subscriber

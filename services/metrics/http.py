@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.metrics import figures
+from services.metrics import catchup, figures
 from services.metrics.domain import Period, PeriodError, resolve_period
 from tsunagu.auth import Caller
-from tsunagu.http_auth import AUTH_RESPONSES, BAD_REQUEST, require_roles
+from tsunagu.http_auth import AUTH_RESPONSES, BAD_REQUEST, Detail, require_roles
 
 router = APIRouter(prefix="/v1/metrics", tags=["metrics"], responses=AUTH_RESPONSES)
 Reader = Annotated[Caller, Depends(require_roles("secretariat", "partner"))]
@@ -29,6 +29,28 @@ ChannelQ = Annotated[
     Literal["phone", "chat", "sns", "all"] | None,
     Query(description="channel to count (default phone — call attempts; all channels when group_by=channel)"),
 ]
+# While metrics catches up with a backlog (a rebuild), its rollups are stale and its facts partial:
+# every figure answers 503 until it is live.
+FIGURES_RESPONSES: dict[int | str, dict] = {
+    **BAD_REQUEST,
+    503: {"model": Detail, "description": "metrics is rebuilding its figures from the topics (catch-up); "
+          "nothing partial is served — retry after Retry-After seconds",
+          "headers": {"Retry-After": {"description": "seconds to wait before asking again",
+                                      "schema": {"type": "integer"}}}},
+}
+
+
+async def _final(request: Request) -> None:
+    """Answer 503 while the figures are being rebuilt (the mode is read again until it is live)."""
+    metrics = request.app.state.metrics
+    if metrics.live:
+        return
+    if await catchup.is_live(request.app.state.pool):
+        metrics.live = True
+        return
+    raise HTTPException(503, catchup.REBUILDING, headers={"Retry-After": str(catchup.RETRY_AFTER_S)})
+
+
 ContactGroup = Literal["field", "organisation", "desk", "channel", "prefecture", "hour", "day"]
 
 
@@ -63,10 +85,11 @@ def _answer(request: Request, body: dict[str, Any]) -> Response:
 
 @router.get("/answer-rate",
             summary="Call attempts, connected, answer rate (応答率), abandonment, per-caller rate",
-            responses=BAD_REQUEST)
+            responses=FIGURES_RESPONSES)
 async def answer_rate(request: Request, caller: Reader, start: FromQ = None, to: ToQ = None, period: PeriodQ = None,
                       group_by: ContactGroup | None = None, channel: ChannelQ = None) -> Response:
     p = _period(request, period, start, to)
+    await _final(request)
     body = await figures.answer_rate(request.app.state.pool, p, group_by, channel=_channel(channel, group_by),
                                      organisation=_scope(caller))
     return _answer(request, body)
@@ -74,12 +97,13 @@ async def answer_rate(request: Request, caller: Reader, start: FromQ = None, to:
 
 @router.get("/waits",
             summary="Waits, talk times and service level (answered within N seconds)",
-            responses=BAD_REQUEST)
+            responses=FIGURES_RESPONSES)
 async def waits(request: Request, caller: Reader, start: FromQ = None, to: ToQ = None, period: PeriodQ = None,
                 group_by: ContactGroup | None = None, channel: ChannelQ = None,
                 within: Annotated[str, Query(description="seconds, comma-separated, e.g. 20,60")] = "20,60",
                 ) -> Response:
     p = _period(request, period, start, to)
+    await _final(request)
     try:
         seconds = sorted({int(s) for s in within.split(",") if s.strip()})
     except ValueError:
@@ -93,23 +117,25 @@ async def waits(request: Request, caller: Reader, start: FromQ = None, to: ToQ =
 
 @router.get("/consultations",
             summary="Consultations: categories ranked, age bands, risk levels",
-            responses=BAD_REQUEST)
+            responses=FIGURES_RESPONSES)
 async def consultations(request: Request, caller: Reader, start: FromQ = None, to: ToQ = None,
                         period: PeriodQ = None,
                         group_by: Literal["field", "organisation", "desk", "age_band", "risk", "hour", "day"]
                         | None = None) -> Response:
     p = _period(request, period, start, to)
+    await _final(request)
     body = await figures.consultations(request.app.state.pool, p, group_by, organisation=_scope(caller))
     return _answer(request, body)
 
 
 @router.get("/referrals",
             summary="Referrals (つなぎ) by receiver type, state, urgency; time to acknowledge",
-            responses=BAD_REQUEST)
+            responses=FIGURES_RESPONSES)
 async def referrals(request: Request, caller: Reader, start: FromQ = None, to: ToQ = None, period: PeriodQ = None,
                     group_by: Literal["receiver_type", "state", "urgency", "organisation", "day"] | None = None,
                     ) -> Response:
     p = _period(request, period, start, to)
+    await _final(request)
     body = await figures.referrals(request.app.state.pool, p, group_by, organisation=_scope(caller))
     return _answer(request, body)
 

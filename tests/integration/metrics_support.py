@@ -196,18 +196,27 @@ class RunningMetrics:
         finally:
             await pool.close()
 
+    async def mode(self) -> str | None:
+        """'catch_up' while metrics replays a backlog into facts only, 'live' once it derived its rollups."""
+        pool = await create_pool(self.settings.database_url, max_size=1)
+        try:
+            return await pool.fetchval("SELECT mode FROM metrics.fold_mode")
+        finally:
+            await pool.close()
+
     async def wait_until_consumed(self, expected: int, timeout: float = 60.0) -> None:
+        """Until ``expected`` events are in the inbox and metrics is live (its figures final)."""
         deadline = asyncio.get_running_loop().time() + timeout
-        seen = -1
+        seen, mode = -1, None
         while asyncio.get_running_loop().time() < deadline:
             try:
-                seen = await self.consumed()
+                seen, mode = await self.consumed(), await self.mode()
             except Exception:  # the schema may not exist yet
                 seen = -1
-            if seen >= expected:
+            if seen >= expected and mode == "live":
                 return
             await asyncio.sleep(0.2)
-        raise AssertionError(f"metrics consumed {seen} of {expected} events:\n{self.process.log_tail()}")
+        raise AssertionError(f"metrics consumed {seen} of {expected} events, mode {mode}:\n{self.process.log_tail()}")
 
 
 async def issue_keys(settings: Settings) -> dict[str, str]:

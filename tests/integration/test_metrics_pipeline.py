@@ -1,7 +1,8 @@
 """The pipelined fold on a real PostgreSQL: a batch applied in chunks, the next one folded while the
 one before commits, gives the very rollups and figures of one transaction over the whole log — also
 when the consumer dies between chunks (some committed, the rest rolled back, no offsets committed)
-and the whole batch is redelivered."""
+and the whole batch is redelivered; in catch-up (facts only), the rollups derived afterwards are the
+same."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.metrics import handlers, store
+from services.metrics import catchup, handlers, store
 from services.metrics.handlers import Metrics, apply_batch
 from services.metrics.telemetry import OpsTelemetry
 from tests.integration.metrics_support import records_of, synthetic_log
@@ -40,16 +41,19 @@ async def pool(database_url):
 
 @pytest.fixture
 def metrics_of(pool):
-    def make() -> Metrics:
-        return Metrics(settings=Settings(), telemetry=OpsTelemetry(), pool=pool)
+    def make(live: bool = True) -> Metrics:
+        metrics = Metrics(settings=Settings(), telemetry=OpsTelemetry(), pool=pool)
+        metrics.live = live  # else read from the schema's fold_mode, 'catch_up' in a new schema
+        return metrics
     return make
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), repeats=st.integers(0, 200), chunk=st.integers(1, 400),
-       dies_at=st.one_of(st.none(), st.tuples(st.sampled_from(["transaction", "fold"]), st.integers(1, 12))))
+       dies_at=st.one_of(st.none(), st.tuples(st.sampled_from(["transaction", "fold"]), st.integers(1, 12))),
+       live=st.booleans())
 async def test_a_pipelined_batch_killed_between_chunks_and_redelivered_counts_exactly(
-        pool, metrics_of, monkeypatch, seed, repeats, chunk, dies_at):
+        pool, metrics_of, monkeypatch, seed, repeats, chunk, dies_at, live):
     rnd = random.Random(seed)
     raw = list(RAW) + [rnd.choice(RAW) for _ in range(repeats)]
     rnd.shuffle(raw)
@@ -62,7 +66,8 @@ async def test_a_pipelined_batch_killed_between_chunks_and_redelivered_counts_ex
     if dies_at is not None:
         where, nth = dies_at
         calls = 0
-        target = (store, "apply_rows") if where == "transaction" else (handlers, "prepare")
+        writes = (store, "apply_rows") if live else (catchup, "apply_facts_only")
+        target = writes if where == "transaction" else (handlers, "prepare")
         original = getattr(*target)
 
         async def dying(*args):
@@ -75,12 +80,15 @@ async def test_a_pipelined_batch_killed_between_chunks_and_redelivered_counts_ex
         with monkeypatch.context() as patched:
             patched.setattr(*target, dying)
             try:
-                await apply_batch(metrics_of(), records, chunk=chunk)
+                await apply_batch(metrics_of(live), records, chunk=chunk)
             except Died:
                 pass
     # the batch's offsets were not committed: the whole batch comes again, to a fresh process
-    again = metrics_of()
+    again = metrics_of(live)
     await apply_batch(again, records, chunk=chunk)
+    if not live:
+        assert not any((await store.rollup_rows(pool)).values())
+        assert await catchup.derive_and_go_live(pool)
 
     assert await pool.fetchval("SELECT count(*) FROM metrics.inbox") == len(LOG)
     assert await store.rollup_rows(pool) == reference
