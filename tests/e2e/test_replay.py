@@ -49,9 +49,14 @@ async def test_metrics_reports_exactly_what_the_simulator_knows_happened(service
     expected = truth.figures()
     # The replay exercised what it is for: queues, hang-ups, answers and handoffs.
     assert expected["connected"] > 0 and expected["abandoned_queue"] > 0 and expected["abandoned_ivr"] > 0
-    assert expected["referrals"] > 0 and truth.decisions > 0 and truth.unmatched == 0
+    assert expected["referrals"] > 0 and truth.decisions > 0
     if request.node.callspec.params["services"] == "arrival":
+        # Applied as read, routing's decisions may depend on the order its partitions are read in; the
+        # replay then follows the real decision (an unmatched prediction), and the report must still
+        # equal what the simulator knows happened.
         assert truth.syncs > 0
+    else:
+        assert truth.unmatched == 0
     assert truth.start == scenario.start  # a fresh routing: the scenario's own week
 
     counted = metrics_figures(await counted_report(settings.database_url or "", truth))
