@@ -47,3 +47,13 @@ async def intake(settings: Settings, create_all_topics, tmp_path) -> AsyncIterat
         yield RunningIntake(process, settings, settings.kafka_bootstrap_servers or "", keys)
     finally:
         process.stop()
+
+
+@pytest.fixture
+async def pool(database_url) -> AsyncIterator:
+    """A small pool on this test's own database (the store-level tests of metrics)."""
+    pool = await create_pool(database_url, max_size=3)
+    try:
+        yield pool
+    finally:
+        await pool.close()

@@ -17,7 +17,6 @@ from services.metrics.domain import JST, Period
 from services.metrics.handlers import apply_events
 from tests.integration.metrics_support import event, synthetic_log, validated
 from tests.integration.test_metrics_rollups import consume, fresh_schema
-from tsunagu.db import create_pool
 
 pytestmark = pytest.mark.integration
 
@@ -61,15 +60,6 @@ async def assert_exact(pool, checked: list[Period]) -> None:
             mine = await store.distinct_callers(pool, period, group_by, channel, org)
             facts = await store.callers_from_facts(pool, period, group_by, channel, org)
             assert nonzero(mine) == nonzero(facts), (period, group_by, channel, org)
-
-
-@pytest.fixture
-async def pool(database_url):
-    pool = await create_pool(database_url, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def test_callers_from_the_links_equal_the_distinct_callers_of_the_facts_and_survive_a_rebuild(pool):

@@ -18,7 +18,6 @@ from services.metrics.handlers import Metrics, apply_batch
 from services.metrics.telemetry import OpsTelemetry
 from tests.integration.metrics_support import records_of, synthetic_log
 from tests.integration.test_metrics_rollups import LOG, consume, every_figure, fresh_schema
-from tsunagu.db import create_pool
 from tsunagu.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -28,15 +27,6 @@ RAW = synthetic_log(500, seed=31, span=timedelta(days=8))  # the very events of 
 
 class Died(Exception):
     """The consumer process dying at this point (SIGKILL: nothing after it runs)."""
-
-
-@pytest.fixture
-async def pool(database_url):
-    pool = await create_pool(database_url, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture

@@ -24,15 +24,6 @@ pytestmark = pytest.mark.integration
 LATE_TYPES = ("contact.answered", "contact.ended", "consultation.recorded", "referral.completed")
 
 
-@pytest.fixture
-async def pool(database_url):
-    pool = await create_pool(database_url, max_size=3)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
 async def catch_up(pool, log, batches: int, rnd: random.Random) -> None:
     cuts = sorted(rnd.sample(range(1, len(log)), k=batches - 1))
     for a, b in zip([0, *cuts], [*cuts, len(log)], strict=True):

@@ -16,7 +16,6 @@ from services.metrics import store
 from services.metrics.domain import DIMENSIONS, Period, answer_rate_counts, bin_bounds, fold, load_periods
 from services.metrics.handlers import apply_events
 from tests.integration.metrics_support import TRIAL1, synthetic_log, validated
-from tsunagu.db import create_pool
 
 pytestmark = pytest.mark.integration
 
@@ -51,15 +50,6 @@ async def every_figure(pool) -> dict:
             out[("consultations", period, dim)] = await store.consultations(pool, period, dim)
     out["npo-a"] = await store.answer_rate(pool, PERIODS["trial1"], "field", "phone", "npo-a")
     return out
-
-
-@pytest.fixture
-async def pool(database_url):
-    pool = await create_pool(database_url, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def test_rollups_kept_by_deltas_equal_the_rollups_rebuilt_from_the_facts(pool):
