@@ -118,11 +118,12 @@ async def create_outbox_pool(dsn: str, max_size: int = 2) -> asyncpg.Pool:
 
 
 @contextlib.asynccontextmanager
-async def running_outbox(settings: Settings, schema: str, service: str,
-                         pool_size: int = 2) -> AsyncIterator[OutboxPublisher]:
+async def running_outbox(settings: Settings, schema: str, service: str, pool_size: int = 2,
+                         linger_ms: int | None = None) -> AsyncIterator[OutboxPublisher]:
     """A service's outbox publisher — its own producer and small pool — running for the block; at
-    its end what is left is published (best effort) and everything is closed."""
-    producer = make_producer(settings, client_id=f"tsunagu-{service}-outbox")
+    its end what is left is published (best effort) and everything is closed. ``linger_ms``: the
+    producer's, instead of the settings' (make_producer)."""
+    producer = make_producer(settings, client_id=f"tsunagu-{service}-outbox", linger_ms=linger_ms)
     await producer.start()
     try:
         pool = await create_outbox_pool(settings.database_url, pool_size)
@@ -171,6 +172,12 @@ class OutboxPublisher:
         self._watch: asyncio.Task[None] | None = None
         self.published = 0
         self.healthy = True
+
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The outbox's producer, started: its metadata says how many partitions a topic has."""
+        return self._producer
 
     def wake(self) -> None:
         """Something was just stored: publish now rather than at the next poll."""

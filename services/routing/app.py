@@ -12,7 +12,6 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 import structlog
 from fastapi import FastAPI
 
@@ -22,18 +21,13 @@ from services.routing.http import router as live_router
 from tsunagu import auth, telemetry
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
-from tsunagu.kafka import make_broker, make_producer
-from tsunagu.outbox import OutboxPublisher
+from tsunagu.kafka import make_broker
+from tsunagu.outbox import running_outbox
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
 
 GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation (Python's default: 700)
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """The outbox pool's connections carry no session state to undo (no SET, LISTEN or advisory lock):
-    give them back without asyncpg's reset query, a round trip per publish round."""
 
 
 async def apply_configured_registries(routing: Routing) -> list[str]:
@@ -65,35 +59,26 @@ def create_app(settings: Settings) -> FastAPI:
         routing.pool = app.state.pool = await create_pool(settings.database_url)
         migrations = await auth.migrate_schema(routing.pool) + await store.migrate_schema(routing.pool)
         versions = await apply_configured_registries(routing)
-        # Like create_outbox_pool (asynchronous commits of deletions), with room for the batches' own
-        # publishing (Routing._publish) beside the publisher's loop.
-        outbox_pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4,
-                                                server_settings={"synchronous_commit": "off"}, reset=_keep_session)
-        # No linger: a batch's decisions are all queued before the producer's sender runs, so they leave
-        # as one batch per partition anyway; lingering only delayed every decision (5 ms by default).
-        producer = make_producer(settings, client_id="tsunagu-routing-outbox", linger_ms=0)
-        await producer.start()
-        routing.producer = producer
-        routing.outbox = OutboxPublisher(outbox_pool, producer, settings, store.SCHEMA)
-        routing.outbox.start()
-        await broker.start()
-        # What is loaded now stays: keep it out of the collector's way. The board's contacts and timers
-        # stay for minutes, every batch allocates thousands of short-lived objects: collect the youngest
-        # generation less often (each of its collections also walks what survived the last ones).
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-        log.info("routing_started", migrations=migrations, registry_versions_applied=versions)
-        try:
-            yield
-        finally:
-            await broker.stop()  # commits the consumer's offsets
-            await routing.flush()
-            await routing.release_connection()
-            await routing.outbox.stop()
-            await producer.stop()
-            await outbox_pool.close()
-            await routing.pool.close()
-            log.info("routing_stopped", decisions=routing.decided)
+        # routing's outbox pool has room for the batches' own publishing (Routing._publish) beside the
+        # publisher's loop. No linger: a batch's decisions are all queued before the producer's sender
+        # runs, so they leave as one batch per partition anyway; lingering only delayed every decision.
+        async with running_outbox(settings, store.SCHEMA, "routing", pool_size=4, linger_ms=0) as routing.outbox:
+            routing.producer = routing.outbox.producer
+            await broker.start()
+            # What is loaded now stays: keep it out of the collector's way. The board's contacts and timers
+            # stay for minutes, every batch allocates thousands of short-lived objects: collect the youngest
+            # generation less often (each of its collections also walks what survived the last ones).
+            gc.freeze()
+            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+            log.info("routing_started", migrations=migrations, registry_versions_applied=versions)
+            try:
+                yield
+            finally:
+                await broker.stop()  # commits the consumer's offsets
+                await routing.flush()
+                await routing.release_connection()
+                await routing.pool.close()
+                log.info("routing_stopped", decisions=routing.decided)
 
     app = FastAPI(
         title="tsunagu routing",
