@@ -354,6 +354,9 @@ h AS ({_contact_hist_sql("delta")}),
 # (CHAINS_APPLY, after the facts' upsert, in the same transaction) finds the contacts whose chain values
 # it changed, their neighbours before and after in each old and new chain, recomputes those contacts'
 # links from the facts and moves the rollup by the difference — no other contact's links can change.
+# A moved contact is looked up in every chain; a neighbour only in the chains where it neighbours a
+# moved one (its values are unchanged, so anything entering or leaving its other chains would be a
+# moved contact next to it there, found by that contact's own lookups).
 
 # i: 1-based index into prev_at / next_at
 _CHAINS = "(VALUES " + ", ".join(
@@ -392,59 +395,79 @@ _LINK_VIEW = (f"c.contact_id, c.caller_key, c.received_at, c.channel, "
 
 
 def _links_of(view: str) -> str:
-    """SQL: the caller_links rows of the contacts in ``view`` (a subquery of _LINK_VIEW rows ``v``)."""
+    """SQL: the caller_links rows of the contacts in ``view`` (a subquery of _LINK_VIEW rows ``v`` with
+    ``redo``: the chains (CHAIN_LINKS indexes, 1-based) to look up, NULL for all; and ``o_prev`` / ``o_next``:
+    the stored links, kept in every other chain), with ``redo`` after them."""
     member = "(v.connected OR NOT ch.connected_only)"
-    return f"""SELECT v.*,
-        ARRAY(SELECT CASE WHEN {member} THEN {_neighbour("p", "v", True, "received_at")} END
-                FROM {_CHAINS} ORDER BY ch.i) AS prev_at,
-        ARRAY(SELECT CASE WHEN {member} THEN {_neighbour("p", "v", False, "received_at")} END
-                FROM {_CHAINS} ORDER BY ch.i) AS next_at
-      FROM {view}"""
+
+    def link(before: bool) -> str:
+        kept = "v.o_prev" if before else "v.o_next"
+        return f"""ARRAY(SELECT CASE WHEN NOT {member} THEN NULL
+                                WHEN v.redo IS NULL OR {kept} IS NULL OR ch.i = ANY(v.redo)
+                                THEN {_neighbour("p", "v", before, "received_at")}
+                                ELSE {kept}[ch.i] END
+                FROM {_CHAINS} ORDER BY ch.i)"""
+
+    return (f"SELECT {', '.join('v.' + n for n in _LINK_COLUMNS)}, {link(True)} AS prev_at, {link(False)} AS next_at, "
+            f"v.redo FROM {view}")
 
 
 def _chain_value(name: str) -> str:
     return f"CASE WHEN ch.chain IN ({_chains_with(name)}) THEN {name} END"
 
 
-def _caller_rollup_sql(delta: str, grains: str = GRAINS_SQL) -> str:
+def _caller_rollup_sql(delta: str, grains: str = GRAINS_SQL, chains: str = "true") -> str:
+    """``chains``: SQL, which of a delta row's chains (``ch``) it moves."""
     return f"""INSERT INTO {S}.caller_rollup AS t
             (chain, connected, grain, bucket, channel, organisation, field, next_day, n)
         SELECT ch.chain, ch.connected_only, g.grain, {GRAIN_BUCKET}, {_chain_value("channel")},
                {_chain_value("organisation")}, {_chain_value("field")},
                date_trunc('day', next_at[ch.i], {_TZ}), sum(sign)
           FROM {delta} CROSS JOIN {_CHAINS} CROSS JOIN {grains}
-         WHERE connected OR NOT ch.connected_only
+         WHERE (connected OR NOT ch.connected_only) AND {chains}
          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 HAVING sum(sign) <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
         ON CONFLICT (chain, connected, grain, bucket, channel, organisation, field, next_day)
            DO UPDATE SET n = t.n + EXCLUDED.n"""
 
 
 _LINKS = ", ".join(_LINK_COLUMNS)
+# Rows are fetched by their keys as an array (an index scan for each key, whatever the table's size):
+# joined to a CTE, the planner, which cannot see how few rows a CTE holds, reads the whole table.
+_CAND = "ARRAY(SELECT contact_id FROM cand)"
+# each candidate's contacts row and stored links, looked up by its key (OFFSET 0: not to be turned into
+# a join, for the same reason)
+_CAND_VIEW = f"""(SELECT {_LINK_VIEW}, k.redo, o.prev_at AS o_prev, o.next_at AS o_next
+                    FROM cand k
+                   CROSS JOIN LATERAL (SELECT * FROM {S}.contacts c WHERE c.contact_id = k.contact_id
+                                          AND c.caller_key IS NOT NULL AND c.received_at IS NOT NULL OFFSET 0) c
+                    LEFT JOIN LATERAL (SELECT prev_at, next_at FROM {S}.caller_links l
+                                        WHERE l.contact_id = k.contact_id OFFSET 0) o ON true) v"""
 # $1: the batch's contact ids
 CHAINS_APPLY = f"""
 WITH now_ AS (
-    SELECT {_LINK_VIEW} FROM unnest($1::text[]) b(id) JOIN {S}.contacts c ON c.contact_id = b.id
-     WHERE c.caller_key IS NOT NULL AND c.received_at IS NOT NULL),
-was AS (SELECT {", ".join(f"l.{n}" for n in _LINK_COLUMNS)}
-          FROM unnest($1::text[]) b(id) JOIN {S}.caller_links l ON l.contact_id = b.id),
+    SELECT {_LINK_VIEW} FROM {S}.contacts c
+     WHERE c.contact_id = ANY($1::text[]) AND c.caller_key IS NOT NULL AND c.received_at IS NOT NULL),
+was AS (SELECT {", ".join(f"l.{n}" for n in _LINK_COLUMNS)} FROM {S}.caller_links l WHERE l.contact_id = ANY($1::text[])),
 moved AS ((SELECT * FROM now_ EXCEPT SELECT * FROM was) UNION ALL (SELECT * FROM was EXCEPT SELECT * FROM now_)),
 near AS (
-    SELECT x.id FROM moved m CROSS JOIN {_CHAINS}
+    SELECT x.id, ch.i FROM moved m CROSS JOIN {_CHAINS}
            CROSS JOIN LATERAL (VALUES ({_neighbour("c", "m", True, "contact_id")}),
                                       ({_neighbour("c", "m", False, "contact_id")})) x(id)
      WHERE (m.connected OR NOT ch.connected_only) AND x.id IS NOT NULL),
-cand AS (SELECT contact_id FROM moved UNION SELECT id FROM near),
-fresh AS ({_links_of(f"(SELECT {_LINK_VIEW} FROM cand JOIN {S}.contacts c USING (contact_id) "
-                      "WHERE c.caller_key IS NOT NULL AND c.received_at IS NOT NULL) v")}),
-old AS (SELECT l.* FROM cand JOIN {S}.caller_links l USING (contact_id)),
-gone AS (DELETE FROM {S}.caller_links l USING cand
-          WHERE l.contact_id = cand.contact_id AND NOT EXISTS (SELECT FROM fresh f WHERE f.contact_id = l.contact_id)),
+-- each contact whose links may change, and in which chains (redo; NULL: all, for a moved contact)
+cand AS (SELECT contact_id, CASE WHEN bool_or(i IS NULL) THEN NULL ELSE array_agg(DISTINCT i) END AS redo
+           FROM (SELECT contact_id, NULL::int AS i FROM moved UNION ALL SELECT id, i FROM near) u GROUP BY 1),
+old AS (SELECT l.*, k.redo FROM cand k
+         CROSS JOIN LATERAL (SELECT * FROM {S}.caller_links l WHERE l.contact_id = k.contact_id OFFSET 0) l),
+fresh AS ({_links_of(_CAND_VIEW)}),
+gone AS (DELETE FROM {S}.caller_links l
+          WHERE l.contact_id = ANY({_CAND}) AND NOT EXISTS (SELECT FROM fresh f WHERE f.contact_id = l.contact_id)),
 kept AS (INSERT INTO {S}.caller_links AS t
-         SELECT * FROM (SELECT * FROM fresh EXCEPT SELECT * FROM old) f ORDER BY contact_id
+         SELECT {_LINKS}, prev_at, next_at FROM (SELECT * FROM fresh EXCEPT SELECT * FROM old) f ORDER BY contact_id
          ON CONFLICT (contact_id) DO UPDATE SET
             {", ".join(f"{n} = EXCLUDED.{n}" for n in [*_LINK_COLUMNS[1:], "prev_at", "next_at"])}),
 delta AS (SELECT -1 AS sign, * FROM old UNION ALL SELECT 1, * FROM fresh)
-{_caller_rollup_sql("delta")}
+{_caller_rollup_sql("delta", chains="(redo IS NULL OR ch.i = ANY(redo))")}
 """
 # Concurrent consumers (several instances) may change the same caller's contacts: each batch holds
 # its callers (the stored and the incoming caller keys) until it commits, taken in one order.
