@@ -134,7 +134,7 @@ def postgres_cpu(home: Path) -> float:
 
 async def metrics_rate(settings: Settings, log: list[dict], home: Path) -> tuple[float, float, float]:
     """(events/s, CPU seconds of the metrics process, of PostgreSQL) from the first publish to the last
-    event in the inbox."""
+    event in the inbox with every caller link derived (store.derive_links)."""
     service = _service(settings, home).start()
     pool = await create_pool(settings.database_url or "", max_size=1)
     try:
@@ -147,6 +147,8 @@ async def metrics_rate(settings: Settings, log: list[dict], home: Path) -> tuple
         t0 = time.perf_counter()
         await publish(settings, log)
         while await pool.fetchval("SELECT count(*) FROM metrics.inbox") < len(log):
+            await asyncio.sleep(0.05)
+        while await store.links_pending(pool):  # and the callers' links of the last batches derived
             await asyncio.sleep(0.05)
         rate = len(log) / (time.perf_counter() - t0)
         return rate, _cpu_seconds(service.proc.pid) - cpu0, postgres_cpu(home) - pg0

@@ -50,6 +50,22 @@ async def refresh_live(metrics: Metrics, every: float) -> None:
         await asyncio.sleep(every)
 
 
+# How often the callers' links of the contacts live batches changed are moved (store.derive_links):
+# the longer, the more of a contact's events move its links once; every read of them derives first.
+LINKS_EVERY_S = 1.0
+
+
+async def move_links(metrics: Metrics, every: float) -> None:
+    """Keep deriving the callers' links the live batches left pending (any instance may)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            assert metrics.pool is not None
+            await store.derive_links(metrics.pool)
+        except Exception as err:  # they stay pending: the next round, or the next read, moves them
+            log.warning("caller_links_not_derived", error=type(err).__name__)
+
+
 def create_app(settings: Settings) -> FastAPI:
     if not settings.database_url:
         raise SettingsError("metrics needs DATABASE_URL (`tsunagu up` sets it for the local stack)")
@@ -68,7 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
         if not metrics.live:  # a new or stale schema: fold facts only until the topics are caught up
             metrics.catch_up = catchup.CatchUp(metrics, subscriber, [settings.topic(t) for t in CONSUMED])
         await broker.start()
-        tasks = [asyncio.create_task(refresh_live(metrics, settings.metrics_live_seconds))]
+        tasks = [asyncio.create_task(refresh_live(metrics, settings.metrics_live_seconds)),
+                 asyncio.create_task(move_links(metrics, LINKS_EVERY_S))]
         if metrics.catch_up is not None:
             tasks.append(asyncio.create_task(metrics.catch_up.run()))
         log.info("metrics_started", migrations=applied, group=settings.metrics_consumer_group,

@@ -11,7 +11,8 @@ read whole days and months from the rollups and the hours at a period's edges fr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -189,11 +190,11 @@ def fact_rows(facts: Facts) -> FactRows:
 
 async def apply_rows(conn: asyncpg.Connection, rows: FactRows) -> None:
     """Combine a batch's facts with the stored ones — one set-based statement per table, which also
-    moves the rollups by the difference between each changed row's old and new contribution."""
+    moves the rollups by the difference between each changed row's old and new contribution. The
+    callers' links of the contacts it changed are left to derive_links (migration 006)."""
     if rows.contacts is not None:
-        await conn.execute(LOCK_CALLERS, rows.contacts[0], rows.contacts[4])
         await conn.execute(CONTACTS_APPLY, *rows.contacts)
-        await conn.execute(CHAINS_APPLY, rows.contacts[0])
+        await conn.execute(PEND_LINKS, rows.contacts[0])  # their links move later (derive_links)
     if rows.consultations is not None:
         await conn.execute(CONSULTATIONS_APPLY, *rows.consultations)
     if rows.referrals is not None:
@@ -444,10 +445,14 @@ _CAND_VIEW = f"""(SELECT {_LINK_VIEW}, k.redo, o.prev_at AS o_prev, o.next_at AS
                                         WHERE l.contact_id = k.contact_id OFFSET 0) o ON true) v"""
 # $1: the batch's contact ids
 CHAINS_APPLY = f"""
-WITH now_ AS (
-    SELECT {_LINK_VIEW} FROM {S}.contacts c
-     WHERE c.contact_id = ANY($1::text[]) AND c.caller_key IS NOT NULL AND c.received_at IS NOT NULL),
-was AS (SELECT {", ".join(f"l.{n}" for n in _LINK_COLUMNS)} FROM {S}.caller_links l WHERE l.contact_id = ANY($1::text[])),
+WITH taken AS (DELETE FROM {S}.caller_links_pending RETURNING contact_id),
+ids AS (SELECT DISTINCT contact_id FROM taken),
+now_ AS (
+    SELECT {_LINK_VIEW} FROM ids
+     CROSS JOIN LATERAL (SELECT * FROM {S}.contacts c WHERE c.contact_id = ids.contact_id OFFSET 0) c
+     WHERE c.caller_key IS NOT NULL AND c.received_at IS NOT NULL),
+was AS (SELECT {", ".join(f"l.{n}" for n in _LINK_COLUMNS)} FROM ids
+         CROSS JOIN LATERAL (SELECT * FROM {S}.caller_links l WHERE l.contact_id = ids.contact_id OFFSET 0) l),
 moved AS ((SELECT * FROM now_ EXCEPT SELECT * FROM was) UNION ALL (SELECT * FROM was EXCEPT SELECT * FROM now_)),
 near AS (
     SELECT x.id, ch.i FROM moved m CROSS JOIN {_CHAINS}
@@ -469,16 +474,43 @@ kept AS (INSERT INTO {S}.caller_links AS t
 delta AS (SELECT -1 AS sign, * FROM old UNION ALL SELECT 1, * FROM fresh)
 {_caller_rollup_sql("delta", chains="(redo IS NULL OR ch.i = ANY(redo))")}
 """
-# Concurrent consumers (several instances) may change the same caller's contacts: each batch holds
-# its callers (the stored and the incoming caller keys) until it commits, taken in one order.
-# $1: the batch's contact ids, $2: the caller keys its events carry.
-LOCK_CALLERS = f"""
-SELECT count(pg_advisory_xact_lock(7305, h)) FROM (
-    SELECT DISTINCT hashtext(k) AS h
-      FROM (SELECT caller_key FROM {S}.contacts WHERE contact_id = ANY($1::text[])
-            UNION ALL SELECT unnest($2::text[])) u(k)
-     WHERE k IS NOT NULL ORDER BY 1) s
-"""
+# The contacts a live batch changed, for derive_links: rows only ever added here and deleted by a
+# derive, so a batch never waits for a derive, nor a derive for a batch.
+PEND_LINKS = f"INSERT INTO {S}.caller_links_pending (contact_id) SELECT unnest($1::text[])"
+# One derive at a time in the whole database (every instance's task and every read): each starts from
+# the links the one before committed.
+DERIVE_LOCK = "SELECT pg_advisory_xact_lock(7305)"
+
+
+@contextlib.asynccontextmanager
+async def _connection(db: asyncpg.Pool | asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
+
+
+async def derive_links(db: asyncpg.Pool | asyncpg.Connection) -> None:
+    """Move the links and the caller rollup of every contact the committed live batches listed as
+    changed (CHAINS_APPLY), in one transaction after the derive before it.
+
+    Exact beside batches: one statement takes the pending list and reads the facts, so it sees every
+    batch that committed before it — its changed facts and its list — and nothing of the others, whose
+    lists stay for the next derive. A contact outside the list has links that match its facts, which is
+    what CHAINS_APPLY needs of the contacts around the ones it moves."""
+    async with _connection(db) as conn:
+        if not await conn.fetchval(f"SELECT EXISTS (SELECT FROM {S}.caller_links_pending)"):
+            return  # nothing committed is waiting (reads take this path almost always)
+        async with conn.transaction():
+            await conn.execute(DERIVE_LOCK)
+            await conn.execute(CHAINS_APPLY)
+
+
+async def links_pending(db: asyncpg.Pool | asyncpg.Connection) -> int:
+    return int(await db.fetchval(f"SELECT count(*) FROM {S}.caller_links_pending"))
+
+
 # every contact's links from the facts at once (a rebuild): a window per chain
 _WINDOWS = ", ".join(
     f"w{i} AS (PARTITION BY caller_key{''.join(', ' + n for n in CALLER_CHAINS[chain])}"
@@ -565,7 +597,7 @@ async def rebuild_rollups(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
         await conn.execute(f"LOCK TABLE {S}.contacts, {S}.consultations IN SHARE MODE")
         for table in ("contact_rollup", "contact_hist", "consultation_rollup", "period_callers",
-                      "period_caller_counts", "caller_links", "caller_rollup"):
+                      "period_caller_counts", "caller_links", "caller_rollup", "caller_links_pending"):
             await conn.execute(f"TRUNCATE {S}.{table}")
         lo, hi = await conn.fetchrow(
             f"SELECT least((SELECT min(received_at) FROM {S}.contacts), "
@@ -642,7 +674,9 @@ ROLLUP_TABLES = {  # table -> its counts (a row whose counts are all zero says n
 
 
 async def rollup_rows(conn: Any) -> dict[str, set[tuple[Any, ...]]]:
-    """Every non-zero rollup row, per table — to compare the rollups of two runs."""
+    """Every non-zero rollup row, per table — to compare the rollups of two runs (the pending links
+    derived first, as every read of them does)."""
+    await derive_links(conn)
     out = {}
     for table, counts in ROLLUP_TABLES.items():
         rows = await conn.fetch(f"SELECT * FROM {S}.{table} WHERE {' OR '.join(f'{c} <> 0' for c in counts)}")
@@ -995,6 +1029,7 @@ async def distinct_callers(conn: Any, period: Period, group_by: str | None, chan
         return out
     plan = caller_plan(group_by, channel, organisation)
     if plan is not None:
+        await derive_links(conn)  # the links of every committed event
         for i, (chain, key) in enumerate(plan):
             for k, counts in (await _callers_from_links(conn, period, chain, key, channel, organisation)).items():
                 out["total" if i == 0 else k] = counts

@@ -37,6 +37,8 @@ async def consume(pool, log, batches: int, rnd: random.Random) -> None:
     for a, b in zip([0, *cuts], [*cuts, len(log)], strict=True):
         async with pool.acquire() as conn, conn.transaction():
             await apply_events(conn, log[a:b])
+        if rnd.random() < 0.5:  # the callers' links moved after some batches, the union of several after others
+            await store.derive_links(pool)
 
 
 async def every_figure(pool) -> dict:
