@@ -351,9 +351,9 @@ h AS ({_contact_hist_sql("delta")}),
 
 # --- distinct callers: each caller's attempts in chains (migration 004, domain.CALLER_CHAINS) -------
 # caller_links keeps, per contact, the values that put it in its chains and the event time of its
-# previous and next attempt in each; caller_rollup counts attempts by bucket and the next's day. A batch
-# (CHAINS_APPLY, after the facts' upsert, in the same transaction) finds the contacts whose chain values
-# it changed, their neighbours before and after in each old and new chain, recomputes those contacts'
+# previous and next attempt in each; caller_rollup counts attempts by bucket and the next's day. A derive
+# (CHAINS_APPLY, run by derive_links over the contacts live batches listed as changed) finds the contacts
+# whose chain values changed, their neighbours before and after in each old and new chain, recomputes those contacts'
 # links from the facts and moves the rollup by the difference — no other contact's links can change.
 # A moved contact is looked up in every chain; a neighbour only in the chains where it neighbours a
 # moved one (its values are unchanged, so anything entering or leaving its other chains would be a
@@ -443,7 +443,7 @@ _CAND_VIEW = f"""(SELECT {_LINK_VIEW}, k.redo, o.prev_at AS o_prev, o.next_at AS
                                           AND c.caller_key IS NOT NULL AND c.received_at IS NOT NULL OFFSET 0) c
                     LEFT JOIN LATERAL (SELECT prev_at, next_at FROM {S}.caller_links l
                                         WHERE l.contact_id = k.contact_id OFFSET 0) o ON true) v"""
-# $1: the batch's contact ids
+# every listed contact at once: the list is taken in the statement that reads the facts (derive_links)
 CHAINS_APPLY = f"""
 WITH taken AS (DELETE FROM {S}.caller_links_pending RETURNING contact_id),
 ids AS (SELECT DISTINCT contact_id FROM taken),
