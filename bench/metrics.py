@@ -7,20 +7,17 @@ Runs on its own embedded broker and PostgreSQL (temp dir, free ports). Steps:
    ``INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING`` → produce a derived record per event →
    await the acks → commit offsets (the hop PERFORMANCE.md measures at ~25–28 k msg/s);
 2. metrics — the real service process, live (its empty topics caught up), fed the same canonical
-   events on its four topics: time until every event is in its inbox and folded into the facts and
-   rollups — the live fold. The log lies in the named period trial1, so every contact also writes the
-   period's caller sets (15–21 rows, the worst case); the same log shifted outside every named period
-   (a second database and topic prefix) gives the rate of most of a year, and the live fold's year
-   estimate weighs the two;
-2b. rebuild — the trial1 log already on a third topic prefix, the service started on an empty
+   events on its four topics: time until every event is in its inbox, folded into the facts and
+   rollups, and every caller's links derived — the live fold;
+2b. rebuild — the same log already on a second topic prefix, the service started on an empty
    database: it folds the backlog into the facts only (catch-up), then, once caught up, derives every
    rollup from them in one pass (``store.rebuild_rollups``) and goes live. Timed: the catch-up fold
    (events/s) and the caught-up detection + derive; the year estimate adds the derive of the history
    below (step 3) scaled linearly to 10 M contacts;
 3. history — ``--history`` contacts spread over a year written straight into the facts tables (with
-   consultations and referrals in proportion), the rollups and trial 1's caller sets built from them
+   consultations and referrals in proportion), the rollups and callers' links built from them
    (``store.rebuild_rollups``), then each report query timed for the trial week and for the whole
-   year (p50 / p99 of up to 25 runs; an arbitrary year's distinct callers come from the facts).
+   year (p50 / p99 of up to 25 runs within a time budget; a query slower than the budget runs once).
 
 Usage: ``python bench/metrics.py [--events N] [--history N] [--skip-rebuild]``. Defaults are small
 (CI-sized); the year of the issue is ``--history 10000000`` (about 10 M contacts ≈ 70 M events).
@@ -62,8 +59,6 @@ WHOLE_YEAR = Period(YEAR_START, YEAR_START + timedelta(days=365), "year")
 def odd(p: Period) -> Period:
     """The period with edges inside days and in no named period: an arbitrary from–to."""
     return Period(p.start + timedelta(hours=3, minutes=17), p.end - timedelta(hours=1, minutes=19))
-OUTSIDE_START = datetime(2022, 10, 6, 10, tzinfo=JST)  # in no period of config/periods.yaml
-NAMED_SHARE = 2 / 52  # config/periods.yaml names two trial weeks of the year
 
 
 async def baseline_hop(bootstrap: str, dsn: str, values: list[tuple[bytes, bytes]], partitions: int) -> float:
@@ -253,10 +248,11 @@ def _p(runs: list[float], q: float) -> float:
 
 
 async def timed(query, budget_s: float = 8.0, most: int = 25) -> tuple[float, float, int]:
-    """(p50 ms, p99 ms — nearest rank, so the slowest of fewer than 100 runs —, runs) within a budget."""
+    """(p50 ms, p99 ms — nearest rank, so the slowest of fewer than 100 runs —, runs) within a budget
+    (one run when the first is slower than the budget)."""
     runs: list[float] = []
     started = time.perf_counter()
-    while len(runs) < most and (len(runs) < 3 or time.perf_counter() - started < budget_s):
+    while not runs or (len(runs) < most and time.perf_counter() - started < budget_s):
         q0 = time.perf_counter()
         await query()
         runs.append((time.perf_counter() - q0) * 1000)
@@ -279,13 +275,12 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
         await pool.execute("ANALYZE metrics.contacts; ANALYZE metrics.consultations; ANALYZE metrics.referrals")
         loaded = time.perf_counter() - t0
         t0 = time.perf_counter()
-        await store.sync_named_periods(pool, {"trial1": TRIAL_WEEK})
         t1 = time.perf_counter()
         async with pool.acquire() as conn:
-            await store.rebuild_rollups(conn)  # the rollups and the named period's caller sets: the derive
+            await store.rebuild_rollups(conn)  # every rollup and the callers' links: the derive
         derived = time.perf_counter() - t1
         await pool.execute("ANALYZE metrics.contact_rollup; ANALYZE metrics.contact_hist; "
-                           "ANALYZE metrics.consultation_rollup; ANALYZE metrics.period_caller_counts; "
+                           "ANALYZE metrics.consultation_rollup; "
                            "ANALYZE metrics.caller_links; ANALYZE metrics.caller_rollup")
         rolled = time.perf_counter() - t0
         rollup_rows = await pool.fetchval(
@@ -295,16 +290,18 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
         queries = {
             **{f"answer rate by {d or 'total'} (counts)": (
                 lambda p, d=d: store.contact_sums(pool, p, d, "phone", None)) for d in (None, *DIMENSIONS)},
-            "per-caller rate (named trial1 / links for the year)": (
-                lambda p: store.distinct_callers(pool, p, None, "phone", None)),
+            "per-caller rate (links)": lambda p: store.distinct_callers(pool, p, None, "phone", None),
             "per-caller rate by field": lambda p: store.distinct_callers(pool, p, "field", "phone", None),
             **{f"per-caller rate, odd from–to, by {d or 'total'} (links)": (
                 lambda p, d=d: store.distinct_callers(pool, odd(p), d, None if d == "channel" else "phone", None))
                for d in (None, "field", "organisation", "channel")},
+            "per-caller rate, odd from–to, by day (links)": (
+                lambda p: store.distinct_callers(pool, odd(p), "day", "phone", None)),
             "per-caller rate, odd from–to, one partner by field (links)": (
                 lambda p: store.distinct_callers(pool, odd(p), "field", "phone", "npo-3")),
-            "per-caller rate, odd from–to, by desk (facts)": (
-                lambda p: store.distinct_callers(pool, odd(p), "desk", "phone", None)),
+            **{f"per-caller rate, odd from–to, by {d} (facts)": (
+                lambda p, d=d: store.distinct_callers(pool, odd(p), d, "phone", None))
+               for d in ("desk", "prefecture", "hour")},
             "per-caller rate, odd from–to, total, from the facts (before)": (
                 lambda p: store.callers_from_facts(pool, odd(p), None, "phone", None)),
             "answer rate by field, whole figure (HTTP/CLI)": lambda p: figures.answer_rate(pool, p, "field"),
@@ -312,6 +309,7 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
                 lambda p: figures.answer_rate(pool, p, "field", organisation="npo-3")),
             "waits and service level": lambda p: figures.waits(pool, p, None, [20, 60]),
             "waits by field": lambda p: figures.waits(pool, p, "field", [20, 60]),
+            "waits by desk (facts)": lambda p: figures.waits(pool, p, "desk", [20, 60]),
             "consultations": lambda p: figures.consultations(pool, p, None),
             "consultations by age band": lambda p: figures.consultations(pool, p, "age_band"),
             "referrals by receiver": lambda p: figures.referrals(pool, p, "receiver_type"),
@@ -340,18 +338,8 @@ async def main(args: argparse.Namespace) -> None:
         if not args.skip_service:
             baseline = await baseline_hop(bootstrap, dsn, records, args.partitions)
             rate, cpu, pg_cpu = await metrics_rate(settings, log, home)
-            outside = cpu_out = pg_out = float("nan")
-            if not args.skip_outside:  # the same log outside the named periods: fresh database and topics
-                dsn2 = await stack.ensure_database(dsn or "", "bench_outside")
-                settings2 = Settings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=dsn2, partitions=args.partitions,
-                                     topic_prefix="outside.", log_level="warning", metrics_port=stack.free_port())
-                await stack.create_stack_topics(settings2, bootstrap or "")
-                pool = await create_pool(dsn2)
-                await auth.migrate_schema(pool)
-                await pool.close()
-                outside, cpu_out, pg_out = await metrics_rate(settings2, bench_log(args.events, OUTSIDE_START), home)
             rebuild = settle = cpu_rb = pg_rb = float("nan")
-            if not args.skip_rebuild:  # the trial1 log replayed into an empty schema: fresh database and topics
+            if not args.skip_rebuild:  # the same log replayed into an empty schema: fresh database and topics
                 dsn3 = await stack.ensure_database(dsn or "", "bench_rebuild")
                 settings3 = Settings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=dsn3, partitions=args.partitions,
                                      topic_prefix="rebuild.", log_level="warning", metrics_port=stack.free_port())
@@ -361,7 +349,7 @@ async def main(args: argparse.Namespace) -> None:
                 await pool.close()
                 rebuild, settle, cpu_rb, pg_rb = await rebuild_rate(settings3, log, home)
         if args.skip_service:
-            baseline = rate = outside = cpu = pg_cpu = cpu_out = pg_out = float("nan")
+            baseline = rate = cpu = pg_cpu = float("nan")
             rebuild = settle = cpu_rb = pg_rb = float("nan")
         loaded, rolled, derived, rollup_rows, timings = await history_queries(dsn, args.history, not args.skip_year)
 
@@ -371,19 +359,14 @@ async def main(args: argparse.Namespace) -> None:
               f"load {os.getloadavg()[0]:.1f}")
         print(f"{'path':70} {'events/s':>10} {'× baseline':>11}")
         print(f"{'raw batched hop (consume → validate → insert → produce), same run':70} {baseline:10,.0f} {1:11.2f}")
-        print(f"{'metrics live fold (consume → inbox → facts + rollups by deltas)':70} {rate:10,.0f} "
+        print(f"{'metrics live fold (consume → inbox → facts + rollups by deltas + links)':70} {rate:10,.0f} "
               f"{rate / baseline:11.2f}")
-        print(f"{'the same log outside every named period (no caller sets)':70} {outside:10,.0f} "
-              f"{outside / baseline:11.2f}")
-        print(f"CPU seconds, metrics process + PostgreSQL (the same PostgreSQL also serves the second database): "
-              f"trial1 log {cpu:.1f} + {pg_cpu:.1f}, outside {cpu_out:.1f} + {pg_out:.1f}")
-        print(f"{'rebuild: catch-up fold of the trial1 log (consume → inbox → facts only)':70} {rebuild:10,.0f} "
+        print(f"CPU seconds of the live fold, metrics process + PostgreSQL: {cpu:.1f} + {pg_cpu:.1f}")
+        print(f"{'rebuild: catch-up fold of the same log (consume → inbox → facts only)':70} {rebuild:10,.0f} "
               f"{rebuild / baseline:11.2f}")
         print(f"  then caught up (offsets) and every rollup derived from the facts: {settle:.1f} s; CPU seconds, "
               f"metrics process + PostgreSQL, catch-up fold + derive: {cpu_rb:.1f} + {pg_rb:.1f}")
-        year_s = 70e6 * (NAMED_SHARE / rate + (1 - NAMED_SHARE) / outside)
-        print(f"year by the live fold (70 M events, {NAMED_SHARE:.0%} inside named periods) at these rates: "
-              f"{year_s / 3600:.2f} h on one instance (all inside: {70e6 / rate / 3600:.2f} h)")
+        print(f"year by the live fold (70 M events) at this rate: {70e6 / rate / 3600:.2f} h on one instance")
         derive_year = derived * 10e6 / args.history
         rebuild_year = 70e6 / rebuild + derive_year
         print(f"year by the rebuild path: catch-up fold {70e6 / rebuild / 3600:.2f} h + derive "
@@ -408,8 +391,6 @@ if __name__ == "__main__":
     parser.add_argument("--history", type=int, default=300_000, help="contacts in the year-sized history")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--skip-service", action="store_true", help="only the history queries")
-    parser.add_argument("--skip-outside", action="store_true",
-                        help="do not time the log outside the named periods")
     parser.add_argument("--skip-rebuild", action="store_true",
                         help="do not time the rebuild path (catch-up fold + derive)")
     parser.add_argument("--skip-year", action="store_true", help="time the trial week only (big histories)")

@@ -61,6 +61,7 @@ async def move_links(metrics: Metrics, every: float) -> None:
         await asyncio.sleep(every)
         try:
             assert metrics.pool is not None
+            metrics.telemetry.links_pending = await store.links_pending(metrics.pool)
             await store.derive_links(metrics.pool)
         except Exception as err:  # they stay pending: the next round, or the next read, moves them
             log.warning("caller_links_not_derived", error=type(err).__name__)
@@ -78,8 +79,6 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics.pool = app.state.pool = await create_pool(settings.database_url)
         applied = await auth.migrate_schema(metrics.pool) + await store.migrate_schema(metrics.pool)
-        # before consuming: the named periods' caller sets must match the configured periods
-        await store.sync_named_periods(metrics.pool, app.state.periods)
         metrics.live = await catchup.is_live(metrics.pool)
         if not metrics.live:  # a new or stale schema: fold facts only until the topics are caught up
             metrics.catch_up = catchup.CatchUp(metrics, subscriber, [settings.topic(t) for t in CONSUMED])

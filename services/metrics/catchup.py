@@ -1,10 +1,10 @@
 """metrics' catch-up (rebuild) mode: replay a backlog into facts only, then derive the rollups once.
 
-A live batch upserts the facts and moves the rollups, histograms and named periods' caller sets by
-each changed contact's old/new difference (store.py) — most of a batch's PostgreSQL time. Replaying a
-year into an empty schema that way moves the same day rows millions of times. In catch-up (migration
-005: ``fold_mode``), a batch only claims its events in the inbox and upserts the facts; once the group
-has applied everything the topics hold, one transaction derives every rollup from the facts
+A live batch upserts the facts and moves the rollups and histograms by each changed contact's
+old/new difference (store.py) — most of a batch's PostgreSQL time. Replaying a year into an empty
+schema that way moves the same day rows millions of times. In catch-up (migration 005:
+``fold_mode``), a batch only claims its events in the inbox and upserts the facts; once the group has
+applied everything the topics hold, one transaction derives every rollup from the facts
 (``store.rebuild_rollups``) and sets the mode to live. Figures are the same either way: the rollups
 are a function of the facts, which are order-independent.
 

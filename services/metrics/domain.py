@@ -614,12 +614,6 @@ def callers_in(period: Period, members: Iterable[tuple[datetime, datetime | None
     return n
 
 
-def dimension_index(dimension: str | None) -> int:
-    """The ``dim`` of a group_by in the named periods' caller sets (0: totals)."""
-    return 0 if dimension is None else 1 + list(DIMENSIONS).index(dimension)
-
-
-
 # --- catch-up: when a replay has reached the end of the topics -------------------------------------
 # A partition is (topic, partition number); "done" is the next offset the group still has to apply.
 

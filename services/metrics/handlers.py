@@ -49,7 +49,7 @@ class Metrics:
 # A batch is applied in chunks, one transaction each, pipelined: while one chunk's statements run in
 # PostgreSQL, this process decodes, validates and folds the next (asyncio: the loop is free while the
 # connection waits). Chunks no smaller than 2,000: a contact's events spread over more transactions
-# make PostgreSQL move its rollups and caller sets more often (500-record chunks cost it ~18 % more
+# make PostgreSQL move its rollups more often (500-record chunks cost it ~18 % more
 # per event, more than the overlap saved), so batches are fetched three chunks at a time.
 CHUNK_RECORDS = 2000
 # Python work is done in slices, with a yield between them, so a pending statement's reply is read

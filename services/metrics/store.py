@@ -32,7 +32,6 @@ from services.metrics.domain import (
     Period,
     ReferralFacts,
     cover,
-    dimension_index,
     quantiles_from_bins,
     whole_span,
     within_from_bins,
@@ -193,8 +192,7 @@ async def apply_rows(conn: asyncpg.Connection, rows: FactRows) -> None:
     moves the rollups by the difference between each changed row's old and new contribution. The
     callers' links of the contacts it changed are left to derive_links (migration 006)."""
     if rows.contacts is not None:
-        await conn.execute(CONTACTS_APPLY, *rows.contacts)
-        await conn.execute(PEND_LINKS, rows.contacts[0])  # their links move later (derive_links)
+        await conn.execute(CONTACTS_APPLY, *rows.contacts)  # also lists the changed ones for derive_links
     if rows.consultations is not None:
         await conn.execute(CONSULTATIONS_APPLY, *rows.consultations)
     if rows.referrals is not None:
@@ -206,10 +204,11 @@ async def apply_facts(conn: asyncpg.Connection, facts: Facts) -> None:
 
 
 # --- rollups: each row's contribution, moved by deltas -----------------------------------------
-# A contact contributes to contact_rollup / contact_hist (and, inside a named period, to the caller
-# sets) exactly as the secretariat counts it (CONTACTS_VIEW below). The same SQL turns a row of the
-# facts into its contribution in three places: the deltas of a batch (old row −1, new row +1), the
-# rebuild of the rollups from the facts, and the edges of a period read straight from the facts.
+# A contact contributes to contact_rollup / contact_hist exactly as the secretariat counts it
+# (CONTACTS_VIEW below). The same SQL turns a row of the facts into its contribution in three places:
+# the deltas of a batch (old row −1, new row +1), the rebuild of the rollups from the facts, and the
+# edges of a period read straight from the facts. A batch also lists the contacts it changed, whose
+# callers' links move later (derive_links).
 
 S = f'"{SCHEMA}"'
 _TZ = f"'{TZ}'"
@@ -267,10 +266,6 @@ _ADD = ", ".join(f"{m} = t.{m} + EXCLUDED.{m}" for m in ROLLUP_MEASURES)
 # changed moves only the talk sums)
 _ROLLUP_MOVED = "HAVING " + " OR ".join(
     f"{expr.strip().rsplit(' AS ', 1)[0]} <> 0" for expr in CONTACT_MEASURES.split(",\n"))
-# period_callers dims: 0 total, then domain.DIMENSIONS in order — each key computed once per contact
-# (not once per channel / organisation scope)
-PERIOD_DIMS = ("(VALUES (0, NULL::text), (1, field), (2, organisation), (3, desk), (4, channel), (5, prefecture), "
-               f"(6, {_HOD.format(t='received_at')}), (7, {_DAYKEY.format(t='received_at')})) d(dim, k)")
 
 
 def _contact_rollup_sql(delta: str, grains: str = GRAINS_SQL) -> str:
@@ -300,39 +295,8 @@ def _contact_hist_sql(delta: str, grains: str = GRAINS_SQL) -> str:
         ON CONFLICT (cube, grain, bucket, measure, channel, organisation, k, bin) DO UPDATE SET n = t.n + EXCLUDED.n"""
 
 
-# Only the groups distinct_callers reads are kept: no set for contacts that reached no organisation in
-# an organisation's scope (no partner asks for them), and no group by organisation or channel where
-# the scope already fixes it (the group is the scope's total).
-_READ_GROUPS = ("s.any_org IS NOT NULL AND NOT (s.any_org <> '*' AND d.dim IN (2, 4)) "
-                "AND NOT (s.any_channel IS DISTINCT FROM '*' AND d.dim = 4)")
-
-
-def _period_callers_sql(delta: str, only: str = "") -> str:
-    """Caller-set deltas for the named periods, and the counts of callers they move."""
-    return f"""pc AS (
-        INSERT INTO {S}.period_callers AS t (period, dim, channel, organisation, k, caller_key, attempts, connected)
-        SELECT p.name, d.dim, s.any_channel, s.any_org, d.k, caller_key, sum(sign), sum(sign * connected::int)
-          FROM {delta} JOIN {S}.named_periods p ON received_at >= p.start_at AND received_at < p.end_at {only}
-               CROSS JOIN LATERAL {PERIOD_DIMS}
-               CROSS JOIN LATERAL (VALUES (channel, organisation), (channel, '*'), ('*', '*')) s(any_channel, any_org)
-         WHERE caller_key IS NOT NULL AND {_READ_GROUPS}
-         GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(sign) <> 0 OR sum(sign * connected::int) <> 0
-         ORDER BY 1, 2, 3, 4, 5, 6
-        ON CONFLICT (period, dim, channel, organisation, k, caller_key) DO UPDATE
-           SET attempts = t.attempts + EXCLUDED.attempts, connected = t.connected + EXCLUDED.connected
-        RETURNING period, dim, channel, organisation, k,
-                  (new.attempts > 0)::int - (coalesce(old.attempts, 0) > 0)::int AS dc,
-                  (new.connected > 0)::int - (coalesce(old.connected, 0) > 0)::int AS dcc)
-    INSERT INTO {S}.period_caller_counts AS t (period, dim, channel, organisation, k, callers, callers_connected)
-    SELECT period, dim, channel, organisation, k, sum(dc), sum(dcc) FROM pc
-     GROUP BY 1, 2, 3, 4, 5 HAVING sum(abs(dc)) + sum(abs(dcc)) > 0 ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT (period, dim, channel, organisation, k) DO UPDATE
-       SET callers = t.callers + EXCLUDED.callers, callers_connected = t.callers_connected + EXCLUDED.callers_connected
-    """
-
-
 _RETURN_CONTACT = (
-    "RETURNING " + _contact_view(lambda col: f"old.{col}", lambda n: f"o_{n}") + ", "
+    "RETURNING new.contact_id, " + _contact_view(lambda col: f"old.{col}", lambda n: f"o_{n}") + ", "
     + _contact_view(lambda col: f"new.{col}", lambda n: f"n_{n}")
 )
 _O = ", ".join(f"o_{n}" for n in VIEW_NAMES)
@@ -345,8 +309,8 @@ delta AS (
     UNION ALL
     SELECT 1, {", ".join(f"n_{n}" for n in VIEW_NAMES)} FROM changed WHERE n_received_at IS NOT NULL),
 r AS ({_contact_rollup_sql("delta")}),
-h AS ({_contact_hist_sql("delta")}),
-{_period_callers_sql("delta")}
+h AS ({_contact_hist_sql("delta")})
+INSERT INTO {S}.caller_links_pending (contact_id) SELECT contact_id FROM changed
 """
 
 # --- distinct callers: each caller's attempts in chains (migration 004, domain.CALLER_CHAINS) -------
@@ -476,7 +440,6 @@ delta AS (SELECT -1 AS sign, * FROM old UNION ALL SELECT 1, * FROM fresh)
 """
 # The contacts a live batch changed, for derive_links: rows only ever added here and deleted by a
 # derive, so a batch never waits for a derive, nor a derive for a batch.
-PEND_LINKS = f"INSERT INTO {S}.caller_links_pending (contact_id) SELECT unnest($1::text[])"
 # One derive at a time in the whole database (every instance's task and every read): each starts from
 # the links the one before committed.
 DERIVE_LOCK = "SELECT pg_advisory_xact_lock(7305)"
@@ -590,14 +553,14 @@ def _coarser(table: str, key: list[str], measures: list[str], grain: str, finer:
 
 
 async def rebuild_rollups(conn: asyncpg.Connection) -> None:
-    """Compute every rollup, the callers' links and the named periods' caller sets from the facts, from
+    """Compute every rollup and the callers' links from the facts, from
     scratch (for a schema that had facts before the rollups existed, and for benchmarks that write facts
     directly). Days come from the facts a month at a time; months from the days (the callers' rollup
     takes both from the links, a month at a time)."""
     async with conn.transaction():
         await conn.execute(f"LOCK TABLE {S}.contacts, {S}.consultations IN SHARE MODE")
-        for table in ("contact_rollup", "contact_hist", "consultation_rollup", "period_callers",
-                      "period_caller_counts", "caller_links", "caller_rollup", "caller_links_pending"):
+        for table in ("contact_rollup", "contact_hist", "consultation_rollup", "caller_links", "caller_rollup",
+                      "caller_links_pending"):
             await conn.execute(f"TRUNCATE {S}.{table}")
         lo, hi = await conn.fetchrow(
             f"SELECT least((SELECT min(received_at) FROM {S}.contacts), "
@@ -625,50 +588,12 @@ async def rebuild_rollups(conn: asyncpg.Connection) -> None:
                                         finer), start, end)
             await conn.execute(_coarser("consultation_rollup", ["cube", "organisation", "k"],
                                         ["consultations", "referral_needed", "high_risk"], grain, finer), start, end)
-        await _fill_period_callers(conn, None)
-
-
-async def _fill_period_callers(conn: asyncpg.Connection, name: str | None) -> None:
-    """The caller sets and counts of one named period (all when ``name`` is None) from the facts."""
-    delta = f"(SELECT 1 AS sign, {_contact_view(lambda col: col)} FROM {S}.contacts) v"
-    if name is None:
-        await conn.execute(f"WITH {_period_callers_sql(delta)}")
-    else:
-        await conn.execute(f"WITH {_period_callers_sql(delta, 'AND p.name = $1')}", name)
-
-
-async def sync_named_periods(pool: asyncpg.Pool, periods: dict[str, Period]) -> list[str]:
-    """Keep the named periods' caller sets in step with the configured periods: a new or moved
-    period is filled from the facts (consumers wait meanwhile), a removed one dropped. Returns the
-    names (re)filled."""
-    filled: list[str] = []
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(f"LOCK TABLE {S}.named_periods IN EXCLUSIVE MODE")
-        stored = {r["name"]: (r["start_at"], r["end_at"])
-                  for r in await conn.fetch(f"SELECT name, start_at, end_at FROM {S}.named_periods")}
-        wanted = {name: (p.start, p.end) for name, p in periods.items()}
-        stale = [n for n in stored if stored[n] != wanted.get(n)]
-        fresh = [n for n in wanted if stored.get(n) != wanted[n]]
-        if not stale and not fresh:
-            return []
-        await conn.execute(f"LOCK TABLE {S}.contacts IN SHARE MODE")
-        for name in stale:
-            await conn.execute(f"DELETE FROM {S}.named_periods WHERE name = $1", name)
-            await conn.execute(f"DELETE FROM {S}.period_callers WHERE period = $1", name)
-            await conn.execute(f"DELETE FROM {S}.period_caller_counts WHERE period = $1", name)
-        for name in fresh:
-            start, end = wanted[name]
-            await conn.execute(f"INSERT INTO {S}.named_periods VALUES ($1, $2, $3)", name, start, end)
-            await _fill_period_callers(conn, name)
-            filled.append(name)
-    return filled
 
 
 ROLLUP_TABLES = {  # table -> its counts (a row whose counts are all zero says nothing)
     "contact_rollup": ROLLUP_MEASURES,
     "contact_hist": ["n"],
     "consultation_rollup": ["consultations", "referral_needed", "high_risk"],
-    "period_caller_counts": ["callers", "callers_connected"],
     "caller_rollup": ["n"],
 }
 
@@ -938,8 +863,8 @@ async def _contact_bins(conn: Any, period: Period, group_by: str | None, channel
 def caller_plan(group_by: str | None, channel: str | None,
                 organisation: str | None) -> tuple[tuple[int, str | None], ...] | None:
     """Which chains (domain.CALLER_CHAINS) answer a question: (chain, None) for the totals, then
-    (chain, the group's column) — None when the links do not answer it (it is counted from the facts:
-    group_by desk, prefecture, hour or day, and a partner's scope, field or organisation over all channels)."""
+    (chain, the group's column, or "day") — None when the links do not answer it (it is counted from the
+    facts: group_by desk, prefecture or hour, and a partner's scope over all channels)."""
     if organisation is None:
         total = 0 if channel is None else 1
     elif channel is not None:
@@ -948,6 +873,8 @@ def caller_plan(group_by: str | None, channel: str | None,
         return None
     if group_by is None:
         return ((total, None),)
+    if group_by == "day":  # each day's part of the period on its own, from the totals' chain
+        return ((total, None), (total, "day"))
     if group_by == "channel":
         return ((total, None), (1 if organisation is None else 3, "channel"))
     if channel is None or group_by not in ("field", "organisation"):
@@ -959,13 +886,20 @@ def caller_plan(group_by: str | None, channel: str | None,
 
 def _callers_sql(chain: int, key: str | None) -> str:
     """Distinct callers per group of one chain over a period (domain.callers_in): $1–$3 the whole buckets
-    (grains, starts, ends), $4–$5 the edges, $6–$7 the whole buckets' span [D1, D2), $8 the period's end,
-    $9 channel, $10 organisation (NULL: any)."""
-    t_key = f"t.{key}" if key else "NULL::text"
-    l_key = f"l.{key}" if key else "NULL::text"
+    (grains, starts, ends), $4–$5 the edges, $6 channel, $7 organisation (NULL: any), $8–$9 the whole
+    buckets' span [D1, D2), $10 the period's end. With ``key`` "day" each day's part of the period is a
+    period of its own (whole days only, no $8–$10): a whole day's callers are its attempts whose next is
+    on a later day, an edge's those whose next is at or after the edge's end."""
+    day = key == "day"
+    t_key = _DAYKEY.format(t="t.bucket") if day else f"t.{key}" if key else "NULL::text"
+    l_key = _DAYKEY.format(t="e.lo") if day else f"l.{key}" if key else "NULL::text"
     l_filter = " AND ".join(
-        f"(${n}::text IS NULL OR l.{name} = ${n})" for n, name in ((9, "channel"), (10, "organisation")))
+        f"(${n}::text IS NULL OR l.{name} = ${n})" for n, name in ((6, "channel"), (7, "organisation")))
     t_filter = l_filter.replace("l.", "t.")
+    later = "> t.bucket" if day else ">= $9"
+    last = ("count(*) FILTER (WHERE l.next_at[ch.i] IS NULL OR l.next_at[ch.i] >= e.hi)" if day else
+            "count(*) FILTER (WHERE l.next_at[ch.i] IS NULL OR l.next_at[ch.i] >= $10)"
+            " - count(*) FILTER (WHERE l.received_at >= $9 AND l.prev_at[ch.i] >= $8 AND l.prev_at[ch.i] < $9)")
     links = ", ".join(f"({i}, {str(k).lower()})" for i, (c, k) in enumerate(CHAIN_LINKS, start=1) if c == chain)
     return f"""
         WITH parts AS (
@@ -974,13 +908,11 @@ def _callers_sql(chain: int, key: str | None) -> str:
                    CROSS JOIN LATERAL (SELECT * FROM {S}.caller_rollup t
                                         WHERE t.chain = {chain} AND t.connected IN (false, true)
                                           AND t.grain = r.grain::"char" AND t.bucket >= r.lo AND t.bucket < r.hi
-                                          AND {t_filter} AND (t.next_day IS NULL OR t.next_day >= $7)
+                                          AND {t_filter} AND (t.next_day IS NULL OR t.next_day {later})
                                        OFFSET 0) t
              GROUP BY 1, 2
             UNION ALL
-            SELECT {l_key}, ch.connected_only,
-                   count(*) FILTER (WHERE l.next_at[ch.i] IS NULL OR l.next_at[ch.i] >= $8)
-                   - count(*) FILTER (WHERE l.received_at >= $7 AND l.prev_at[ch.i] >= $6 AND l.prev_at[ch.i] < $7)
+            SELECT {l_key}, ch.connected_only, {last}
               FROM unnest($4::timestamptz[], $5::timestamptz[]) e(lo, hi)
                    CROSS JOIN LATERAL (SELECT * FROM {S}.caller_links l
                                         WHERE l.received_at >= e.lo AND l.received_at < e.hi OFFSET 0) l
@@ -992,49 +924,32 @@ def _callers_sql(chain: int, key: str | None) -> str:
 
 async def _callers_from_links(conn: Any, period: Period, chain: int, key: str | None, channel: str | None,
                               organisation: str | None) -> dict[Any, tuple[int, int]]:
-    c = cover(period)
-    d1, d2 = whole_span(c) or (period.end, period.end)
+    c = cover(period, "d" if key == "day" else "m")
     names = CALLER_CHAINS[chain]
-    rows = await conn.fetch(
-        _callers_sql(chain, key), [b[0] for b in c.buckets], [b[1] for b in c.buckets], [b[2] for b in c.buckets],
-        [e[0] for e in c.edges], [e[1] for e in c.edges], d1, d2, period.end,
-        channel if "channel" in names else None, organisation if "organisation" in names else None)
+    args = [[b[0] for b in c.buckets], [b[1] for b in c.buckets], [b[2] for b in c.buckets],
+            [e[0] for e in c.edges], [e[1] for e in c.edges],
+            channel if "channel" in names else None, organisation if "organisation" in names else None]
+    if key != "day":
+        args += [*(whole_span(c) or (period.end, period.end)), period.end]
     out: dict[Any, list[int]] = {}
-    for r in rows:
+    for r in await conn.fetch(_callers_sql(chain, key), *args):
         out.setdefault(r["key"], [0, 0])[1 if r["connected"] else 0] += r["n"]
     return {k: (a, cc) for k, (a, cc) in out.items()}
 
 
 async def distinct_callers(conn: Any, period: Period, group_by: str | None, channel: str | None,
-                   organisation: str | None) -> dict[Any, tuple[int, int]]:
-    """key ("total" for all) -> (callers, callers who got through): from a named period's maintained
-    counts when the period is one, else from the callers' links (caller_plan says which questions they
-    answer), else counted from the facts (exact, slower on long periods)."""
-    # the sets keep (channel, organisation), (channel, all organisations) and (all, all)
-    name = None if channel is None and organisation is not None else await conn.fetchval(
-        f"SELECT name FROM {S}.named_periods WHERE start_at = $1 AND end_at = $2 LIMIT 1", period.start, period.end)
+                           organisation: str | None) -> dict[Any, tuple[int, int]]:
+    """key ("total" for all) -> (callers, callers who got through): from the callers' links (caller_plan
+    says which questions they answer), else counted from the facts (exact, slower on long periods)."""
     out: dict[Any, tuple[int, int]] = {"total": (0, 0)}
-    if name is not None:
-        dim = dimension_index(group_by)
-        key = "k::int" if group_by == "hour" else "k"
-        rows = await conn.fetch(
-            f"""SELECT dim, {key} AS key, callers, callers_connected FROM {S}.period_caller_counts
-                 WHERE period = $1 AND dim IN (0, $2) AND channel = $3 AND organisation = $4""",
-            name, dim, channel or "*", organisation or "*")
-        for r in rows:
-            out["total" if r["dim"] == 0 else r["key"]] = (r["callers"], r["callers_connected"])
-        fixed = {"organisation": organisation, "channel": channel}.get(group_by or "")
-        if fixed is not None and out["total"] != (0, 0):  # the scope fixes the group: its total (_READ_GROUPS)
-            out[fixed] = out["total"]
-        return out
     plan = caller_plan(group_by, channel, organisation)
-    if plan is not None:
-        await derive_links(conn)  # the links of every committed event
-        for i, (chain, key) in enumerate(plan):
-            for k, counts in (await _callers_from_links(conn, period, chain, key, channel, organisation)).items():
-                out["total" if i == 0 else k] = counts
-        return out
-    return await callers_from_facts(conn, period, group_by, channel, organisation)
+    if plan is None:
+        return await callers_from_facts(conn, period, group_by, channel, organisation)
+    await derive_links(conn)  # the links of every committed event
+    for i, (chain, key) in enumerate(plan):
+        for k, counts in (await _callers_from_links(conn, period, chain, key, channel, organisation)).items():
+            out["total" if i == 0 else k] = counts
+    return out
 
 
 async def callers_from_facts(conn: Any, period: Period, group_by: str | None, channel: str | None,

@@ -43,6 +43,12 @@ class OpsTelemetry:
                                       description="contacts waiting in each field's queue")
         meter.create_observable_gauge("tsunagu_busy_lines", [self._busy],
                                       description="lines in a talk, per field")
+        # contacts whose callers' links wait for the next derive (app.move_links sets it each round): a
+        # figure that grows says the derive falls behind the live batches
+        self.links_pending: int | None = None
+        meter.create_observable_gauge(
+            "tsunagu_metrics_links_pending", [self._pending],
+            description="contacts changed by live batches whose callers' links are not yet derived")
         meter.create_observable_gauge(
             "tsunagu_answer_rate_15m", [self._rate],
             description="answer rate of phone contacts received in the last 15 minutes (no field: all; "
@@ -53,6 +59,9 @@ class OpsTelemetry:
 
     def _busy(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"field": f}) for f, n in self.live["busy"].items()]
+
+    def _pending(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [] if self.links_pending is None else [Observation(self.links_pending)]
 
     def _rate(self, options: CallbackOptions) -> Iterable[Observation]:
         rate = self.live.get("answer_rate_15m")

@@ -26,7 +26,8 @@ LOG = validated(synthetic_log(700, seed=43, start=START, span=timedelta(days=70)
 # every question the links answer (store.caller_plan): (group_by, channel, organisation)
 QUESTIONS = [(None, "phone", None), (None, None, None), (None, "chat", None), ("channel", None, None),
              ("field", "phone", None), ("organisation", "phone", None), (None, "phone", "npo-a"),
-             ("field", "phone", "npo-b"), ("organisation", "phone", "npo-a")]
+             ("field", "phone", "npo-b"), ("organisation", "phone", "npo-a"),
+             ("day", "phone", None), ("day", None, None), ("day", "phone", "npo-a")]
 
 
 def periods(rnd: random.Random, n: int) -> list[Period]:

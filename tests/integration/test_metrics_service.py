@@ -169,6 +169,7 @@ async def test_csv_waits_consultations_referrals_and_the_ops_scrape(metrics, set
         scrape = (await client.get("/metrics")).text
     assert 'tsunagu_busy_lines{field="' in scrape and "tsunagu_answer_rate_15m" in scrape
     assert 'tsunagu_answer_rate_15m{field="' in scrape
+    assert "tsunagu_metrics_links_pending" in scrape  # the derive task's round has run
     assert "tsunagu_contacts_total" in scrape and "tsunagu_answered_wait_seconds_bucket" in scrape
     assert not any(e["data"].get("caller_key", "~") in scrape for e in log)
 

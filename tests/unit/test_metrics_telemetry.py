@@ -12,6 +12,7 @@ def test_the_scrape_counts_contacts_and_waits_and_shows_queues_and_busy_lines_pe
     try:
         telemetry.record(validated(log))
         telemetry.live = {"queue": {"loneliness": 3}, "busy": {"suicidal": 2}, "answer_rate_15m": 0.25}
+        telemetry.links_pending = 17
         scrape = telemetry.scrape().decode()
     finally:
         telemetry.shutdown()
@@ -21,6 +22,8 @@ def test_the_scrape_counts_contacts_and_waits_and_shows_queues_and_busy_lines_pe
     assert "tsunagu_answered_wait_seconds_bucket" in scrape and "tsunagu_abandoned_wait_seconds_bucket" in scrape
     assert 'tsunagu_queue_length{field="loneliness"' in scrape and 'tsunagu_busy_lines{field="suicidal"' in scrape
     assert "tsunagu_answer_rate_15m" in scrape
+    assert any(line.startswith("tsunagu_metrics_links_pending") and line.endswith(" 17.0")
+               for line in scrape.splitlines())
 
 
 def test_no_caller_key_or_contact_id_ever_becomes_a_label():
