@@ -19,7 +19,7 @@ Runs on its own embedded broker and PostgreSQL (temp dir, free ports). Steps:
    (``store.rebuild_rollups``), then each report query timed for the trial week and for the whole
    year (p50 / p99 of up to 25 runs within a time budget; a query slower than the budget runs once).
 
-Usage: ``python bench/metrics.py [--events N] [--history N] [--skip-rebuild]``. Defaults are small
+Usage: ``python bench/metrics.py [--events N] [--history N] [--skip-live] [--skip-rebuild]``. Defaults are small
 (CI-sized); the year of the issue is ``--history 10000000`` (about 10 M contacts ≈ 70 M events).
 """
 
@@ -160,18 +160,24 @@ def _service(settings: Settings, home: Path, name: str = "metrics") -> ServicePr
     return ServiceProcess("metrics", env, settings.metrics_port, home / f"{name}.log")
 
 
-async def rebuild_rate(settings: Settings, log: list[dict], home: Path) -> tuple[float, float, float, float]:
-    """A rebuild: the log is on the topics before the service starts on an empty schema. Returns
-    (events/s of the catch-up fold — from the first committed chunk to the last event in the inbox —,
-    seconds from then until live: caught-up detection + the derive, CPU seconds of the metrics process
-    and of PostgreSQL over both)."""
+async def rebuild_rate(settings: Settings, log: list[dict], home: Path,
+                       instances: int = 1) -> tuple[float, float, float, float]:
+    """A rebuild: the log is on the topics before the service — ``instances`` processes in one group —
+    starts on an empty schema. Returns (events/s of the catch-up fold — from the first committed chunk
+    to the last event in the inbox —, seconds from then until live: caught-up detection + the derive,
+    CPU seconds of the metrics processes and of PostgreSQL over both)."""
     await publish(settings, log)
     expected = len({(e["source"], e["id"]) for e in log})
-    service = _service(settings, home, "rebuild").start()
+    services = [_service(settings.model_copy(update={"metrics_port": stack.free_port()}), home, f"rebuild-{i}")
+                for i in range(instances)]
+    await asyncio.gather(*(asyncio.to_thread(s.start) for s in services))  # together, as a rollout would
     pool = await create_pool(settings.database_url or "", max_size=1)
+
+    def cpu() -> float:
+        return sum(_cpu_seconds(s.proc.pid) for s in services if s.proc is not None)
+
     try:
-        assert service.proc is not None
-        cpu0, pg0 = _cpu_seconds(service.proc.pid), postgres_cpu(home)
+        cpu0, pg0 = cpu(), postgres_cpu(home)
         while (first := await pool.fetchval("SELECT count(*) FROM metrics.inbox")) == 0:
             await asyncio.sleep(0.01)
         t0 = time.perf_counter()
@@ -181,11 +187,11 @@ async def rebuild_rate(settings: Settings, log: list[dict], home: Path) -> tuple
         while await pool.fetchval("SELECT mode FROM metrics.fold_mode") != "live":
             await asyncio.sleep(0.02)
         t2 = time.perf_counter()
-        return ((expected - first) / (t1 - t0), t2 - t1, _cpu_seconds(service.proc.pid) - cpu0,
-                postgres_cpu(home) - pg0)
+        return (expected - first) / (t1 - t0), t2 - t1, cpu() - cpu0, postgres_cpu(home) - pg0
     finally:
         await pool.close()
-        service.stop()
+        for service in services:
+            service.stop()
 
 
 HISTORY_SQL = """
@@ -337,7 +343,9 @@ async def main(args: argparse.Namespace) -> None:
         mean_bytes = sum(len(v) for _, v in records) / len(records)
         if not args.skip_service:
             baseline = await baseline_hop(bootstrap, dsn, records, args.partitions)
-            rate, cpu, pg_cpu = await metrics_rate(settings, log, home)
+            rate = cpu = pg_cpu = float("nan")
+            if not args.skip_live:
+                rate, cpu, pg_cpu = await metrics_rate(settings, log, home)
             rebuild = settle = cpu_rb = pg_rb = float("nan")
             if not args.skip_rebuild:  # the same log replayed into an empty schema: fresh database and topics
                 dsn3 = await stack.ensure_database(dsn or "", "bench_rebuild")
@@ -347,11 +355,13 @@ async def main(args: argparse.Namespace) -> None:
                 pool = await create_pool(dsn3)
                 await auth.migrate_schema(pool)
                 await pool.close()
-                rebuild, settle, cpu_rb, pg_rb = await rebuild_rate(settings3, log, home)
+                rebuild, settle, cpu_rb, pg_rb = await rebuild_rate(settings3, log, home, args.rebuild_instances)
         if args.skip_service:
             baseline = rate = cpu = pg_cpu = float("nan")
             rebuild = settle = cpu_rb = pg_rb = float("nan")
-        loaded, rolled, derived, rollup_rows, timings = await history_queries(dsn, args.history, not args.skip_year)
+        loaded = rolled = derived = float("nan")
+        if args.history:
+            loaded, rolled, derived, rollup_rows, timings = await history_queries(dsn, args.history, not args.skip_year)
 
         print(f"\nmetrics benchmark — {len(log):,} canonical events (~{mean_bytes:.0f} bytes, "
               f"{len({event_type(e['type']).topic for e in log})} topics), {args.partitions} partitions; "
@@ -362,12 +372,13 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{'metrics live fold (consume → inbox → facts + rollups by deltas + links)':70} {rate:10,.0f} "
               f"{rate / baseline:11.2f}")
         print(f"CPU seconds of the live fold, metrics process + PostgreSQL: {cpu:.1f} + {pg_cpu:.1f}")
-        print(f"{'rebuild: catch-up fold of the same log (consume → inbox → facts only)':70} {rebuild:10,.0f} "
+        print(f"{f'rebuild: catch-up fold of the same log, {args.rebuild_instances} instance(s) (facts only)':70} "
+              f"{rebuild:10,.0f} "
               f"{rebuild / baseline:11.2f}")
         print(f"  then caught up (offsets) and every rollup derived from the facts: {settle:.1f} s; CPU seconds, "
               f"metrics process + PostgreSQL, catch-up fold + derive: {cpu_rb:.1f} + {pg_rb:.1f}")
         print(f"year by the live fold (70 M events) at this rate: {70e6 / rate / 3600:.2f} h on one instance")
-        derive_year = derived * 10e6 / args.history
+        derive_year = derived * 10e6 / args.history if args.history else float("nan")
         rebuild_year = 70e6 / rebuild + derive_year
         print(f"year by the rebuild path: catch-up fold {70e6 / rebuild / 3600:.2f} h + derive "
               f"{derive_year / 3600:.2f} h (history's derive {derived:.1f} s for {args.history:,} contacts, "
@@ -376,6 +387,8 @@ async def main(args: argparse.Namespace) -> None:
         if derive_year < 3600:  # absolute rates follow the machine's load; the ratio to the hop does not
             print(f"  at these ratios, under an hour wherever the raw hop runs at ≥ "
                   f"{70e6 / (rebuild / baseline) / (3600 - derive_year):,.0f} events/s (with this run's derive)")
+        if not args.history:
+            return
         print(f"\nhistory: {args.history:,} contacts over a year: facts written in {loaded:.1f} s, rollups built "
               f"from them in {rolled:.1f} s (of which the derive, store.rebuild_rollups, {derived:.1f} s; "
               f"{rollup_rows[0]:,} rollup rows, {rollup_rows[1]:,} caller rollup rows); report queries, ms "
@@ -388,10 +401,14 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=40_000, help="canonical events through the service")
-    parser.add_argument("--history", type=int, default=300_000, help="contacts in the year-sized history")
+    parser.add_argument("--history", type=int, default=300_000,
+                        help="contacts in the year-sized history (0: no history queries)")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--skip-service", action="store_true", help="only the history queries")
+    parser.add_argument("--skip-live", action="store_true", help="do not time the live fold (the hop and rebuild only)")
     parser.add_argument("--skip-rebuild", action="store_true",
                         help="do not time the rebuild path (catch-up fold + derive)")
+    parser.add_argument("--rebuild-instances", type=int, default=1,
+                        help="metrics processes in the rebuild's consumer group")
     parser.add_argument("--skip-year", action="store_true", help="time the trial week only (big histories)")
     asyncio.run(main(parser.parse_args()))

@@ -487,12 +487,44 @@ def _window_links(fn: str) -> str:
         for i, (_, connected) in enumerate(CHAIN_LINKS)) + "]::timestamptz[]"
 
 
-REBUILD_CALLER_LINKS = f"""
+def _rebuild_caller_links(lower: bool, upper: bool) -> str:
+    """Every link of the callers whose keys lie in [$1, $2) (a bound left out: open on that side), written
+    in event-time order: a period's edge hours then lie in one run of pages per slice, not one page a row."""
+    within = (" AND c.caller_key >= $1" if lower else "") + (f" AND c.caller_key < ${1 + lower}" if upper else "")
+    return f"""
 INSERT INTO {S}.caller_links
 SELECT {_LINKS}, {_window_links("lag")}, {_window_links("lead")}
-  FROM (SELECT {_LINK_VIEW} FROM {S}.contacts c WHERE c.caller_key IS NOT NULL AND c.received_at IS NOT NULL) v
+  FROM (SELECT {_LINK_VIEW} FROM {S}.contacts c
+         WHERE c.caller_key IS NOT NULL AND c.received_at IS NOT NULL{within}) v
 WINDOW {_WINDOWS}
+ORDER BY received_at
 """
+
+
+# A rebuild derives the links a slice of callers at a time (every window is per caller, so slices by
+# caller key are exact): ten window sorts of a year's contacts at once spill to disk in many passes —
+# superlinear (1 M contacts 121 s for the whole derive, 10 M ~10 min for the links alone); slices of
+# about this many contacts sort in a few passes each.
+LINK_SLICE_CONTACTS = 250_000
+
+
+async def _rebuild_links(conn: asyncpg.Connection) -> None:
+    n = await conn.fetchval(f"SELECT count(*) FROM {S}.contacts WHERE caller_key IS NOT NULL")
+    slices = -(-n // LINK_SLICE_CONTACTS)
+    bounds: list[str] = []
+    if slices > 1:  # the slices' edges: quantiles of a sample of about 100,000 keys
+        sample = min(100.0, 100.0 * 100_000 / n)
+        bounds = await conn.fetchval(
+            f"SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY caller_key) "
+            f"FROM {S}.contacts TABLESAMPLE SYSTEM ($2) WHERE caller_key IS NOT NULL",
+            [i / slices for i in range(1, slices)], sample) or []
+        bounds = sorted(set(b for b in bounds if b is not None))
+    edges: list[str | None] = [None, *bounds, None]
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        given = [b for b in (lo, hi) if b is not None]
+        await conn.execute(_rebuild_caller_links(lo is not None, hi is not None), *given)
+
+
 _LINKS_DELTA = f"(SELECT 1 AS sign, * FROM {S}.caller_links WHERE received_at >= $1 AND received_at < $2) v"
 
 
@@ -548,15 +580,15 @@ def _coarser(table: str, key: list[str], measures: list[str], grain: str, finer:
         SELECT '{grain}', date_trunc('{unit}', bucket, {_TZ}), {cols}, {", ".join(f"sum({m})" for m in measures)}
           FROM {S}.{table} WHERE grain = '{finer}' AND bucket >= $1 AND bucket < $2
          GROUP BY 2, {cols}
-        ON CONFLICT (cube, grain, bucket, {", ".join(k for k in key if k != "cube")}) DO UPDATE
+        ON CONFLICT (grain, bucket, {cols}) DO UPDATE
            SET {", ".join(f"{m} = t.{m} + EXCLUDED.{m}" for m in measures)}"""
 
 
 async def rebuild_rollups(conn: asyncpg.Connection) -> None:
-    """Compute every rollup and the callers' links from the facts, from
-    scratch (for a schema that had facts before the rollups existed, and for benchmarks that write facts
-    directly). Days come from the facts a month at a time; months from the days (the callers' rollup
-    takes both from the links, a month at a time)."""
+    """Compute every rollup and the callers' links from the facts, from scratch (a rebuild's switch to
+    live, a schema that had facts before the rollups existed, and benchmarks that write facts directly).
+    The links come a slice of callers at a time; days from the facts (the callers' rollup: from the
+    links) a month at a time; months from the days."""
     async with conn.transaction():
         await conn.execute(f"LOCK TABLE {S}.contacts, {S}.consultations IN SHARE MODE")
         for table in ("contact_rollup", "contact_hist", "consultation_rollup", "caller_links", "caller_rollup",
@@ -568,7 +600,7 @@ async def rebuild_rollups(conn: asyncpg.Connection) -> None:
             f"greatest((SELECT max(received_at) FROM {S}.contacts), (SELECT max(recorded_at) FROM {S}.consultations))")
         if lo is None:
             return
-        await conn.execute(REBUILD_CALLER_LINKS)
+        await _rebuild_links(conn)
         months = []
         t = _floor_month(lo)
         while t <= hi:
@@ -579,7 +611,7 @@ async def rebuild_rollups(conn: asyncpg.Connection) -> None:
             await conn.execute(_contact_rollup_sql(_FACTS_DELTA, _DAILY), a, b)
             await conn.execute(_contact_hist_sql(_FACTS_DELTA, _DAILY), a, b)
             await conn.execute(_consultation_rollup_sql(_CONSULTATION_FACTS_DELTA, _DAILY), a, b)
-            await conn.execute(_caller_rollup_sql(_LINKS_DELTA), a, b)  # days and this month
+            await conn.execute(_caller_rollup_sql(_LINKS_DELTA, _DAILY), a, b)
         start, end = months[0][0], months[-1][1]
         contact_key = ["cube", "channel", "organisation", "k"]
         for grain, finer in (("m", "d"),):
@@ -588,6 +620,8 @@ async def rebuild_rollups(conn: asyncpg.Connection) -> None:
                                         finer), start, end)
             await conn.execute(_coarser("consultation_rollup", ["cube", "organisation", "k"],
                                         ["consultations", "referral_needed", "high_risk"], grain, finer), start, end)
+            await conn.execute(_coarser("caller_rollup", ["chain", "connected", "channel", "organisation", "field",
+                                                          "next_day"], ["n"], grain, finer), start, end)
 
 
 ROLLUP_TABLES = {  # table -> its counts (a row whose counts are all zero says nothing)

@@ -63,7 +63,8 @@ async def assert_exact(pool, checked: list[Period]) -> None:
             assert nonzero(mine) == nonzero(facts), (period, group_by, channel, org)
 
 
-async def test_callers_from_the_links_equal_the_distinct_callers_of_the_facts_and_survive_a_rebuild(pool):
+async def test_callers_from_the_links_equal_the_distinct_callers_of_the_facts_and_survive_a_rebuild(
+        pool, monkeypatch):
     await fresh_schema(pool)
     rnd = random.Random(5)
     sent = LOG + rnd.sample(LOG, 400)
@@ -73,6 +74,7 @@ async def test_callers_from_the_links_equal_the_distinct_callers_of_the_facts_an
     await assert_exact(pool, checked)
     kept = await store.rollup_rows(pool)
     assert kept["caller_links"] and kept["caller_rollup"]
+    monkeypatch.setattr(store, "LINK_SLICE_CONTACTS", 60)  # the rebuild's links in about ten slices of callers
     async with pool.acquire() as conn:
         await store.rebuild_rollups(conn)
     assert await store.rollup_rows(pool) == kept

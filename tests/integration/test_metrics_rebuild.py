@@ -13,7 +13,7 @@ import pytest
 from services.metrics import catchup, store
 from services.metrics.domain import fold
 from services.metrics.handlers import Prepared, apply_events, apply_prepared, unique_events
-from tests.integration.metrics_support import issue_keys, publish, start_metrics, synthetic_log
+from tests.integration.metrics_support import issue_keys, publish, start_metrics, synthetic_log, validated
 from tests.integration.test_metrics_rollups import LOG, every_figure, fresh_schema
 from tests.integration.test_metrics_service import answers
 from tsunagu import stack
@@ -171,4 +171,59 @@ async def test_a_rebuild_into_an_empty_schema_with_a_new_group_gives_the_live_fi
         await asyncio.to_thread(reference.process.stop)
         if rebuilt is not None:
             await asyncio.to_thread(rebuilt.process.stop)
+        await stack.drop_database(postgres_server_dsn, name)
+
+
+async def test_two_instances_rebuild_together_into_the_figures_of_one_fold(
+        pool, make_settings, create_all_topics, postgres_server_dsn, tmp_path):
+    """Two processes in the rebuild's group share the backlog's partitions (both are seen folding),
+    the switch to live happens once for both, and the rollups equal folding the whole log at once."""
+    rnd = random.Random(47)
+    log = synthetic_log(2500, seed=47)
+    first, late = split_late(log, rnd)
+    before = first + rnd.sample(first, 300)
+    rnd.shuffle(before)
+    await fresh_schema(pool)  # the reference: the whole log folded in one transaction
+    async with pool.acquire() as conn, conn.transaction():
+        await apply_events(conn, validated(log))
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    dsn = await stack.ensure_database(postgres_server_dsn, name)
+    one = make_settings(database_url=dsn)
+    await create_all_topics(one)
+    await publish(one, before)  # the backlog, on the topics before either process starts
+    keys = await issue_keys(one)
+    held = await create_pool(dsn, max_size=2)
+    await store.migrate_schema(held)  # a new schema: catch-up
+    instances = []
+    try:
+        async with held.acquire() as conn, conn.transaction():
+            # hold the mode: each process's batches wait on it, so both are seen with a batch in hand
+            await conn.execute("SELECT mode FROM metrics.fold_mode FOR UPDATE")
+            for tag in ("a", "b"):  # each process's connections named, to be told apart
+                named = f"{dsn}{'&' if '?' in dsn else '?'}application_name=rebuild-{tag}"
+                settings = make_settings(database_url=named, topic_prefix=one.topic_prefix)
+                instances.append(await asyncio.to_thread(
+                    start_metrics, settings, keys, tmp_path / f"rebuild-{tag}.log",
+                    TSUNAGU_METRICS_CONSUMER_GROUP="metrics-rebuild-two"))
+            waiting: set[str] = set()
+            for _ in range(600):
+                waiting |= {r["application_name"] for r in await held.fetch(
+                    "SELECT application_name FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name LIKE 'rebuild-%'")}
+                if waiting == {"rebuild-a", "rebuild-b"}:
+                    break
+                await asyncio.sleep(0.1)
+            assert waiting == {"rebuild-a", "rebuild-b"}, "both processes should hold a batch of the backlog"
+        await instances[0].wait_until_consumed(len(first), timeout=180)
+        await publish(one, late + rnd.sample(first, 100))  # late events and duplicates, live
+        await instances[1].wait_until_consumed(len(log), timeout=120)
+        assert await instances[0].consumed() == len(log)
+        assert await store.rollup_rows(held) == await store.rollup_rows(pool)
+        assert (await instances[0].get("/v1/metrics/answer-rate", period="trial1", group_by="field")).json() == (
+            await instances[1].get("/v1/metrics/answer-rate", period="trial1", group_by="field")).json()
+    finally:
+        for running in instances:
+            await asyncio.to_thread(running.process.stop)
+        await held.close()
         await stack.drop_database(postgres_server_dsn, name)
