@@ -557,6 +557,9 @@ CALLER_CHAINS: tuple[tuple[str, ...], ...] = (
     ("channel", "field"),  # 2: group_by=field
     ("channel", "organisation"),  # 3: group_by=organisation, and a partner's scope
     ("channel", "organisation", "field"),  # 4: a partner's scope by field
+    ("channel", "organisation", "desk"),  # 5: group_by=desk (a desk answers for one organisation)
+    ("channel", "prefecture"),  # 6: group_by=prefecture
+    ("channel", "hour"),  # 7: group_by=hour (of day, Japan time)
 )
 # (chain, connected only) in the order of the stored arrays of previous / next times
 CHAIN_LINKS: tuple[tuple[int, bool], ...] = tuple((c, k) for c in range(len(CALLER_CHAINS)) for k in (False, True))
@@ -565,7 +568,7 @@ Link = tuple[datetime | None, datetime | None]  # (previous, next) event time in
 
 
 def chain_of(c: CountedContact, chain: int) -> tuple[Any, ...]:
-    return (c.caller_key, *(getattr(c, name) for name in CALLER_CHAINS[chain]))
+    return (c.caller_key, *(c.key(name) for name in CALLER_CHAINS[chain]))
 
 
 def chain_links(contacts: dict[str, CountedContact]) -> dict[str, tuple[Link | None, ...]]:

@@ -45,7 +45,7 @@ TZ = "Asia/Tokyo"
 
 async def migrate_schema(pool: asyncpg.Pool) -> list[str]:
     applied = await migrate(pool, SCHEMA, MIGRATIONS, inbox_outbox=True)
-    rebuilt = {"002_rollups.sql", "004_caller_links.sql"} & set(applied)
+    rebuilt = {"002_rollups.sql", "004_caller_links.sql", "008_every_grouping_from_rollups.sql"} & set(applied)
     if rebuilt and await pool.fetchval(f'SELECT EXISTS (SELECT FROM "{SCHEMA}".contacts)'):
         async with pool.acquire() as conn:  # facts from before the rollups (or the caller links) existed
             await rebuild_rollups(conn)
@@ -264,33 +264,42 @@ ROLLUP_MEASURES = ["attempts", "connected", "abandoned", "abandoned_ivr", "aband
 _ADD = ", ".join(f"{m} = t.{m} + EXCLUDED.{m}" for m in ROLLUP_MEASURES)
 # groups whose every measure the delta leaves unchanged are not written (a contact whose talk time
 # changed moves only the talk sums)
-_ROLLUP_MOVED = "HAVING " + " OR ".join(
-    f"{expr.strip().rsplit(' AS ', 1)[0]} <> 0" for expr in CONTACT_MEASURES.split(",\n"))
+_ROLLUP_MOVED = "HAVING " + " OR ".join(f"sum({m}) <> 0" for m in ROLLUP_MEASURES)
+# what places a contact in every cube's group and bucket: the hour it arrived (Japan time is a whole
+# number of hours from UTC, so the UTC hour keeps its day, month and hour of day) and the group values
+_PLACE = "date_trunc('hour', received_at) AS received_at, channel, organisation, field, desk, prefecture"
 
 
 def _contact_rollup_sql(delta: str, grains: str = GRAINS_SQL) -> str:
+    """The delta summed by place first, then crossed with grains and cubes."""
     return f"""INSERT INTO {S}.contact_rollup AS t
             (cube, grain, bucket, channel, organisation, k, {", ".join(ROLLUP_MEASURES)})
-        SELECT c.cube, g.grain, {GRAIN_BUCKET}, channel, organisation, {CONTACT_CUBE_KEY}, {CONTACT_MEASURES}
-          FROM {delta} CROSS JOIN {grains} CROSS JOIN generate_series(0, 4) c(cube)
+        SELECT c.cube, g.grain, {GRAIN_BUCKET}, channel, organisation, {CONTACT_CUBE_KEY},
+               {", ".join(f"sum({m})" for m in ROLLUP_MEASURES)}
+          FROM (SELECT {_PLACE}, {CONTACT_MEASURES} FROM {delta} GROUP BY 1, 2, 3, 4, 5, 6) v
+               CROSS JOIN {grains} CROSS JOIN generate_series(0, 4) c(cube)
          GROUP BY 1, 2, 3, 4, 5, 6 {_ROLLUP_MOVED} ORDER BY 1, 2, 3, 4, 5, 6
         ON CONFLICT (cube, grain, bucket, channel, organisation, k) DO UPDATE SET {_ADD}"""
 
 
-# Histograms are kept for the cubes none (which also answers by organisation, channel and day) and
-# field only — waits by desk, prefecture or hour of day are counted from the facts: per contact,
-# histogram rows are the most a batch writes.
-HIST_CUBES = (0, 1)
+# Histograms are kept for every cube (cube none also answers by organisation, channel and day), so
+# waits and service level by any group come from the rollups.
+HIST_CUBES = (0, 1, 2, 3, 4)
 
 
 def _contact_hist_sql(delta: str, grains: str = GRAINS_SQL) -> str:
+    """The values binned and summed by place first (a contact's old and new value that cancel — a wait
+    unchanged when the talk time arrives — drop out), then crossed with grains and cubes."""
     return f"""INSERT INTO {S}.contact_hist AS t (cube, grain, bucket, measure, channel, organisation, k, bin, n)
-        SELECT c.cube, g.grain, {GRAIN_BUCKET}, m.measure, channel, organisation, {CONTACT_CUBE_KEY},
-               {_bin("m.value")}, sum(sign)
-          FROM {delta} CROSS JOIN {grains} CROSS JOIN unnest(ARRAY[0, 1]) c(cube)
-               CROSS JOIN LATERAL (VALUES ('w'::"char", wait), ('t'::"char", talk), ('a'::"char", queue_wait))
-               m(measure, value)
-         WHERE m.value IS NOT NULL
+        SELECT c.cube, g.grain, {GRAIN_BUCKET}, measure, channel, organisation, {CONTACT_CUBE_KEY}, bin, sum(sign)
+          FROM (SELECT {_PLACE}, m.measure,
+                       {_bin("m.value")} AS bin, sum(sign) AS sign
+                  FROM {delta}
+                       CROSS JOIN LATERAL (VALUES ('w'::"char", wait), ('t'::"char", talk),
+                                                  ('a'::"char", queue_wait)) m(measure, value)
+                 WHERE m.value IS NOT NULL
+                 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 HAVING sum(sign) <> 0) v
+               CROSS JOIN {grains} CROSS JOIN unnest(ARRAY{list(HIST_CUBES)}) c(cube)
          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 HAVING sum(sign) <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
         ON CONFLICT (cube, grain, bucket, measure, channel, organisation, k, bin) DO UPDATE SET n = t.n + EXCLUDED.n"""
 
@@ -313,15 +322,16 @@ h AS ({_contact_hist_sql("delta")})
 INSERT INTO {S}.caller_links_pending (contact_id) SELECT contact_id FROM changed
 """
 
-# --- distinct callers: each caller's attempts in chains (migration 004, domain.CALLER_CHAINS) -------
+# --- distinct callers: each caller's attempts in chains (migrations 004, 008; domain.CALLER_CHAINS) ----
 # caller_links keeps, per contact, the values that put it in its chains and the event time of its
 # previous and next attempt in each; caller_rollup counts attempts by bucket and the next's day. A derive
 # (CHAINS_APPLY, run by derive_links over the contacts live batches listed as changed) finds the contacts
-# whose chain values changed, their neighbours before and after in each old and new chain, recomputes those contacts'
-# links from the facts and moves the rollup by the difference — no other contact's links can change.
-# A moved contact is looked up in every chain; a neighbour only in the chains where it neighbours a
-# moved one (its values are unchanged, so anything entering or leaving its other chains would be a
-# moved contact next to it there, found by that contact's own lookups).
+# whose chain values changed and, in the facts, their neighbours before and after each old and new
+# position in each chain; it moves those contacts' links and the rollup by the difference — no other
+# contact's links can change. A moved contact's links are the neighbours of its new position. A
+# neighbour's link changes only on the side facing a moved position, in that chain (anything entering or
+# leaving next to it is a moved contact, found by that contact's own lookups): it becomes the new position
+# itself, or, beside an old position, the attempt on that position's other side.
 
 # i: 1-based index into prev_at / next_at
 _CHAINS = "(VALUES " + ", ".join(
@@ -329,8 +339,12 @@ _CHAINS = "(VALUES " + ", ".join(
 ) + ") ch(i, chain, connected_only)"
 # a chain value as a contacts row counts it (CONTACTS_VIEW)
 _CHAIN_VALUE = {"channel": "{c}.channel", "field": "coalesce({c}.field, {c}.assigned_field)",
-                "organisation": "coalesce({c}.organisation_id, {c}.assigned_org)"}
-_LINK_COLUMNS = ["contact_id", "caller_key", "received_at", "channel", "organisation", "field", "connected"]
+                "organisation": "coalesce({c}.organisation_id, {c}.assigned_org)",
+                "desk": "coalesce({c}.desk_id, {c}.assigned_desk)", "prefecture": "{c}.prefecture",
+                "hour": f"extract(hour FROM {{c}}.received_at AT TIME ZONE {_TZ})::smallint"}
+# caller_links' columns before its links, in the table's order (migration 008)
+_LINK_COLUMNS = ["contact_id", "caller_key", "received_at", "channel", "organisation", "field", "desk", "prefecture",
+                 "hour", "connected"]
 
 
 def _chains_with(name: str) -> str:
@@ -345,36 +359,40 @@ def _in_chain(c: str, m: str) -> str:
         + [f"(NOT ch.connected_only OR {c}.answered_at IS NOT NULL)"])
 
 
-def _neighbour(c: str, m: str, before: bool, column: str) -> str:
-    """SQL: ``column`` of the attempt just before (or after) position ``m`` in its chain ``ch``."""
+def _neighbour(c: str, m: str, before: bool, columns: tuple[str, ...] = ("received_at",)) -> str:
+    """SQL: ``columns`` of the attempt just before (or after) position ``m`` in its chain ``ch`` — no row
+    where ``m`` is not in that chain (not connected, in a chain of connected attempts)."""
     op, order = ("<", "DESC") if before else (">", "ASC")
-    return f"""(SELECT {c}.{column} FROM {S}.contacts {c}
-                 WHERE {c}.caller_key = {m}.caller_key
+    return f"""(SELECT {", ".join(f"{c}.{n}" for n in columns)} FROM {S}.contacts {c}
+                 WHERE ({m}.connected OR NOT ch.connected_only) AND {c}.caller_key = {m}.caller_key
                    AND ({c}.received_at, {c}.contact_id) {op} ({m}.received_at, {m}.contact_id) AND {_in_chain(c, m)}
                  ORDER BY {c}.received_at {order}, {c}.contact_id {order} LIMIT 1)"""
 
 
-_LINK_VIEW = (f"c.contact_id, c.caller_key, c.received_at, c.channel, "
-              f"{_CHAIN_VALUE['organisation'].format(c='c')} AS organisation, "
-              f"{_CHAIN_VALUE['field'].format(c='c')} AS field, c.answered_at IS NOT NULL AS connected")
+_LINK_VIEW = ("c.contact_id, c.caller_key, c.received_at, "
+              + "".join(f"{_CHAIN_VALUE[n].format(c='c')} AS {n}, " for n in _LINK_COLUMNS[3:-1])
+              + "c.answered_at IS NOT NULL AS connected")
 
 
 def _links_of(view: str) -> str:
     """SQL: the caller_links rows of the contacts in ``view`` (a subquery of _LINK_VIEW rows ``v`` with
-    ``redo``: the chains (CHAIN_LINKS indexes, 1-based) to look up, NULL for all; and ``o_prev`` / ``o_next``:
-    the stored links, kept in every other chain), with ``redo`` after them."""
+    ``redo``: NULL for a moved contact, whose links ``own_prev`` / ``own_next`` were found beside its new
+    position; else the chains where it neighbours a moved position, its links moved there in ``re_prev`` /
+    ``re_next`` — looked up in every chain when it has none stored), with ``redo`` after them."""
     member = "(v.connected OR NOT ch.connected_only)"
 
     def link(before: bool) -> str:
-        kept = "v.o_prev" if before else "v.o_next"
-        return f"""ARRAY(SELECT CASE WHEN NOT {member} THEN NULL
-                                WHEN v.redo IS NULL OR {kept} IS NULL OR ch.i = ANY(v.redo)
-                                THEN {_neighbour("p", "v", before, "received_at")}
-                                ELSE {kept}[ch.i] END
-                FROM {_CHAINS} ORDER BY ch.i)"""
+        own, moved = ("v.own_prev", "v.re_prev") if before else ("v.own_next", "v.re_next")
+        return f"""CASE WHEN v.redo IS NULL THEN {own} WHEN {moved} IS NOT NULL THEN {moved} ELSE
+                ARRAY(SELECT CASE WHEN {member} THEN {_neighbour("p", "v", before)} END
+                  FROM {_CHAINS} ORDER BY ch.i) END"""
 
     return (f"SELECT {', '.join('v.' + n for n in _LINK_COLUMNS)}, {link(True)} AS prev_at, {link(False)} AS next_at, "
             f"v.redo FROM {view}")
+
+
+# the values that name a chain's group, as caller_rollup's columns
+CHAIN_GROUPS = _LINK_COLUMNS[3:-1]
 
 
 def _chain_value(name: str) -> str:
@@ -382,17 +400,21 @@ def _chain_value(name: str) -> str:
 
 
 def _caller_rollup_sql(delta: str, grains: str = GRAINS_SQL, chains: str = "true") -> str:
-    """``chains``: SQL, which of a delta row's chains (``ch``) it moves."""
-    return f"""INSERT INTO {S}.caller_rollup AS t
-            (chain, connected, grain, bucket, channel, organisation, field, next_day, n)
-        SELECT ch.chain, ch.connected_only, g.grain, {GRAIN_BUCKET}, {_chain_value("channel")},
-               {_chain_value("organisation")}, {_chain_value("field")},
-               date_trunc('day', next_at[ch.i], {_TZ}), sum(sign)
-          FROM {delta} CROSS JOIN {_CHAINS} CROSS JOIN {grains}
-         WHERE (connected OR NOT ch.connected_only) AND {chains}
-         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 HAVING sum(sign) <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
-        ON CONFLICT (chain, connected, grain, bucket, channel, organisation, field, next_day)
-           DO UPDATE SET n = t.n + EXCLUDED.n"""
+    """``chains``: SQL, which of a delta row's chains (``ch``) it moves. The delta is summed by day first,
+    then crossed with the grains."""
+    groups = ", ".join(CHAIN_GROUPS)
+    bucket = f"CASE g.grain WHEN 'd' THEN day ELSE date_trunc('month', day, {_TZ}) END"
+    return f"""INSERT INTO {S}.caller_rollup AS t (chain, connected, grain, bucket, {groups}, next_day, n)
+        SELECT chain, connected, g.grain, {bucket}, {groups}, next_day, sum(n)
+          FROM (SELECT ch.chain, ch.connected_only AS connected, date_trunc('day', received_at, {_TZ}) AS day,
+                       {", ".join(f"{_chain_value(n)} AS {n}" for n in CHAIN_GROUPS)},
+                       date_trunc('day', next_at[ch.i], {_TZ}) AS next_day, sum(sign) AS n
+                  FROM {delta} CROSS JOIN {_CHAINS}
+                 WHERE (connected OR NOT ch.connected_only) AND {chains}
+                 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 HAVING sum(sign) <> 0) v
+               CROSS JOIN {grains}
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 HAVING sum(n) <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+        ON CONFLICT (chain, connected, grain, bucket, {groups}, next_day) DO UPDATE SET n = t.n + EXCLUDED.n"""
 
 
 _LINKS = ", ".join(_LINK_COLUMNS)
@@ -401,12 +423,10 @@ _LINKS = ", ".join(_LINK_COLUMNS)
 _CAND = "ARRAY(SELECT contact_id FROM cand)"
 # each candidate's contacts row and stored links, looked up by its key (OFFSET 0: not to be turned into
 # a join, for the same reason)
-_CAND_VIEW = f"""(SELECT {_LINK_VIEW}, k.redo, o.prev_at AS o_prev, o.next_at AS o_next
-                    FROM cand k
+_CAND_VIEW = f"""(SELECT {_LINK_VIEW}, k.redo, k.own_prev, k.own_next, r.prev_at AS re_prev, r.next_at AS re_next
+                    FROM cand k LEFT JOIN relinked r ON r.contact_id = k.contact_id
                    CROSS JOIN LATERAL (SELECT * FROM {S}.contacts c WHERE c.contact_id = k.contact_id
-                                          AND c.caller_key IS NOT NULL AND c.received_at IS NOT NULL OFFSET 0) c
-                    LEFT JOIN LATERAL (SELECT prev_at, next_at FROM {S}.caller_links l
-                                        WHERE l.contact_id = k.contact_id OFFSET 0) o ON true) v"""
+                                          AND c.caller_key IS NOT NULL AND c.received_at IS NOT NULL OFFSET 0) c) v"""
 # every listed contact at once: the list is taken in the statement that reads the facts (derive_links)
 CHAINS_APPLY = f"""
 WITH taken AS (DELETE FROM {S}.caller_links_pending RETURNING contact_id),
@@ -417,17 +437,42 @@ now_ AS (
      WHERE c.caller_key IS NOT NULL AND c.received_at IS NOT NULL),
 was AS (SELECT {", ".join(f"l.{n}" for n in _LINK_COLUMNS)} FROM ids
          CROSS JOIN LATERAL (SELECT * FROM {S}.caller_links l WHERE l.contact_id = ids.contact_id OFFSET 0) l),
-moved AS ((SELECT * FROM now_ EXCEPT SELECT * FROM was) UNION ALL (SELECT * FROM was EXCEPT SELECT * FROM now_)),
-near AS (
-    SELECT x.id, ch.i FROM moved m CROSS JOIN {_CHAINS}
-           CROSS JOIN LATERAL (VALUES ({_neighbour("c", "m", True, "contact_id")}),
-                                      ({_neighbour("c", "m", False, "contact_id")})) x(id)
-     WHERE (m.connected OR NOT ch.connected_only) AND x.id IS NOT NULL),
+moved AS ((SELECT *, true AS is_now FROM (SELECT * FROM now_ EXCEPT SELECT * FROM was) n)
+          UNION ALL (SELECT *, false FROM (SELECT * FROM was EXCEPT SELECT * FROM now_) w)),
+-- the attempts just before and after each position, new and old, in each of its chains (NULL where it
+-- is not in the chain): around a new position they are the moved contact's own links
+nb AS (
+    SELECT m.contact_id, m.received_at AS at, m.is_now, ch.i, b.contact_id AS b_id, b.received_at AS b_at,
+           a.contact_id AS a_id, a.received_at AS a_at
+      FROM moved m CROSS JOIN {_CHAINS}
+      LEFT JOIN LATERAL {_neighbour("c", "m", True, ("contact_id", "received_at"))} b ON true
+      LEFT JOIN LATERAL {_neighbour("c", "m", False, ("contact_id", "received_at"))} a ON true),
+own AS (SELECT contact_id, array_agg(b_at ORDER BY i) AS own_prev, array_agg(a_at ORDER BY i) AS own_next
+          FROM nb WHERE is_now GROUP BY 1),
+-- a neighbour's link on the side facing a position (side 1: its next; 0: its previous) is the position
+-- itself when that is new (nothing lies between them), else the attempt on the position's other side
+-- (the position is gone); its other links are unchanged
+near AS (SELECT b_id AS id, i, 1 AS side, CASE WHEN is_now THEN at ELSE a_at END AS t, is_now
+           FROM nb WHERE b_id IS NOT NULL
+         UNION ALL
+         SELECT a_id, i, 0, CASE WHEN is_now THEN at ELSE b_at END, is_now FROM nb WHERE a_id IS NOT NULL),
 -- each contact whose links may change, and in which chains (redo; NULL: all, for a moved contact)
-cand AS (SELECT contact_id, CASE WHEN bool_or(i IS NULL) THEN NULL ELSE array_agg(DISTINCT i) END AS redo
-           FROM (SELECT contact_id, NULL::int AS i FROM moved UNION ALL SELECT id, i FROM near) u GROUP BY 1),
+cand AS (SELECT u.contact_id, u.redo, o.own_prev, o.own_next
+           FROM (SELECT contact_id, CASE WHEN bool_or(i IS NULL) THEN NULL ELSE array_agg(DISTINCT i) END AS redo
+                   FROM (SELECT contact_id, NULL::int AS i FROM moved UNION ALL SELECT id, i FROM near) u
+                  GROUP BY 1) u
+           LEFT JOIN own o ON o.contact_id = u.contact_id),
 old AS (SELECT l.*, k.redo FROM cand k
          CROSS JOIN LATERAL (SELECT * FROM {S}.caller_links l WHERE l.contact_id = k.contact_id OFFSET 0) l),
+roles AS (SELECT id, i, side, (array_agg(t ORDER BY is_now DESC))[1] AS t FROM near GROUP BY 1, 2, 3),
+relinked AS (
+    SELECT o.contact_id,
+           array_agg(CASE WHEN p.id IS NULL THEN s.prev ELSE p.t END ORDER BY s.i) AS prev_at,
+           array_agg(CASE WHEN n.id IS NULL THEN s.next ELSE n.t END ORDER BY s.i) AS next_at
+      FROM old o CROSS JOIN LATERAL unnest(o.prev_at, o.next_at) WITH ORDINALITY s(prev, next, i)
+      LEFT JOIN roles p ON p.id = o.contact_id AND p.i = s.i AND p.side = 0
+      LEFT JOIN roles n ON n.id = o.contact_id AND n.i = s.i AND n.side = 1
+     WHERE o.redo IS NOT NULL GROUP BY 1),
 fresh AS ({_links_of(_CAND_VIEW)}),
 gone AS (DELETE FROM {S}.caller_links l
           WHERE l.contact_id = ANY({_CAND}) AND NOT EXISTS (SELECT FROM fresh f WHERE f.contact_id = l.contact_id)),
@@ -620,8 +665,8 @@ async def rebuild_rollups(conn: asyncpg.Connection) -> None:
                                         finer), start, end)
             await conn.execute(_coarser("consultation_rollup", ["cube", "organisation", "k"],
                                         ["consultations", "referral_needed", "high_risk"], grain, finer), start, end)
-            await conn.execute(_coarser("caller_rollup", ["chain", "connected", "channel", "organisation", "field",
-                                                          "next_day"], ["n"], grain, finer), start, end)
+            await conn.execute(_coarser("caller_rollup", ["chain", "connected", *CHAIN_GROUPS, "next_day"], ["n"],
+                                        grain, finer), start, end)
 
 
 ROLLUP_TABLES = {  # table -> its counts (a row whose counts are all zero says nothing)
@@ -898,7 +943,8 @@ def caller_plan(group_by: str | None, channel: str | None,
                 organisation: str | None) -> tuple[tuple[int, str | None], ...] | None:
     """Which chains (domain.CALLER_CHAINS) answer a question: (chain, None) for the totals, then
     (chain, the group's column, or "day") — None when the links do not answer it (it is counted from the
-    facts: group_by desk, prefecture or hour, and a partner's scope over all channels)."""
+    facts): a partner's scope over all channels; a group other than day and channel over all channels;
+    a partner's scope by prefecture or hour."""
     if organisation is None:
         total = 0 if channel is None else 1
     elif channel is not None:
@@ -911,11 +957,15 @@ def caller_plan(group_by: str | None, channel: str | None,
         return ((total, None), (total, "day"))
     if group_by == "channel":
         return ((total, None), (1 if organisation is None else 3, "channel"))
-    if channel is None or group_by not in ("field", "organisation"):
+    if channel is None:
         return None
     if group_by == "field":
         return ((total, None), (2 if organisation is None else 4, "field"))
-    return ((total, None), (3, "organisation"))
+    if group_by == "desk":  # summed over organisations when unscoped: a desk answers for one
+        return ((total, None), (5, "desk"))
+    if organisation is not None and group_by != "organisation":
+        return None
+    return ((total, None), ({"organisation": 3, "prefecture": 6, "hour": 7}[group_by], group_by))
 
 
 def _callers_sql(chain: int, key: str | None) -> str:

@@ -27,7 +27,9 @@ LOG = validated(synthetic_log(700, seed=43, start=START, span=timedelta(days=70)
 QUESTIONS = [(None, "phone", None), (None, None, None), (None, "chat", None), ("channel", None, None),
              ("field", "phone", None), ("organisation", "phone", None), (None, "phone", "npo-a"),
              ("field", "phone", "npo-b"), ("organisation", "phone", "npo-a"),
-             ("day", "phone", None), ("day", None, None), ("day", "phone", "npo-a")]
+             ("day", "phone", None), ("day", None, None), ("day", "phone", "npo-a"),
+             ("desk", "phone", None), ("desk", "phone", "npo-b"), ("prefecture", "phone", None),
+             ("hour", "phone", None), ("hour", "chat", None)]
 
 
 def periods(rnd: random.Random, n: int) -> list[Period]:

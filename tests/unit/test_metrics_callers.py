@@ -30,30 +30,35 @@ TEL = "/partners/tel-platform/telephony"
 START = datetime(2022, 7, 1, tzinfo=JST)
 FIELDS = ("loneliness", "suicidal", None)
 ORGS = ("npo-a", "npo-b", None)
+PREFECTURES = ("13", "27", None)
 
 
 def attempt_log(rnd: random.Random, contacts: int, callers: int, days: int) -> list[dict[str, Any]]:
-    """Contacts of a few callers over a few days (ties in time included), some choosing a field, some
-    assigned or answered by an organisation."""
+    """Contacts of a few callers over a few days (ties in time included), from one prefecture or another,
+    some choosing a field, some assigned or answered by one of an organisation's desks."""
     out = []
     for i in range(contacts):
         cid = f"c{i}"
         at = START + timedelta(minutes=rnd.randrange(days * 24 * 4) * 15)
-        out.append(event("contact.received", f"{cid}-r", at, {
-            "contact_id": cid, "channel": rnd.choice(["phone", "phone", "chat"]),
-            "caller_key": caller_key(rnd.randrange(callers))}, TEL))
+        received = {"contact_id": cid, "channel": rnd.choice(["phone", "phone", "chat"]),
+                    "caller_key": caller_key(rnd.randrange(callers))}
+        prefecture = rnd.choice(PREFECTURES)
+        if prefecture is not None:  # where the caller is may change from one attempt to the next
+            received["prefecture"] = prefecture
+        out.append(event("contact.received", f"{cid}-r", at, received, TEL))
         field = rnd.choice(FIELDS)
         if field is not None:
             out.append(event("contact.field_selected", f"{cid}-f", at + timedelta(seconds=20),
                              {"contact_id": cid, "field": field, "menu_position": 1}, TEL))
         org = rnd.choice(ORGS)
+        desk = f"{org}-{rnd.randrange(2)}"
         if org is not None and rnd.random() < 0.6:
             out.append(event("contact.answered", f"{cid}-w", at + timedelta(seconds=60),
-                             {"contact_id": cid, "desk_id": f"{org}-1", "organisation_id": org,
+                             {"contact_id": cid, "desk_id": desk, "organisation_id": org,
                               "wait_seconds": 30.0}, TEL))
         elif org is not None:
             out.append(event("routing.assigned", f"{cid}-s", at + timedelta(seconds=40),
-                             {"contact_id": cid, "desk_id": f"{org}-1", "organisation_id": org,
+                             {"contact_id": cid, "desk_id": desk, "organisation_id": org,
                               "field": field or "hardship", "reason": "free_line"}, "/tsunagu/routing"))
     return out
 
