@@ -204,8 +204,9 @@ INSERT INTO metrics.contacts (contact_id, received_at, received_tb, channel, cal
     abandoned_at, abandoned_tb, abandon_stage, abandon_wait, ended_at, ended_tb, talk_seconds)
 SELECT 'h' || g, t, 'x', CASE WHEN g % 20 = 0 THEN 'chat' ELSE 'phone' END,
        -- a quarter of the calls from 2,000 frequent callers (about every other day each at 2 M contacts),
-       -- the rest from callers who call twice, half a year apart
-       CASE WHEN g % 4 = 0 THEN md5('f' || (g / 4 % 2000)) || md5('f' || (g / 4 % 2000) || 'k')
+       -- the rest from callers who call twice, half a year apart; a chat account's key is not a phone's
+       CASE WHEN g % 20 = 0 THEN md5('chat' || (g / 4 % 2000)) || md5('chat' || (g / 4 % 2000) || 'k')
+            WHEN g % 4 = 0 THEN md5('f' || (g / 4 % 2000)) || md5('f' || (g / 4 % 2000) || 'k')
             ELSE md5((g % ($1 / 2))::text) || md5((g % ($1 / 2))::text || 'k') END,
        lpad((1 + g % 47)::text, 2, '0'),
        t + interval '20 seconds', 'x', (ARRAY['loneliness','suicidal','hardship','women_dv','under18','gender',

@@ -93,8 +93,9 @@ class ContactReceived(EventData):
     caller_key: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
-        description="発信者の仮名キー（HMAC-SHA256、小文字16進64桁）/ keyed pseudonym of the caller "
-        "(HMAC-SHA256, 64 lowercase hex); null when withheld",
+        description="発信者の仮名キー（HMAC-SHA256、小文字16進64桁、チャネルごとに別）/ keyed pseudonym of the "
+        "caller (HMAC-SHA256, 64 lowercase hex; one channel's: intake hashes the E.164 number for phones and "
+        "<channel>:<id> otherwise); null when withheld",
     )
     prefecture: PrefectureCode | None = None
     municipality: MunicipalityCode | None = None

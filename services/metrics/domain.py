@@ -551,15 +551,17 @@ def cover(period: Period, coarsest: str = "m") -> Cover:
 # and next attempt in each *chain* — the caller's attempts in one group, ordered by (event time, contact
 # id) — and the rollup counts attempts by (bucket, day of the next attempt). "Got through" is the same
 # over the chains of connected attempts only. A chain is named by the caller key and these values:
+# Every chain is within one channel: a caller key belongs to one channel (intake hashes the E.164 number
+# for phones and ``<channel>:<id>`` otherwise — schemas' ContactReceived.caller_key), so the callers of
+# every channel together are the sum of each channel's.
 CALLER_CHAINS: tuple[tuple[str, ...], ...] = (
-    (),  # 0: every channel (channel=all totals)
-    ("channel",),  # 1: one channel (the totals; group_by=channel)
-    ("channel", "field"),  # 2: group_by=field
-    ("channel", "organisation"),  # 3: group_by=organisation, and a partner's scope
-    ("channel", "organisation", "field"),  # 4: a partner's scope by field
-    ("channel", "organisation", "desk"),  # 5: group_by=desk (a desk answers for one organisation)
-    ("channel", "prefecture"),  # 6: group_by=prefecture
-    ("channel", "hour"),  # 7: group_by=hour (of day, Japan time)
+    ("channel",),  # 0: the totals; group_by=channel
+    ("channel", "field"),  # 1: group_by=field
+    ("channel", "organisation"),  # 2: group_by=organisation, and a partner's scope
+    ("channel", "organisation", "field"),  # 3: a partner's scope by field
+    ("channel", "organisation", "desk"),  # 4: group_by=desk (a desk answers for one organisation)
+    ("channel", "prefecture"),  # 5: group_by=prefecture
+    ("channel", "hour"),  # 6: group_by=hour (of day, Japan time)
 )
 # (chain, connected only) in the order of the stored arrays of previous / next times
 CHAIN_LINKS: tuple[tuple[int, bool], ...] = tuple((c, k) for c in range(len(CALLER_CHAINS)) for k in (False, True))

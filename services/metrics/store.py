@@ -943,29 +943,18 @@ def caller_plan(group_by: str | None, channel: str | None,
                 organisation: str | None) -> tuple[tuple[int, str | None], ...] | None:
     """Which chains (domain.CALLER_CHAINS) answer a question: (chain, None) for the totals, then
     (chain, the group's column, or "day") — None when the links do not answer it (it is counted from the
-    facts): a partner's scope over all channels; a group other than day and channel over all channels;
-    a partner's scope by prefecture or hour."""
-    if organisation is None:
-        total = 0 if channel is None else 1
-    elif channel is not None:
-        total = 3
-    else:
-        return None
+    facts): a partner's scope by prefecture or hour. Over every channel (``channel`` None) a chain's
+    groups are summed across channels: a caller key belongs to one channel."""
+    scoped = organisation is not None
+    total = 2 if scoped else 0
     if group_by is None:
         return ((total, None),)
     if group_by == "day":  # each day's part of the period on its own, from the totals' chain
         return ((total, None), (total, "day"))
-    if group_by == "channel":
-        return ((total, None), (1 if organisation is None else 3, "channel"))
-    if channel is None:
-        return None
-    if group_by == "field":
-        return ((total, None), (2 if organisation is None else 4, "field"))
-    if group_by == "desk":  # summed over organisations when unscoped: a desk answers for one
-        return ((total, None), (5, "desk"))
-    if organisation is not None and group_by != "organisation":
-        return None
-    return ((total, None), ({"organisation": 3, "prefecture": 6, "hour": 7}[group_by], group_by))
+    chain = {"channel": total, "field": 3 if scoped else 1, "organisation": 2, "desk": 4}.get(group_by)
+    if chain is None and not scoped:
+        chain = {"prefecture": 5, "hour": 6}[group_by]
+    return None if chain is None else ((total, None), (chain, group_by))
 
 
 def _callers_sql(chain: int, key: str | None) -> str:

@@ -43,8 +43,10 @@ def event(type_: str, event_id: str, at: datetime, data: dict[str, Any], source:
     }
 
 
-def caller_key(n: int) -> str:
-    return hashlib.sha256(f"caller-{n}".encode()).hexdigest()
+def caller_key(n: int, channel: str = "phone") -> str:
+    """Caller ``n``'s key on a channel: one person's phone and chat accounts have different keys, as intake
+    hashes the E.164 number for phones and ``<channel>:<id>`` otherwise."""
+    return hashlib.sha256((f"caller-{n}" if channel == "phone" else f"{channel}:caller-{n}").encode()).hexdigest()
 
 
 def synthetic_log(contacts: int, *, seed: int = 7, start: datetime = TRIAL1, span: timedelta = timedelta(days=7),
@@ -60,7 +62,7 @@ def synthetic_log(contacts: int, *, seed: int = 7, start: datetime = TRIAL1, spa
         at = start + timedelta(seconds=span.total_seconds() * i / contacts + rnd.random())
         channel = "phone" if rnd.random() < 0.95 else "chat"
         received: dict[str, Any] = {"contact_id": cid, "channel": channel,
-                                    "caller_key": caller_key(rnd.randrange(callers))}
+                                    "caller_key": caller_key(rnd.randrange(callers), channel)}
         prefecture = rnd.choice(["13", "27", "01", None])
         if prefecture:
             received["prefecture"] = prefecture

@@ -29,7 +29,10 @@ QUESTIONS = [(None, "phone", None), (None, None, None), (None, "chat", None), ("
              ("field", "phone", "npo-b"), ("organisation", "phone", "npo-a"),
              ("day", "phone", None), ("day", None, None), ("day", "phone", "npo-a"),
              ("desk", "phone", None), ("desk", "phone", "npo-b"), ("prefecture", "phone", None),
-             ("hour", "phone", None), ("hour", "chat", None)]
+             ("hour", "phone", None), ("hour", "chat", None),
+             # every channel: each channel's callers summed (a caller key belongs to one channel)
+             ("field", None, None), ("organisation", None, None), ("desk", None, None), ("prefecture", None, None),
+             ("hour", None, None), (None, None, "npo-a"), ("field", None, "npo-b"), ("desk", None, "npo-a")]
 
 
 def periods(rnd: random.Random, n: int) -> list[Period]:

@@ -40,8 +40,8 @@ def attempt_log(rnd: random.Random, contacts: int, callers: int, days: int) -> l
     for i in range(contacts):
         cid = f"c{i}"
         at = START + timedelta(minutes=rnd.randrange(days * 24 * 4) * 15)
-        received = {"contact_id": cid, "channel": rnd.choice(["phone", "phone", "chat"]),
-                    "caller_key": caller_key(rnd.randrange(callers))}
+        channel = rnd.choice(["phone", "phone", "chat"])
+        received = {"contact_id": cid, "channel": channel, "caller_key": caller_key(rnd.randrange(callers), channel)}
         prefecture = rnd.choice(PREFECTURES)
         if prefecture is not None:  # where the caller is may change from one attempt to the next
             received["prefecture"] = prefecture

@@ -36,8 +36,8 @@ WEEK = Period(TRIAL1, TRIAL1 + timedelta(days=7))
 def contact(n: int, at: datetime = TRIAL1, *, channel: str = "phone", field: str | None = "loneliness",
             answered: bool = False, ivr_hangup: bool = False, caller: int | None = None) -> list[dict]:
     cid = f"c-{n}"
-    events = [event("contact.received", f"{cid}-r", at,
-                    {"contact_id": cid, "channel": channel, "caller_key": caller_key(n if caller is None else caller)},
+    key = caller_key(n if caller is None else caller, channel)
+    events = [event("contact.received", f"{cid}-r", at, {"contact_id": cid, "channel": channel, "caller_key": key},
                     TEL)]
     if ivr_hangup:
         events.append(event("contact.abandoned", f"{cid}-a", at + timedelta(seconds=10),

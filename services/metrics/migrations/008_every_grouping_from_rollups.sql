@@ -1,9 +1,11 @@
 -- Every group_by from the rollups (issue 5: a year's figures by desk, prefecture or hour of day).
 --
 -- Distinct callers by desk, prefecture and hour of day, and waits by the same, were counted from the
--- facts: 13–36 s for a year at 10 M contacts. Three more caller chains (domain.CALLER_CHAINS 5–7: a
+-- facts: 13–36 s for a year at 10 M contacts. Three more caller chains (domain.CALLER_CHAINS 4–6: a
 -- channel, organisation and desk; a channel and prefecture; a channel and hour of day) answer the
--- first, and contact_hist now keeps every contact cube (store.HIST_CUBES) for the second.
+-- first, and contact_hist now keeps every contact cube (store.HIST_CUBES) for the second. The chain of
+-- every channel goes: a caller key belongs to one channel, so each channel's callers add up to all of
+-- them, and every chain (renumbered) answers over every channel too.
 --
 -- caller_links gains the values of the new chains and caller_rollup the groups; both are recreated
 -- (store.py writes them by column position) and, with contact_hist, rebuilt from the facts when the
