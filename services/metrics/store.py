@@ -282,14 +282,10 @@ def _contact_rollup_sql(delta: str, grains: str = GRAINS_SQL) -> str:
         ON CONFLICT (cube, grain, bucket, channel, organisation, k) DO UPDATE SET {_ADD}"""
 
 
-# Histograms are kept for every cube (cube none also answers by organisation, channel and day), so
-# waits and service level by any group come from the rollups.
-HIST_CUBES = (0, 1, 2, 3, 4)
-
-
 def _contact_hist_sql(delta: str, grains: str = GRAINS_SQL) -> str:
-    """The values binned and summed by place first (a contact's old and new value that cancel — a wait
-    unchanged when the talk time arrives — drop out), then crossed with grains and cubes."""
+    """Histograms of every cube (so waits by any group come from them): the values binned and summed by
+    place first (a contact's old and new value that cancel — a wait unchanged when the talk time arrives —
+    drop out), then crossed with grains and cubes."""
     return f"""INSERT INTO {S}.contact_hist AS t (cube, grain, bucket, measure, channel, organisation, k, bin, n)
         SELECT c.cube, g.grain, {GRAIN_BUCKET}, measure, channel, organisation, {CONTACT_CUBE_KEY}, bin, sum(sign)
           FROM (SELECT {_PLACE}, m.measure,
@@ -299,7 +295,7 @@ def _contact_hist_sql(delta: str, grains: str = GRAINS_SQL) -> str:
                                                   ('a'::"char", queue_wait)) m(measure, value)
                  WHERE m.value IS NOT NULL
                  GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 HAVING sum(sign) <> 0) v
-               CROSS JOIN {grains} CROSS JOIN unnest(ARRAY{list(HIST_CUBES)}) c(cube)
+               CROSS JOIN {grains} CROSS JOIN generate_series(0, 4) c(cube)
          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 HAVING sum(sign) <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
         ON CONFLICT (cube, grain, bucket, measure, channel, organisation, k, bin) DO UPDATE SET n = t.n + EXCLUDED.n"""
 
@@ -1066,8 +1062,7 @@ async def waits(
     """Waits and service level from the rollups: means exact, percentiles from the histogram bins
     (domain.HISTOGRAM_EDGES gives the precision), "answered within N s" exact for N on a bin edge —
     any other N is counted from the facts."""
-    cube = CONTACT_ROLLUP_KEYS[group_by][0]
-    if cube not in HIST_CUBES or any(n not in EDGE_INDEX for n in within):
+    if any(n not in EDGE_INDEX for n in within):
         return await waits_from_facts(conn, period, group_by, within, channel, organisation)
     totals, groups = await contact_sums(conn, period, group_by, channel, organisation)
     bins = await _contact_bins(conn, period, group_by, channel, organisation)

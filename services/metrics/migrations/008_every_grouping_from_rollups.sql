@@ -3,7 +3,7 @@
 -- Distinct callers by desk, prefecture and hour of day, and waits by the same, were counted from the
 -- facts: 13–36 s for a year at 10 M contacts. Three more caller chains (domain.CALLER_CHAINS 4–6: a
 -- channel, organisation and desk; a channel and prefecture; a channel and hour of day) answer the
--- first, and contact_hist now keeps every contact cube (store.HIST_CUBES) for the second. The chain of
+-- first, and contact_hist now keeps every contact cube (store._contact_hist_sql) for the second. The chain of
 -- every channel goes: a caller key belongs to one channel, so each channel's callers add up to all of
 -- them, and every chain (renumbered) answers over every channel too.
 --
