@@ -17,12 +17,44 @@ from pydantic_core import PydanticCustomError
 
 TIME_OFFSET_MESSAGE = "time must carry a UTC offset, e.g. 2022-07-07T10:00:00+09:00"
 TYPE_PATTERN = r"^jp\.tsunagu\.[a-z_]+\.[a-z_]+\.v[0-9]+$"
-ID_PATTERN = r"^\S+$"
+# Printable ASCII without spaces: no NUL, no control character, no lone surrogate reaches a topic or a table.
+ID_PATTERN = r"^[\x21-\x7E]+$"
+SUBJECT_PATTERN = r"^[A-Za-z0-9._:-]+$"  # what data's ids allow (schemas/events.py, Id)
+TRACESTATE_PATTERN = r"^[\x20-\x7E]*$"
 # RFC 3986 URI-reference characters (percent-encoding included); no spaces, no controls.
 SOURCE_PATTERN = r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$"
 TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 
 _PARTNER_SOURCE = re.compile(r"^/partners/([^/]+)(?:/|$)")
+
+
+# A phone number written into an id: a run of digits (hyphens, dots, spaces and brackets between them
+# allowed) that reads as a Japanese number — 0 and a non-zero digit, 10 or 11 digits in all — or as
+# +81 and 9 or 10 digits. Ordinary ids (UUIDs, ULIDs, sequence numbers, dates) pass; see
+# docs of the contract (README, "Envelope hygiene").
+_DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])\+?\d(?:[\d\-. ()]*\d)?(?![A-Za-z0-9])")
+_NOT_DIGIT = re.compile(r"\D")
+PHONE_IN_TEXT_MESSAGE = ("must not carry a phone number (a run of 10-11 digits beginning 0, or +81 and 9-10 "
+                         "digits); ids must hold no personal data")
+
+
+def looks_like_phone(text: str) -> bool:
+    for run in _DIGIT_RUN.findall(text):
+        digits = _NOT_DIGIT.sub("", run)
+        if digits[:1] == "0" and digits[1:2] not in ("", "0") and len(digits) in (10, 11):
+            return True
+        if run.startswith("+") and digits.startswith("81") and len(digits) in (11, 12):
+            return True
+    return False
+
+
+def _no_phone(value: str | None) -> str | None:
+    if value is not None and looks_like_phone(value):
+        raise PydanticCustomError("phone_in_text", PHONE_IN_TEXT_MESSAGE)
+    return value
+
+
+NoPhone = AfterValidator(_no_phone)
 
 
 def _text_or_datetime(value: Any) -> Any:
@@ -43,18 +75,24 @@ EventTime = Annotated[datetime, BeforeValidator(_text_or_datetime), AfterValidat
 
 
 class CloudEvent(BaseModel):
-    """CloudEvents 1.0 イベント（構造化モード）/ a CloudEvents 1.0 event in structured mode."""
+    """CloudEvents 1.0 イベント（構造化モード）/ a CloudEvents 1.0 event in structured mode.
+
+    A contact id belongs to the organisation that first reports it and a referral id to the one that first
+    requests it; data.organisation_id must be the sender's organisation or one its key acts for (README,
+    "Who may say what").
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     specversion: Literal["1.0"] = Field(description="CloudEvents version / CloudEvents のバージョン")
-    id: str = Field(
+    id: Annotated[str, NoPhone] = Field(
         min_length=1,
         max_length=200,
         pattern=ID_PATTERN,
-        description="イベントID（source ごとに一意）/ event id, unique per source",
+        description="イベントID（source ごとに一意、印字可能なASCII、電話番号を含まない）/ event id, unique per "
+        "source: printable ASCII without spaces, holding no phone number",
     )
-    source: str = Field(
+    source: Annotated[str, NoPhone] = Field(
         min_length=1,
         max_length=500,
         pattern=SOURCE_PATTERN,
@@ -67,23 +105,30 @@ class CloudEvent(BaseModel):
         description="イベント種別 / event type, jp.tsunagu.<entity>.<verb>.v<N>",
     )
     time: EventTime = Field(
-        description="発生時刻（RFC 3339、時差付き）/ event time, RFC 3339 with a UTC offset"
+        description="発生時刻（RFC 3339、時差付き。受付時刻の5分先まで、7日前まで。過去期間の再生は back-fill "
+        "キーのみ）/ event time, RFC 3339 with a UTC offset; intake takes it up to TSUNAGU_INTAKE_MAX_SKEW_S "
+        "(300 s) ahead of its clock and TSUNAGU_INTAKE_HORIZON_S (7 days) behind it — older only from a "
+        "back-fill key, never before 2000-01-01"
     )
-    subject: str = Field(
+    subject: Annotated[str, NoPhone] = Field(
         min_length=1,
         max_length=200,
+        pattern=SUBJECT_PATTERN,
         description="対象（contact_id または referral_id）/ the contact or referral the event is about",
     )
     datacontenttype: Literal["application/json"] = "application/json"
-    dataschema: str | None = Field(default=None, min_length=1, max_length=500)
-    partitionkey: str | None = Field(
+    dataschema: Annotated[str, NoPhone] | None = Field(default=None, min_length=1, max_length=500,
+                                                         pattern=SOURCE_PATTERN)
+    partitionkey: Annotated[str, NoPhone] | None = Field(
         default=None,
         min_length=1,
         max_length=200,
+        pattern=SUBJECT_PATTERN,
         description="Kafka のキー（省略時は subject）/ Kafka key; the subject when absent",
     )
     traceparent: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN, description="W3C traceparent")
-    tracestate: str | None = Field(default=None, max_length=512, description="W3C tracestate")
+    tracestate: Annotated[str, NoPhone] | None = Field(default=None, max_length=512, pattern=TRACESTATE_PATTERN,
+                                                       description="W3C tracestate")
     data: dict[str, Any] = Field(description="イベント種別ごとのデータ / the type's data")
 
 

@@ -33,9 +33,10 @@ from schemas.codes import (
     RiskLevel,
     Urgency,
 )
+from schemas.envelope import NoPhone
 from schemas.municipalities import MunicipalityCode, PrefectureCode, split_region
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$"), NoPhone]
 Seconds = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False, description="秒 / seconds")]
 StrictInt = Annotated[int, Strict()]
 StrictBool = Annotated[bool, Strict()]

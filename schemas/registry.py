@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from schemas import events as ev
-from schemas.envelope import CloudEvent
+from schemas.envelope import CloudEvent, looks_like_phone
 
 Producer = Literal["partner", "routing", "referral"]
 Form = Literal["ingress", "canonical"]
@@ -222,9 +222,11 @@ class ValidatedEvent:
 
 _validate_envelope = CloudEvent.model_validate
 # id / source / type are echoed in error responses only when each is itself well-formed.
+# Echoed back only when well formed and holding no phone number (a refused id may be the reason).
 _READABLE = {
-    "id": re.compile(r"\S{1,200}").fullmatch,
-    "source": re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]{1,500}").fullmatch,
+    "id": lambda v: re.fullmatch(r"[\x21-\x7E]{1,200}", v) is not None and not looks_like_phone(v),
+    "source": lambda v: (re.fullmatch(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]{1,500}", v) is not None
+                         and not looks_like_phone(v)),
     "type": re.compile(r"jp\.tsunagu\.[a-z_]+\.[a-z_]+\.v[0-9]{1,9}").fullmatch,
 }
 
