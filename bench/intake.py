@@ -148,8 +148,8 @@ async def main(args: argparse.Namespace) -> None:
         bootstrap, dsn = settings.kafka_bootstrap_servers, settings.database_url
         pool = await create_pool(dsn)
         await auth.migrate_schema(pool)
-        key = (await auth.issue_credential(pool, "npo-bench", "partner"))[1]
-        await auth.issue_credential(pool, "npo-ingress", "partner")
+        key = (await auth.issue_credential(pool, "npo-bench", "partner", backfill=True))[1]
+        await auth.issue_credential(pool, "npo-ingress", "partner", backfill=True)
         await pool.close()
 
         sample = json.dumps(contact_received("npo-bench", 1)).encode()

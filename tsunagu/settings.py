@@ -48,6 +48,19 @@ class Settings(BaseSettings):
     metrics_port: int = Field(8084, ge=1, le=65535)
     http_host: str = Field("127.0.0.1", description="address the services' HTTP servers bind")
     workers: int = Field(1, ge=1, le=64, description="worker processes per service (HTTP and consumers)")
+    http_request_read_seconds: float = Field(
+        15.0, gt=0, le=300, description="how long a client may take to send a whole request (line, headers, "
+        "body: a full 2 MiB batch needs about 1.1 Mbit/s), counted from its connection or from its first byte "
+        "after the previous response; then the connection is closed (408 when nothing was answered yet). The "
+        "service's own time to answer is not counted"
+    )
+    http_keep_alive_seconds: int = Field(
+        5, ge=1, le=300, description="an idle kept-alive connection is closed after these seconds"
+    )
+    http_max_connections: int = Field(
+        1000, ge=1, le=100_000, description="connections one service process holds; beyond it a new connection "
+        "is closed at once, and at it requests are answered 503 (uvicorn's limit_concurrency)"
+    )
 
     caller_key_secret: SecretStr | None = Field(
         None, description="HMAC secret that turns caller identifiers into caller keys"
@@ -86,15 +99,52 @@ class Settings(BaseSettings):
         "event_time: it holds each event until every partition has been read past its time and applies them "
         "in event-time order (replays: decisions independent of the order partitions are read in)"
     )
+    routing_max_clock_lead_s: float = Field(
+        300.0, gt=0, le=86_400, description="how far (seconds) an event's time may run ahead of routing's wall "
+        "clock and still move routing's event time: a heartbeat further ahead is ignored, a contact event "
+        "further ahead is applied at the wall clock plus this lead (a partner's clock may be a little fast, never "
+        "years)"
+    )
     replay_fetch_wait_ms: int = Field(
         5, ge=1, le=5000, description="how long `tsunagu simulate` waits on the broker for routing's decisions"
     )
     intake_rate_per_s: float = Field(
-        2000.0, ge=0, description="events a second each partner organisation may send over HTTP, per intake "
-        "process (token bucket; 0 = no limit)",
+        400.0, ge=0, description="events a second each partner organisation may send over HTTP, per intake "
+        "process (token bucket; 0 = no limit). Below what one intake process sustains on the 2-core reference "
+        "host: ~400-550 single events/s, ~5,000-6,000/s in batches of 100 (bench/fairness.py, bench/intake.py; "
+        "bench/RESULTS.md, 2026-12-07)",
     )
     intake_burst: int = Field(
         100_000, ge=1, description="events a partner organisation may send at once before the rate applies"
+    )
+    # Fair shares of a saturated intake (tsunagu/fairness.py); defaults from bench/fairness.py (bench/RESULTS.md).
+    intake_in_flight: int = Field(
+        8, ge=0, le=10_000, description="HTTP requests one intake process works on at once, all partner "
+        "organisations together; with several organisations present, one takes at most this divided by their "
+        "number, and a freed slot goes to the one with the fewest in progress (0 = no bound, per organisation "
+        "either). Throughput stops growing at ~2-4 in progress on the 2-core reference host (bench/fairness.py)",
+    )
+    intake_org_in_flight: int = Field(
+        2, ge=1, le=10_000, description="HTTP requests of one partner organisation one intake process works on "
+        "at once; more wait their turn. 2 keeps another partner's p95 within 2x of its own during a flood of "
+        "single events (4: 2.8x) and leaves one partner alone 96 % of a process's batch throughput (bench/fairness.py)",
+    )
+    intake_org_queue: int = Field(
+        64, ge=0, le=10_000, description="requests of one partner organisation that may wait for a turn in one "
+        "intake process; beyond them, or after TSUNAGU_INTAKE_QUEUE_WAIT_S, 429 with Retry-After",
+    )
+    intake_queue_wait_s: float = Field(
+        2.0, ge=0, le=60, description="how long (seconds) a partner's request waits for its turn before it is "
+        "answered 429 with Retry-After (nothing stored)",
+    )
+    intake_max_skew_s: float = Field(
+        300.0, ge=0, le=86_400, description="intake refuses an event whose time is further than this ahead of "
+        "its own clock (seconds): a partner's clock may be a little fast, never years",
+    )
+    intake_horizon_s: float = Field(
+        7 * 86_400.0, gt=0, description="intake refuses an event older than this (seconds) unless the key may "
+        "back-fill (`tsunagu credentials issue --backfill`): late uploads after an outage pass, a past period "
+        "is replayed only on purpose",
     )
 
     # referral (issue 4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -17,6 +17,7 @@ from services.intake.http import DATABASE_AWAY, database_away
 from services.intake.http import router as events_router
 from tsunagu import auth
 from tsunagu.db import create_pool
+from tsunagu.fairness import FairGate
 from tsunagu.health import health_router, service_checks
 from tsunagu.kafka import make_broker
 from tsunagu.outbox import running_outbox
@@ -37,6 +38,8 @@ def create_app(settings: Settings) -> FastAPI:
         caller_secret=settings.caller_secret(),
         default_region=settings.default_region,
         max_event_bytes=settings.max_event_bytes,
+        max_skew=timedelta(seconds=settings.intake_max_skew_s),
+        horizon=timedelta(seconds=settings.intake_horizon_s),
     )
     limiter = RateLimiter(settings.intake_rate_per_s, settings.intake_burst, time.monotonic)
     intake = Intake(settings=settings, rules=rules, clock=wall_clock, limiter=limiter)
@@ -68,6 +71,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.intake = intake
+    app.state.fair_gate = FairGate(settings.intake_in_flight, settings.intake_org_in_flight,
+                                   settings.intake_org_queue, settings.intake_queue_wait_s)
 
     app.include_router(health_router("intake", service_checks(intake, broker)))
     app.include_router(events_router)

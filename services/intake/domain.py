@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import phonenumbers
 
@@ -28,8 +31,13 @@ from schemas import (
     validate_event,
 )
 from schemas.kafka import encode_value
+from tsunagu.speaker import Speaker
 
-Status = Literal["accepted", "duplicate", "rejected"]
+Status = Literal["accepted", "duplicate", "rejected", "conflict"]
+
+# No event of this network is older: an earlier time is a mistake, even in a back-fill (and years
+# before 1 AD offset into year 0 are not even representable).
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 # Japanese numbers in their usual written forms; anything else goes through phonenumbers,
 # which is exact but costs ~40 µs a number — too much for the hot path.
@@ -108,6 +116,12 @@ class Canonical:
     contact_id: str = ""  # whose trace it belongs to (tsunagu/telemetry.py)
     traceparent: str | None = None  # the span that accepted it, set by the handler
     every_partition: bool = False  # published to each partition of its topic (EVERY_PARTITION)
+    short: str = ""  # contact.answered
+    org: str = ""  # the organisation of its source
+    about_contact: str | None = None  # data.contact_id, where the type has one
+    referral_id: str | None = None  # referral.requested's
+    named_org: str | None = None  # data.organisation_id, where the type has one
+    fields: Mapping[str, str] = field(default_factory=dict)  # a digest of each attribute (fields_digest)
 
 
 # Published once to each partition of its topic rather than by key: a platform's heartbeat says "time
@@ -123,6 +137,7 @@ class Sorted:
     canonical: list[Canonical] = field(default_factory=list)
     refused: list[Outcome] = field(default_factory=list)  # rejected or duplicate within the request
     foreign: list[Outcome] = field(default_factory=list)  # sources of another organisation
+    copies: dict[int, int] = field(default_factory=dict)  # index of a repeat within the request -> the first's
 
 
 @dataclass(frozen=True)
@@ -132,10 +147,53 @@ class Rules:
     caller_secret: bytes
     default_region: str = "JP"
     max_event_bytes: int = 64 * 1024
+    max_skew: timedelta = timedelta(minutes=5)  # how far ahead of intake's clock an event may be
+    horizon: timedelta = timedelta(days=7)  # how far back, without a back-fill key
 
 
-def canonicalise(event: ValidatedEvent, rules: Rules) -> bytes:
-    """The canonical CloudEvent for an accepted partner event, encoded for the topic."""
+def time_problem(at: datetime, now: datetime, rules: Rules, backfill: bool) -> Problem | None:
+    """Why an event's time cannot be taken, if it cannot: a partner's clock may be a little fast or
+    its upload late, never years; a past period is replayed only with a back-fill key."""
+    try:
+        utc = at.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+09:00 is in year 0
+        utc = None
+    if utc is None or utc < EARLIEST_EVENT_TIME:
+        return Problem("time", f"time is before {EARLIEST_EVENT_TIME:%Y-%m-%d} (UTC): no event of tsunagu is")
+    if utc > now + rules.max_skew:
+        return Problem("time", f"time is more than {rules.max_skew.total_seconds():g} s ahead of intake's clock: "
+                       "check the sending system's clock")
+    if not backfill and utc < now - rules.horizon:
+        return Problem("time", f"time is more than {rules.horizon.total_seconds() / 86400:g} days in the past: "
+                       "a past period is replayed with a back-fill key (tsunagu credentials issue --backfill)")
+    return None
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fields_digest(event: ValidatedEvent, data: Any) -> dict[str, str]:
+    """A short digest of each attribute that says what an event is (type, time, subject and each data
+    field, canonical: the caller is already a keyed pseudonym), so that the same (source, id) sent again
+    with other content is told apart from a re-send and the differing attributes named — without
+    keeping any value."""
+    env = event.envelope
+    out = {"type": _digest(env.type), "time": _digest(env.time.astimezone(UTC).isoformat()),
+           "subject": _digest(env.subject)}
+    for name, value in data.model_dump(mode="json").items():
+        out[f"data.{name}"] = _digest(value)
+    return out
+
+
+def differing(stored: Mapping[str, str], sent: Mapping[str, str]) -> list[str]:
+    """The attributes whose digests differ, in a stable order."""
+    return sorted(k for k in set(stored) | set(sent) if stored.get(k) != sent.get(k))
+
+
+def canonical_data(event: ValidatedEvent, rules: Rules) -> Any:
+    """The event's data as published: a contact's caller turned into its keyed pseudonym."""
     data = event.data
     if isinstance(data, ContactReceivedIngress):
         key = None
@@ -150,21 +208,29 @@ def canonicalise(event: ValidatedEvent, rules: Rules) -> bytes:
             prefecture=prefecture,
             municipality=municipality,
         )
+    return data
+
+
+def canonicalise(event: ValidatedEvent, data: Any) -> bytes:
+    """The canonical CloudEvent for an accepted partner event, encoded for the topic."""
     # The raw caller identifier lives only in the ingress model, which is dropped here.
     canonical = event.envelope.model_copy(update={"data": data, "partitionkey": event.key})
     return encode_value(canonical)
 
 
 def sort_events(
-    raws: list[object], org_id: str | None, rules: Rules, sizes: list[int] | None = None
+    raws: list[object], rules: Rules, now: datetime, *, caller: Speaker | None,
+    speakers: Mapping[str, Speaker] | None = None, sizes: list[int] | None = None,
 ) -> Sorted:
     """Validate and canonicalise a request's events.
 
-    ``org_id`` is the authenticated partner organisation (HTTP), or None where the door has
-    no caller identity of its own and the source's organisation is checked elsewhere (Kafka).
+    ``caller`` is the authenticated partner (HTTP); the Kafka door has no caller identity of its own,
+    so there each source's organisation speaks, as ``speakers`` (from its active keys) allow — an
+    organisation missing there holds no partner registration. ``now`` is intake's clock, for the
+    bounds on event time.
     """
     out = Sorted()
-    seen: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str], tuple[int, Mapping[str, str]]] = {}
     for index, raw in enumerate(raws):
         if sizes is not None and sizes[index] > rules.max_event_bytes:
             too_large = Problem("", f"event is larger than {rules.max_event_bytes} bytes")
@@ -191,15 +257,28 @@ def sort_events(
             problem = Problem("source", "source must be /partners/<organisation id>/<system>")
             out.refused.append(Outcome(index, "rejected", env.id, env.source, env.type, (problem,)))
             continue
-        if org_id is not None and source_org != org_id:
+        if caller is not None and source_org != caller.org_id:
             problem = Problem("source", f"source belongs to organisation '{source_org}', not to the caller's")
             out.foreign.append(Outcome(index, "rejected", env.id, env.source, env.type, (problem,)))
             continue
-        if ident in seen:
-            out.refused.append(Outcome(index, "duplicate", env.id, env.source, env.type))
+        speaker = caller if caller is not None else (speakers or {}).get(source_org)
+        if speaker is None:
+            problem = Problem("source", f"organisation '{source_org}' holds no active partner registration")
+            out.refused.append(Outcome(index, "rejected", env.id, env.source, env.type, (problem,)))
+            continue
+        problem = time_problem(env.time, now, rules, speaker.backfill)
+        if problem is not None:
+            out.refused.append(Outcome(index, "rejected", env.id, env.source, env.type, (problem,)))
+            continue
+        named_org = getattr(event.data, "organisation_id", None)
+        if named_org is not None and not speaker.may_speak_for(named_org):
+            problem = Problem("data.organisation_id", "names an organisation other than the sender's, and the "
+                              "sender's key is not registered to act for it")
+            out.refused.append(Outcome(index, "rejected", env.id, env.source, env.type, (problem,)))
             continue
         try:
-            value = canonicalise(event, rules)
+            data = canonical_data(event, rules)
+            value = canonicalise(event, data)
         except CallerIdInvalid as err:
             problem = Problem("data.caller_id", str(err))
             out.refused.append(Outcome(index, "rejected", env.id, env.source, env.type, (problem,)))
@@ -208,19 +287,51 @@ def sort_events(
             problem = Problem("data.region", str(err))
             out.refused.append(Outcome(index, "rejected", env.id, env.source, env.type, (problem,)))
             continue
-        seen.add(ident)
+        digest = fields_digest(event, data)
+        if ident in seen:
+            first, earlier = seen[ident]
+            changed = differing(earlier, digest)
+            if changed:
+                problem = conflict_problem(changed)
+                out.refused.append(Outcome(index, "conflict", env.id, env.source, env.type, (problem,)))
+            else:  # a repeat: it fares as the first copy does (outcomes)
+                out.copies[index] = first
+            continue
+        seen[ident] = (index, digest)
+        contact = getattr(event.data, "contact_id", None)
         out.canonical.append(
             Canonical(index, env.source, env.id, env.type, event.event_type.topic, event.key, value,
-                      getattr(event.data, "contact_id", None) or event.key,
-                      every_partition=event.event_type.short in EVERY_PARTITION)
+                      contact or event.key,
+                      every_partition=event.event_type.short in EVERY_PARTITION,
+                      short=event.event_type.short, org=source_org, about_contact=contact,
+                      referral_id=getattr(event.data, "referral_id", None), named_org=named_org, fields=digest)
         )
     return out
 
 
-def outcomes(sorted_: Sorted, stored: set[tuple[str, str]]) -> list[Outcome]:
-    """Every event's outcome, in request order, once the store said which ones were new."""
+def conflict_problem(changed: list[str]) -> Problem:
+    return Problem("", "this (source, id) was already accepted with other content; differing: "
+                   + ", ".join(changed) + " (send new content under a new id)")
+
+
+
+def outcomes(sorted_: Sorted, stored: set[tuple[str, str]],
+             settled: Mapping[int, Outcome] | None = None) -> list[Outcome]:
+    """Every event's outcome, in request order, once the store said which ones were new (and which
+    it refused itself: ``settled``, by index — ownership, conflicts with what was stored)."""
     results = list(sorted_.refused) + list(sorted_.foreign)
+    settled = settled or {}
     for c in sorted_.canonical:
+        if c.index in settled:
+            results.append(settled[c.index])
+            continue
         status: Status = "accepted" if (c.source, c.id) in stored else "duplicate"
         results.append(Outcome(c.index, status, c.id, c.source, c.type))
+    by_index = {o.index: o for o in results}
+    for index, first in sorted_.copies.items():
+        original = by_index[first]
+        # a repeat of an accepted event is a duplicate; of a refused one, refused for the same reason
+        status = "duplicate" if original.status in ("accepted", "duplicate") else original.status
+        problems = () if status == "duplicate" else original.problems
+        results.append(Outcome(index, status, original.id, original.source, original.type, problems))
     return sorted(results, key=lambda o: o.index)

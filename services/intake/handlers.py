@@ -17,7 +17,8 @@ import structlog
 from faststream.kafka import KafkaBroker
 from opentelemetry.trace import SpanKind
 
-from schemas import EventInvalid, Problem, decode_json, partner_org
+from schemas import EVENT_TYPES, EventInvalid, decode_json, partner_org
+from schemas.envelope import CloudEvent
 from schemas.kafka import kafka_headers
 from schemas.rejected import RejectedRecord
 from services.intake import store
@@ -30,6 +31,10 @@ from tsunagu.settings import Settings
 from tsunagu.telemetry import EventRef, current_of, emit_contact_root, event_spans
 
 log = structlog.get_logger()
+
+# The reasons intake counts by: the envelope's attributes and every data field of the contract.
+REASONS = frozenset({"event", "conflict", *CloudEvent.model_fields} | {
+    f"data.{name}" for t in EVENT_TYPES.values() for m in (t.data_model, t.ingress_model) for name in m.model_fields})
 
 
 @dataclass
@@ -45,42 +50,36 @@ class Intake:
 
 
 async def accept_events(
-    intake: Intake, raws: list[object], org_id: str | None, sizes: list[int] | None = None
+    intake: Intake, raws: list[object], caller: auth.Caller | None, sizes: list[int] | None = None
 ) -> tuple[list[Outcome], list[Outcome]]:
     """Returns (outcomes in request order, foreign-source outcomes).
 
-    When any event names another organisation's source, nothing is stored: the caller gets
-    403 and the list of offending events.
+    ``caller`` is the HTTP door's authenticated partner; the Kafka door has none (each source's
+    organisation speaks as its active keys allow). When any event names another organisation's
+    source, nothing is stored: the caller gets 403 and the list of offending events.
     """
     assert intake.pool is not None
-    sorted_ = sort_events(raws, org_id, intake.rules, sizes)
+    if caller is not None:
+        speaker, speakers = auth.speaker_of(caller), None
+    else:
+        orgs = {org for raw in raws if isinstance(raw, dict) and (org := partner_org(raw.get("source"))) is not None}
+        speaker, speakers = None, (await auth.partner_speakers(intake.pool, orgs) if orgs else {})
+    sorted_ = sort_events(raws, intake.rules, intake.clock(), caller=speaker, speakers=speakers, sizes=sizes)
     if sorted_.foreign:
         count_rejected(sorted_.foreign, "http")
         return [], sorted_.foreign
-    if org_id is None:  # the Kafka door: the source's organisation must be a registered partner
-        orgs = {partner_org(c.source) or "" for c in sorted_.canonical}
-        active = await auth.partner_orgs_active(intake.pool, orgs) if orgs else set()
-        kept = []
-        for c in sorted_.canonical:
-            org = partner_org(c.source)
-            if org in active:
-                kept.append(c)
-            else:
-                problem = Problem("source", f"organisation '{org}' holds no active partner registration")
-                sorted_.refused.append(Outcome(c.index, "rejected", c.id, c.source, c.type, (problem,)))
-        sorted_.canonical = kept
     stored = await store_traced(intake.pool, sorted_)
-    if stored and intake.outbox is not None:
+    if stored.new and intake.outbox is not None:
         intake.outbox.wake()
-    results = outcomes(sorted_, stored)
-    count_rejected(results, "http" if org_id is not None else "kafka")
+    results = outcomes(sorted_, stored.new, stored.settled)
+    count_rejected(results, "http" if caller is not None else "kafka")
     return results, []
 
 
 # --- telemetry (tsunagu/telemetry.py) ------------------------------------------------------------
 
 
-async def store_traced(pool: asyncpg.Pool, sorted_: Sorted) -> set[tuple[str, str]]:
+async def store_traced(pool: asyncpg.Pool, sorted_: Sorted) -> store.Stored:
     """``store.store_new`` with an ``intake accept`` span per event in its contact's trace (linked to
     the request); each outbox row carries its event's span on."""
     if not telemetry.get().recording:
@@ -92,8 +91,9 @@ async def store_traced(pool: asyncpg.Pool, sorted_: Sorted) -> set[tuple[str, st
         sorted_.canonical = [replace(c, traceparent=current_of(span)) for c, span in pairs]
         stored = await store.store_new(pool, sorted_.canonical)
         for c, span in zip(sorted_.canonical, spans, strict=True):
-            new = (c.source, c.id) in stored
-            span.set_attribute("tsunagu.outcome", "accepted" if new else "duplicate")
+            new = (c.source, c.id) in stored.new
+            settled = stored.settled.get(c.index)
+            span.set_attribute("tsunagu.outcome", "accepted" if new else settled.status if settled else "duplicate")
             if new and c.type.startswith("jp.tsunagu.contact.received."):
                 emit_contact_root(c.contact_id, getattr(span, "start_time", None))
     return stored
@@ -101,15 +101,21 @@ async def store_traced(pool: asyncpg.Pool, sorted_: Sorted) -> set[tuple[str, st
 
 def count_rejected(results: list[Outcome], door: str) -> None:
     """``tsunagu_intake_rejected_total{door, reason}``: reason is where the first problem sits (a
-    schema path without indexes, e.g. ``data.caller_id``), never a value."""
-    rejected = [o for o in results if o.status == "rejected"]
+    schema path without indexes, e.g. ``data.caller_id``), ``conflict`` for a conflict — never a value,
+    and only names of the contract (REASONS): a path the client chose, such as an unknown attribute,
+    counts as ``other``."""
+    rejected = [o for o in results if o.status in ("rejected", "conflict")]
     if not rejected:
         return
     counter = telemetry.get().counter("tsunagu_intake_rejected", "events intake refused, by door and reason",
                                       unit="{event}")
     for o in rejected:
-        path = re.sub(r"\[\d+\]", "", o.problems[0].path) if o.problems else ""
-        counter.add(1, {"door": door, "reason": ".".join(path.split(".")[:2]) or "event"})
+        if o.status == "conflict":
+            reason = "conflict"
+        else:
+            path = re.sub(r"\[\d+\]", "", o.problems[0].path) if o.problems else ""
+            reason = ".".join(path.split(".")[:2]) or "event"
+        counter.add(1, {"door": door, "reason": reason if reason in REASONS else "other"})
 
 
 def register_ingress(broker: KafkaBroker, intake: Intake) -> None:
@@ -134,7 +140,7 @@ def register_ingress(broker: KafkaBroker, intake: Intake) -> None:
             except EventInvalid as err:
                 raws.append(Unparsed(err.problems[0].message))
         results, _ = await accept_events(intake, raws, None, sizes)
-        rejected = [o for o in results if o.status == "rejected"]
+        rejected = [o for o in results if o.status in ("rejected", "conflict")]
         futures = []
         for o in rejected:
             r = records[o.index]

@@ -18,6 +18,7 @@ from schemas import EventInvalid, decode_json
 from services.intake.domain import Outcome
 from services.intake.handlers import Intake, accept_events
 from tsunagu import auth
+from tsunagu.fairness import FairSlot
 from tsunagu.http_auth import api_key_of
 from tsunagu.ratelimit import retry_after_header
 
@@ -37,7 +38,10 @@ class EventResult(BaseModel):
     id: str | None = None
     source: str | None = None
     type: str | None = None
-    status: Literal["accepted", "duplicate", "rejected"]
+    status: Literal["accepted", "duplicate", "rejected", "conflict"] = Field(
+        description="accepted; duplicate (sent before with the same content); rejected (problems say why); "
+        "conflict (the id is taken: by this (source, id) with other content, or a contact or referral id "
+        "another organisation reported first)")
     problems: list[ProblemOut] = []
 
 
@@ -45,6 +49,7 @@ class EventsResponse(BaseModel):
     accepted: int
     duplicate: int
     rejected: int
+    conflict: int = 0
     results: list[EventResult]
 
 
@@ -124,8 +129,12 @@ _REQUEST_DOC = {
         "validated against the contract, its caller identifier pseudonymised, de-duplicated by "
         "(source, id) and stored durably before the answer: an accepted event reaches the "
         "canonical topic even if intake stops right after answering. A single event answers 202 "
-        "(accepted), 200 (duplicate) or 422 (rejected); a batch answers 200 with one result per "
-        "event. If any event's `source` names another organisation, nothing is stored (403). Each partner "
+        "(accepted), 200 (duplicate), 409 (conflict) or 422 (rejected); a batch answers 200 with one "
+        "result per event. An event's time must lie within `TSUNAGU_INTAKE_MAX_SKEW_S` ahead of intake's "
+        "clock and `TSUNAGU_INTAKE_HORIZON_S` behind it (older only with a back-fill key); a contact or "
+        "referral id belongs to the organisation that reported it first, and `data.organisation_id` must be "
+        "the key's organisation or one the key acts for. If any event's `source` names another "
+        "organisation, nothing is stored (403). Each partner "
         "organisation may send `TSUNAGU_INTAKE_RATE_PER_S` events a second (bursts up to "
         "`TSUNAGU_INTAKE_BURST`); beyond that, 429 with `Retry-After` and nothing is stored."
     ),
@@ -139,16 +148,19 @@ _REQUEST_DOC = {
         403: {"model": ErrorResponse, "description": "not a partner key, or an event names another organisation"},
         413: {"model": ErrorResponse, "description": "body or batch too large"},
         415: {"model": ErrorResponse, "description": "content type other than the two CloudEvents JSON formats"},
+        409: {"model": EventsResponse, "description": "single event in conflict: its (source, id) was accepted "
+              "with other content, or its contact or referral id belongs to another organisation"},
         422: {"model": EventsResponse, "description": "single event rejected"},
-        429: {"model": ErrorResponse, "description": "the organisation's rate limit is reached; retry after "
-              "`Retry-After` seconds (nothing was stored)",
+        429: {"model": ErrorResponse, "description": "the organisation's rate limit is reached "
+              "(`rate_limited`), or it has as many requests in progress and waiting as intake gives one "
+              "organisation (`too_many_in_progress`); retry after `Retry-After` seconds (nothing was stored)",
               "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},
         503: {"model": ErrorResponse, "description": "intake cannot reach its database (e.g. a restart); retry "
               "after `Retry-After` seconds (what was stored meanwhile answers as a duplicate)",
               "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},
     },
 )
-async def post_events(request: Request) -> JSONResponse:
+async def post_events(request: Request, slot: FairSlot) -> JSONResponse:
     intake: Intake = request.app.state.intake
     settings = intake.settings
     api_key = api_key_of(request)
@@ -158,6 +170,12 @@ async def post_events(request: Request) -> JSONResponse:
                       headers={"WWW-Authenticate": "Bearer"})
     if caller.role != "partner":
         return _error(403, "forbidden", f"a {caller.role} credential cannot publish events")
+    # A fair share of this process before anything costly (reading the body on): the slot is held
+    # until the answer is ready (tsunagu/fairness.py); a full queue answers 429, nothing stored.
+    if not await slot.take(request.app.state.fair_gate, caller.org_id):
+        return _error(429, "too_many_in_progress", f"organisation '{caller.org_id}' has as many requests in "
+                      "progress as intake gives one organisation (TSUNAGU_INTAKE_ORG_IN_FLIGHT) and more "
+                      "waiting; nothing was stored", headers={"Retry-After": "1"})
 
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in (SINGLE, BATCH):
@@ -192,15 +210,15 @@ async def post_events(request: Request) -> JSONResponse:
         return _error(429, "rate_limited", f"organisation '{caller.org_id}' sent more than its "
                       f"{intake.limiter.rate:g} events a second; nothing was stored",
                       headers={"Retry-After": retry_after_header(wait)})
-    results, foreign = await accept_events(intake, raws, caller.org_id, sizes)
+    results, foreign = await accept_events(intake, raws, caller, sizes)
     if foreign:
         return _error(403, "foreign_source", f"events may only name sources of organisation '{caller.org_id}'; "
                       "nothing was stored", [_result(o) for o in foreign])
     out = [_result(o) for o in results]
     counts = Counter(r["status"] for r in out)
     response = {"accepted": counts["accepted"], "duplicate": counts["duplicate"], "rejected": counts["rejected"],
-                "results": out}
+                "conflict": counts["conflict"], "results": out}
     status = 200
     if content_type == SINGLE:
-        status = {"accepted": 202, "duplicate": 200, "rejected": 422}[out[0]["status"]]
+        status = {"accepted": 202, "duplicate": 200, "rejected": 422, "conflict": 409}[out[0]["status"]]
     return JSONResponse(response, status_code=status)

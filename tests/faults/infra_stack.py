@@ -72,7 +72,7 @@ class PrivateStack:
         pool = await create_pool(self.dsn, max_size=1, attempts=5)
         try:
             await auth.migrate_schema(pool)
-            return (await auth.issue_credential(pool, org, "partner", label="faults"))[1]
+            return (await auth.issue_credential(pool, org, "partner", label="faults", backfill=True))[1]
         finally:
             await pool.close()
 

@@ -37,8 +37,12 @@ async def intake(settings: Settings, create_all_topics, tmp_path) -> AsyncIterat
     pool = await create_pool(settings.database_url)
     try:
         await auth.migrate_schema(pool)
-        keys = {org: (await auth.issue_credential(pool, org, "partner"))[1] for org in ("npo-a", "npo-b")}
+        keys = {org: (await auth.issue_credential(pool, org, "partner", backfill=True))[1]
+                for org in ("npo-a", "npo-b")}
         keys["secretariat"] = (await auth.issue_credential(pool, "secretariat", "secretariat"))[1]
+        keys["npo-a-live"] = (await auth.issue_credential(pool, "npo-a", "partner"))[1]  # no back-fill
+        # a telephony platform reporting for npo-b's desks, as the #9999 carrier did for every desk
+        keys["tel"] = (await auth.issue_credential(pool, "tel", "partner", acts_for=["npo-b"], backfill=True))[1]
     finally:
         await pool.close()
     process = ServiceProcess("intake", service_env(settings), settings.intake_port, tmp_path / "intake.log")

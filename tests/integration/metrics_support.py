@@ -225,7 +225,8 @@ async def issue_keys(settings: Settings) -> dict[str, str]:
     pool = await create_pool(settings.database_url)
     try:
         await auth.migrate_schema(pool)
-        keys = {org: (await auth.issue_credential(pool, org, "partner"))[1] for org in ("npo-a", "npo-b")}
+        keys = {org: (await auth.issue_credential(pool, org, "partner", backfill=True))[1]
+                for org in ("npo-a", "npo-b")}
         keys["secretariat"] = (await auth.issue_credential(pool, "secretariat", "secretariat"))[1]
         return keys
     finally:

@@ -92,7 +92,7 @@ async def prepare(settings: Settings, create_all_topics) -> dict[str, str]:
         await auth.migrate_schema(pool)
         keys = {org: (await auth.issue_credential(pool, org, "receiver"))[1] for org in RECEIVERS}
         keys["secretariat"] = (await auth.issue_credential(pool, "secretariat", "secretariat"))[1]
-        keys["npo-a"] = (await auth.issue_credential(pool, "npo-a", "partner"))[1]
+        keys["npo-a"] = (await auth.issue_credential(pool, "npo-a", "partner", backfill=True))[1]
     finally:
         await pool.close()
     return keys

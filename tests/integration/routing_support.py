@@ -113,7 +113,7 @@ async def routing_rig_fixture(settings: Settings, create_all_topics, tmp_path: P
     try:
         await auth.migrate_schema(pool)
         keys = {"secretariat": (await auth.issue_credential(pool, "secretariat", "secretariat"))[1],
-                "npo-a": (await auth.issue_credential(pool, "npo-a", "partner"))[1],
+                "npo-a": (await auth.issue_credential(pool, "npo-a", "partner", backfill=True))[1],
                 "receiver": (await auth.issue_credential(pool, "city-x", "receiver"))[1]}
     finally:
         await pool.close()

@@ -137,7 +137,7 @@ async def test_the_openapi_document_is_served(intake):
     async with httpx.AsyncClient(base_url=intake.url) as client:
         doc = (await client.get("/openapi.json")).json()
     operation = doc["paths"]["/v1/events"]["post"]
-    assert {"401", "403", "413", "415", "422"} <= set(operation["responses"])
+    assert {"401", "403", "409", "413", "415", "422"} <= set(operation["responses"])
     assert "application/cloudevents-batch+json" in operation["requestBody"]["content"]
 
 
@@ -147,6 +147,8 @@ async def test_a_consultation_record_goes_to_the_consultation_topic_keyed_by_con
         "categories": ["no_place_to_talk", "loneliness"], "age_band": "age60s", "risk": "low",
         "referral_needed": False, "municipality": "131016",
     }, system="casebook")
+    # the contact it records was reported first (a consultation of an unreported contact is refused)
+    assert (await post(intake, "npo-a", contact_received("npo-a", 1), SINGLE)).status_code == 202
     response = await post(intake, "npo-a", record, SINGLE)
     assert response.status_code == 202, response.text
     [published] = await read_topic(intake.bootstrap, intake.topic("consultation.events"), expect=1)

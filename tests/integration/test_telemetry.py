@@ -67,7 +67,7 @@ async def traced_run(kafka_bootstrap, postgres_server_dsn, tmp_path_factory) -> 
     pool = await create_pool(dsn)
     try:
         await auth.migrate_schema(pool)
-        key = (await auth.issue_credential(pool, "npo-a", "partner"))[1]
+        key = (await auth.issue_credential(pool, "npo-a", "partner", backfill=True))[1]
     finally:
         await pool.close()
     folder = tmp / "telemetry"

@@ -102,7 +102,7 @@ async def partners(secure_stack) -> dict[str, str]:
     pool = await create_pool(secure_stack.settings.database_url)
     try:
         orgs = [f"rate-{uuid.uuid4().hex[:8]}" for _ in range(2)]
-        return {org: (await auth.issue_credential(pool, org, "partner"))[1] for org in orgs}
+        return {org: (await auth.issue_credential(pool, org, "partner", backfill=True))[1] for org in orgs}
     finally:
         await pool.close()
 

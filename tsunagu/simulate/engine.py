@@ -217,6 +217,8 @@ class Engine:
         self.version = f"sim.{scenario.name}.{run}"
         self.registry_document = scenario.registry_document(self.version, self.start)
         registry = scenario.registry(self.version, self.start)
+        # the telephony platform reports its desks' answers: its key acts for their organisations
+        self.desk_organisations = sorted(o.id for o in registry.organisations)
         self.model = Board([registry])
         menu = {field.value: key for key, field in registry.menu.items()}
         self.plans = build_plans(scenario, run, menu)

@@ -128,10 +128,14 @@ class StackRouter:
         if self.pool is not None:
             await self.pool.close()
 
-    async def key(self, org: str, role: str = "partner") -> str:
+    async def key(self, org: str, role: str = "partner", *, acts_for: list[str] | None = None) -> str:
+        """The organisation's key for this replay. A replay is of a past period (the trial's weeks), so a
+        partner key may back-fill; the telephony platform's acts for the desks' organisations."""
         if org not in self.keys:
             assert self.pool is not None
-            self.keys[org] = (await auth.issue_credential(self.pool, org, role, label=f"simulate {self.run}"))[1]
+            extra = {"acts_for": acts_for or (), "backfill": True} if role == "partner" else {}
+            self.keys[org] = (await auth.issue_credential(self.pool, org, role, label=f"simulate {self.run}",
+                                                          **extra))[1]
         return self.keys[org]
 
     async def routing_desks(self) -> dict[str, Any]:
@@ -358,7 +362,7 @@ async def replay_on_stack(scenario: Scenario, settings: Settings, bootstrap: str
     await router.start()
     try:
         await router.apply_desks(engine.registry_document)
-        await router.key(PLATFORM)
+        await router.key(PLATFORM, acts_for=engine.desk_organisations)
         if before_start is not None:
             await before_start(engine)
         truth = await engine.run_replay()

@@ -1,0 +1,134 @@
+"""intake's trust boundary over real HTTP, a real broker and a real PostgreSQL: a partner's valid
+but wrong events are refused one by one, with the reason, and never reach a topic."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from tests.support import T0, contact_received, envelope, field_selected, read_topic, values
+
+pytestmark = pytest.mark.integration
+
+SINGLE = "application/cloudevents+json"
+
+
+async def post(intake, key, body, content_type="application/cloudevents-batch+json"):
+    async with httpx.AsyncClient(base_url=intake.url, timeout=30) as client:
+        return await client.post("/v1/events", headers=intake.headers(key, content_type), content=json.dumps(body))
+
+
+def answered(org, cid, desk_org, *, n=1, at=T0 + timedelta(seconds=40)):
+    return envelope(org, "contact.answered", f"ev-{org}-{cid}-answered-{n}", cid,
+                    {"contact_id": cid, "desk_id": "desk-1", "organisation_id": desk_org, "wait_seconds": 3.0}, at=at)
+
+
+def ended(org, cid, *, at=T0 + timedelta(minutes=5)):
+    return envelope(org, "contact.ended", f"ev-{org}-{cid}-ended", cid, {"contact_id": cid, "talk_seconds": 60.0},
+                    at=at, system="cases")
+
+
+def requested(org, referral_id, cid, urgency="standard", n=1):
+    return envelope(org, "referral.requested", f"ev-{org}-{referral_id}-{n}", cid, {
+        "referral_id": referral_id, "contact_id": cid, "organisation_id": org, "need": "municipality",
+        "urgency": urgency, "municipality": "131016",
+        "legal_basis": {"kind": "support_meeting", "reference": "meeting-42"}}, system="cases")
+
+
+async def test_times_far_ahead_or_before_any_event_are_refused_per_event_and_the_rest_is_stored(intake):
+    future = contact_received("npo-a", 1)
+    future["time"] = "2100-01-01T00:00:00+00:00"
+    year_one = contact_received("npo-a", 2)
+    year_one["time"] = "0001-01-01T00:00:00+09:00"
+    good = contact_received("npo-a", 3)
+    body = (await post(intake, "npo-a", [future, year_one, good])).json()
+    assert [r["status"] for r in body["results"]] == ["rejected", "rejected", "accepted"]
+    assert all(r["problems"][0]["path"] == "time" for r in body["results"][:2])
+    published = values(await read_topic(intake.bootstrap, intake.topic("contact.events"), expect=1, timeout=3))
+    assert [e["id"] for e in published] == [good["id"]]
+
+
+async def test_a_past_period_needs_a_backfill_key_and_live_events_need_none(intake):
+    now = datetime.now(UTC).replace(microsecond=0)
+    live = contact_received("npo-a", 1, at=now)
+    past = contact_received("npo-a", 2)  # the trial's week
+    body = (await post(intake, "npo-a-live", [live, past])).json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
+    assert "back-fill" in body["results"][1]["problems"][0]["message"]
+    assert (await post(intake, "npo-a", past, SINGLE)).status_code == 202
+
+
+async def test_another_organisation_cannot_answer_end_or_claim_a_contact_it_does_not_own(intake):
+    mine = contact_received("npo-a", 1)
+    cid = mine["data"]["contact_id"]
+    assert (await post(intake, "npo-a", mine, SINGLE)).status_code == 202
+    # npo-b, with no part in the contact, answers it (naming itself), ends it, and reports the same id
+    hijack = [answered("npo-b", cid, "npo-b"), ended("npo-b", cid),
+              contact_received("npo-a", 1) | {"source": "/partners/npo-b/telephony", "id": "ev-b-dup"}]
+    body = (await post(intake, "npo-b", hijack)).json()
+    assert [r["status"] for r in body["results"]] == ["rejected", "rejected", "conflict"]
+    assert {r["problems"][0]["path"] for r in body["results"]} == {"data.contact_id"}
+    # naming another organisation in data is refused whoever owns the contact
+    foreign = answered("npo-a", cid, "npo-b")
+    [r] = (await post(intake, "npo-a", [foreign])).json()["results"]
+    assert r["status"] == "rejected" and r["problems"][0]["path"] == "data.organisation_id"
+    published = values(await read_topic(intake.bootstrap, intake.topic("contact.events"), expect=1, timeout=3))
+    assert [e["id"] for e in published] == [mine["id"]]
+
+
+async def test_the_owner_platform_names_who_answered_and_that_organisation_may_then_report_the_contact(intake):
+    received = contact_received("tel", 1)
+    cid = received["data"]["contact_id"]
+    early = ended("npo-b", cid)
+    assert (await post(intake, "tel", [received, field_selected("tel", 1)])).json()["accepted"] == 2
+    assert (await post(intake, "npo-b", early, SINGLE)).status_code == 422  # not named yet
+    assert (await post(intake, "tel", answered("tel", cid, "npo-b"), SINGLE)).status_code == 202
+    assert (await post(intake, "npo-b", early, SINGLE)).status_code == 202
+    assert (await post(intake, "npo-a", ended("npo-a", cid), SINGLE)).status_code == 422
+
+
+async def test_a_referral_id_another_organisation_used_first_is_a_conflict_never_a_silent_drop(intake):
+    a, b = contact_received("npo-a", 1), contact_received("npo-b", 1)
+    assert (await post(intake, "npo-a", [a])).json()["accepted"] == 1
+    assert (await post(intake, "npo-b", [b])).json()["accepted"] == 1
+    first = requested("npo-a", "ref-shared", a["data"]["contact_id"])
+    assert (await post(intake, "npo-a", first, SINGLE)).status_code == 202
+    second = requested("npo-b", "ref-shared", b["data"]["contact_id"], urgency="imminent")
+    answer = await post(intake, "npo-b", second, SINGLE)
+    assert answer.status_code == 409
+    assert answer.json()["results"][0]["problems"][0]["path"] == "data.referral_id"
+    again = requested("npo-a", "ref-shared", a["data"]["contact_id"], urgency="urgent", n=2)
+    changed = (await post(intake, "npo-a", again, SINGLE)).json()["results"][0]
+    assert changed["status"] == "conflict" and "data.urgency" in changed["problems"][0]["message"]
+    published = values(await read_topic(intake.bootstrap, intake.topic("consultation.events"), expect=1, timeout=3))
+    assert [e["id"] for e in published] == [first["id"]]
+
+
+async def test_the_same_source_and_id_with_other_content_is_a_conflict_naming_what_differs(intake):
+    event = contact_received("npo-a", 1, region="13")
+    assert (await post(intake, "npo-a", event, SINGLE)).status_code == 202
+    assert (await post(intake, "npo-a", event, SINGLE)).status_code == 200  # the same: a duplicate
+    other = contact_received("npo-a", 1, region="27")
+    answer = await post(intake, "npo-a", other, SINGLE)
+    assert answer.status_code == 409
+    [r] = answer.json()["results"]
+    assert r["status"] == "conflict" and "data.prefecture" in r["problems"][0]["message"]
+
+
+async def test_nul_ids_and_envelope_phone_numbers_are_refused_per_event_and_never_published(intake):
+    nul = contact_received("npo-a", 1) | {"id": "ev\u0000x"}
+    phone_id = contact_received("npo-a", 2) | {"id": "ev-090-1234-5678"}
+    phone_state = contact_received("npo-a", 3) | {"tracestate": "vendor=09012345678"}
+    phone_schema = contact_received("npo-a", 4) | {"dataschema": "https://example.org/0312345678"}
+    good = contact_received("npo-a", 5)
+    answer = await post(intake, "npo-a", [nul, phone_id, phone_state, phone_schema, good])
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [r["status"] for r in body["results"]] == ["rejected"] * 4 + ["accepted"]
+    assert "1234" not in answer.text and "0312345678" not in answer.text
+    records = await read_topic(intake.bootstrap, intake.topic("contact.events"), expect=1, timeout=3)
+    assert [e["id"] for e in values(records)] == [good["id"]]
+    assert b"1234-5678" not in b"".join(r.value for r in records)
