@@ -27,6 +27,26 @@ telephony and chat platforms send every few seconds (5 s suggested), which intak
 every partition so that every stream's mark moves; without any event routing's time stands still,
 which is what an accelerated or paused replay needs.
 
+**A jump in time.** Time may jump: a platform whose clock is wrong, or live heartbeats after a
+replay of a past period. When the limit the timers may fire up to (the watermark, or the event's
+time) is more than ``GAP`` (one hour) past the clock, the clock first moves to ``limit - GAP``, and
+every timer due before that fires there, late, once: a ringing contact is withdrawn once and
+re-routed at that moment, a waiting one overflows once, and the minute timer resumes after the
+clock — nothing is re-rung every ring timeout across the gap. Within the last ``GAP`` every timer
+fires at its own time, as always. So a board never left more than ``GAP`` without an event decides
+exactly as one ticked at every timer (what a replay checking routing against this board as its
+model relies on), and the work a jump costs is bounded by ``GAP``, not by the jump.
+
+**Ahead of the wall clock.** The board has no wall clock; routing's handler (handlers.py) has one,
+and keeps event times that run ahead of it off the board: an event whose time is more than
+``routing_max_clock_lead_s`` (settings) ahead of routing's wall clock moves nothing by its own time.
+A ``platform.heartbeat`` that far ahead is ignored: it moves no stream's mark and not the clock. A
+contact event that far ahead is applied at the wall clock plus that lead, and its stream's mark
+moves no further: its caller is real, and a contact event set aside could leave a caller unrouted
+or a line booked forever (a lost ``contact.ended``). So one platform that runs ahead moves the
+watermark and the clock at most that lead past the wall clock, however far ahead it runs. A replay
+of a past period has every event time behind the wall clock: nothing of it is touched.
+
 **Rules.**
 - A contact that chose a field goes to an open tier-1 desk serving the field with a free line:
   preferring a desk whose regions include the caller's prefecture, then the desk idle longest
@@ -345,6 +365,10 @@ class Board:
         if self.marks:
             watermark = self.watermark
             limit = None if watermark is None else min(at, watermark)
+        if limit is not None and self.clock is not None and limit - self.clock > GAP:
+            # A jump: what fell due more than GAP before the limit fires late, once, at its start
+            # (module docstring), instead of every ring timeout and minute being lived through.
+            self.clock = limit - GAP
         while self._timers and limit is not None and self._timers[0].due <= limit:
             timer = heapq.heappop(self._timers)
             late = self.clock is not None and timer.due < self.clock
@@ -368,7 +392,10 @@ class Board:
         not at whichever event or heartbeat comes next, which would make the decision depend on when
         events happen to be read."""
         if self._minute_due is None:
-            self._minute_due = at.replace(second=0, microsecond=0) + _MINUTE
+            # After the clock, not after ``at``: a timer that fires late (after a jump) must not set a
+            # minute timer for every minute it missed.
+            after = at if self.clock is None or at > self.clock else self.clock
+            self._minute_due = after.replace(second=0, microsecond=0) + _MINUTE
             heapq.heappush(self._timers, _Timer(self._minute_due, self._minute_due, 0, "minute", ""))
 
     def _fire(self, timer: _Timer, out: list[Decision]) -> bool:
@@ -653,6 +680,11 @@ def _entry(c: Contact) -> tuple[int, float, int, str]:
 
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 _MINUTE = timedelta(minutes=1)
+# How far past the clock timers still fire each at its own time (module docstring, "A jump in time").
+# Long enough that no replay, nor a live network whose platforms send heartbeats every few seconds,
+# ever leaves the board that long without an event; short enough that the ring timeouts and minutes
+# lived through after a jump stay few (an hour: 180 rings of a 20 s ring timeout, 60 minutes).
+GAP = timedelta(hours=1)
 # One tzinfo per UTC offset for every time on the board. Two aware datetimes whose tzinfo objects differ
 # compare by asking both for their offsets — about ten times the cost of a plain comparison, and pydantic
 # gives every time it parses a tzinfo of its own; the board compares times all the time (timers, marks,

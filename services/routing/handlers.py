@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -23,7 +25,7 @@ from schemas.kafka import encode_value
 from services.routing import store
 from services.routing.desks import Registry
 from services.routing.domain import Board, Decision, board_time
-from tsunagu import topics
+from tsunagu import telemetry, topics
 from tsunagu.consume import batch_subscriber, decode_records
 from tsunagu.outbox import OutboxPublisher, Outgoing
 from tsunagu.settings import Settings
@@ -35,6 +37,14 @@ SOURCE = "/tsunagu/routing"
 # arrives (PERFORMANCE.md), so this bounds the consume side of routing's latency; bench/routing.py
 # gives its echo baseline the same wait.
 FETCH_MAX_WAIT_MS = 20
+HEARTBEAT = "platform.heartbeat"
+# Sources warned about running ahead of the wall clock, at most: each is warned about once, and
+# records written straight onto the topic could name any number of them.
+MAX_WARNED_SOURCES = 256
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 def decision_id(cause_source: str, cause_id: str, index: int) -> str:
@@ -78,6 +88,10 @@ class Routing:
     lines: dict[str, tuple[int, int]] = field(default_factory=dict)  # field -> (open, free), for ops
     producer: Any = None  # the outbox's producer: its metadata says how many partitions there are
     streams: frozenset[str] = frozenset()  # contact.events' partitions, as the board's streams
+    # Routing's wall clock, only to keep event times that run ahead of it off the board (domain.py,
+    # "Ahead of the wall clock"); the board itself never reads a clock. Tests hand in their own.
+    wall: Callable[[], datetime] = wall_clock
+    _warned_ahead: set[str] = field(default_factory=set)  # "outcome:source"s already warned about
 
     def observe_lines(self, meter: Any) -> None:
         """Gauges of the lines open and free per field, as of the board this instance last wrote
@@ -107,11 +121,15 @@ class Routing:
         given (the handler gives them merged across partitions by event time, ``Batch.merged``: a plain
         sort by time could swap one contact's own events); returns how many decisions were made.
 
-        Every record moves its stream's mark, a redelivered one too; only new events are applied — at
-        once (``routing_order`` arrival) or held until every stream has passed them (event_time)."""
+        Every record moves its stream's mark, a redelivered one too — never past the wall clock plus
+        ``routing_max_clock_lead_s`` (``_admit``); only new events are applied — at once
+        (``routing_order`` arrival) or held until every stream has passed them (event_time)."""
         assert self.pool is not None
         hold = self.settings.routing_order == "event_time"
-        if any(stream not in self.streams for stream, _ in events):
+        admitted = self._admit(events)
+        if not admitted:
+            return 0  # only heartbeats from a clock that runs ahead: nothing to claim, nothing moves
+        if any(stream not in self.streams for stream, _, _ in admitted):
             await self._learn_streams()
         stored: list[int] = []  # the outbox seqs of the batch's decisions
         try:
@@ -119,7 +137,7 @@ class Routing:
                 self._conn = await self.pool.acquire()
             conn = self._conn
             async with conn.transaction():
-                keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for _, e in events]
+                keys = [(e.envelope.source, e.envelope.id, e.envelope.type) for _, e, _ in admitted]
                 version, seq, new = await store.lock_and_claim(conn, keys)
                 board = await self._sync(conn, version, seq)
                 board.expect(self.streams)
@@ -128,11 +146,10 @@ class Routing:
                 if not hold and board.held:  # held under event_time before a restart in arrival order
                     for h in board.release(everything=True):
                         outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
-                times = [board_time(e.envelope.time) for _, e in events]
                 # first: the batch's timers fire in their place among its events
-                for (stream, _), at in zip(events, times, strict=True):
+                for stream, _, at in admitted:
                     moved += board.observe(stream, at)
-                for (stream, e), at in zip(events, times, strict=True):
+                for stream, e, at in admitted:
                     ident = (e.envelope.source, e.envelope.id)
                     if ident not in new:
                         continue
@@ -166,6 +183,39 @@ class Routing:
             self.lines = board.lines_by_field()
         self.decided += len(outgoing)
         return len(outgoing)
+
+    def _admit(self, events: list[tuple[str, ValidatedEvent]]) -> list[tuple[str, ValidatedEvent, datetime]]:
+        """The batch's events with the event time the board may take from each: a heartbeat more than
+        ``routing_max_clock_lead_s`` ahead of the wall clock is left out, a contact event that far
+        ahead is taken at the wall clock plus that lead (domain.py, "Ahead of the wall clock")."""
+        wall = self.wall()
+        cap = wall + timedelta(seconds=self.settings.routing_max_clock_lead_s)
+        admitted: list[tuple[str, ValidatedEvent, datetime]] = []
+        for stream, e in events:
+            at = board_time(e.envelope.time)
+            if at > cap:
+                heartbeat = e.event_type.short == HEARTBEAT
+                self._note_ahead(e.envelope.source, heartbeat, (at - wall).total_seconds())
+                if heartbeat:
+                    continue
+                at = board_time(cap.astimezone(at.tzinfo))
+            admitted.append((stream, e, at))
+        return admitted
+
+    def _note_ahead(self, source: str, heartbeat: bool, ahead_s: float) -> None:
+        """Count an event ahead of the wall clock; warn once per source (its name and how far ahead:
+        nothing of the event's data)."""
+        outcome = "ignored" if heartbeat else "clamped"
+        telemetry.get().counter(
+            "tsunagu_routing_events_ahead", "events whose time ran ahead of routing's wall clock by more than "
+            "TSUNAGU_ROUTING_MAX_CLOCK_LEAD_S: heartbeats ignored, contact events clamped", unit="{event}",
+        ).add(1, {"outcome": outcome})
+        key = f"{outcome}:{source}"
+        if key in self._warned_ahead or len(self._warned_ahead) >= MAX_WARNED_SOURCES:
+            return
+        self._warned_ahead.add(key)
+        log.warning("routing_event_ahead_of_clock", source=source, outcome=outcome, ahead_s=round(ahead_s),
+                    max_lead_s=self.settings.routing_max_clock_lead_s)
 
     async def _learn_streams(self) -> None:
         """The partitions of contact.events, from the producer's metadata (a topic can gain some)."""
