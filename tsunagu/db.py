@@ -3,28 +3,83 @@
 Each service owns one schema and a ``migrations/`` folder of numbered ``.sql`` files beside
 its ``store.py``. ``migrate`` applies the ones not yet applied, under an advisory lock so
 that several instances starting at once do not race.
+
+Every pool checks the server first: tsunagu needs PostgreSQL 18 (metrics writes ``RETURNING old.*,
+new.*``, which older servers refuse batch after batch), so a service, a CLI command or a migration on
+an older server stops at once with ``UnsupportedServer`` naming the version it needs and the one it
+found, instead of starting and failing later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from pathlib import Path
 
 import asyncpg
+import structlog
+
+log = structlog.get_logger()
+
+# The oldest PostgreSQL tsunagu runs on, as ``server_version_num`` (18.0 = 180000): RETURNING old/new.
+REQUIRED_SERVER_VERSION_NUM = 180000
+# Raises (never lowers) the requirement, e.g. to check the refusal against a real server in tests.
+REQUIRED_VERSION_ENV = "TSUNAGU_DB_REQUIRED_SERVER_VERSION_NUM"
+
+
+class UnsupportedServer(RuntimeError):
+    """The database server is older than tsunagu needs; the message names both versions."""
+
+
+def required_server_version_num() -> int:
+    raised = os.environ.get(REQUIRED_VERSION_ENV, "").strip()
+    return max(REQUIRED_SERVER_VERSION_NUM, int(raised)) if raised.isdigit() else REQUIRED_SERVER_VERSION_NUM
+
+
+def version_name(num: int) -> str:
+    """``server_version_num`` as people say it: 180000 -> "18", 150004 -> "15.4", 90624 -> "9.6.24"."""
+    if num >= 100000:
+        major, minor = divmod(num, 10000)
+        return f"{major}.{minor}" if minor else str(major)
+    major, rest = divmod(num, 10000)
+    minor, patch = divmod(rest, 100)
+    return f"{major}.{minor}.{patch}" if patch else f"{major}.{minor}"
+
+
+async def check_server_version(conn: asyncpg.Connection | asyncpg.Pool, required: int | None = None) -> int:
+    """The server's ``server_version_num``; ``UnsupportedServer`` when it is below ``required``
+    (default: ``REQUIRED_SERVER_VERSION_NUM``, or higher through ``TSUNAGU_DB_REQUIRED_SERVER_VERSION_NUM``)."""
+    required = required_server_version_num() if required is None else required
+    found = int(await conn.fetchval("SELECT current_setting('server_version_num')"))
+    if found < required:
+        log.error("database_server_unsupported", required_version=version_name(required),
+                  required_version_num=required, server_version=version_name(found), server_version_num=found)
+        raise UnsupportedServer(
+            f"tsunagu needs PostgreSQL {version_name(required)} or later (server_version_num >= {required}); "
+            f"the server at DATABASE_URL is PostgreSQL {version_name(found)} (server_version_num {found})")
+    return found
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, attempts: int = 50) -> asyncpg.Pool:
-    """Connect, retrying while the server is starting (or restarting)."""
+    """Connect, retrying while the server is starting (or restarting); refuse a server older than
+    tsunagu needs (``check_server_version``: ``UnsupportedServer``, never retried)."""
     delay = 0.1
     for attempt in range(attempts):
         try:
-            return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError):
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+            continue
+        try:
+            await check_server_version(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
     raise AssertionError("unreachable")
 
 
@@ -50,6 +105,7 @@ async def migrate(
     lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
     applied: list[str] = []
     async with pool.acquire() as conn:
+        await check_server_version(conn)  # also for a pool not made by create_pool
         await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
         try:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')

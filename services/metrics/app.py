@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -15,19 +16,25 @@ from fastapi.responses import Response
 
 from services.metrics import catchup, store
 from services.metrics.domain import Period, load_periods
-from services.metrics.handlers import CONSUMED, Metrics, register_consumer
+from services.metrics.handlers import CONSUMED, Metrics, register_consumer, rejected_publisher
+from services.metrics.http import PeriodProblem, period_problem
 from services.metrics.http import router as metrics_router
 from services.metrics.telemetry import OpsTelemetry
 from tsunagu import auth
 from tsunagu import telemetry as process_telemetry
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
+from tsunagu.http_errors import install_database_away
 from tsunagu.kafka import make_broker
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
 
 DEFAULT_PERIODS = Path(__file__).parents[2] / "config" / "periods.yaml"
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 def periods_of(settings: Settings) -> dict[str, Period]:
@@ -71,8 +78,9 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.database_url:
         raise SettingsError("metrics needs DATABASE_URL (`tsunagu up` sets it for the local stack)")
     telemetry = OpsTelemetry(telemetry=process_telemetry.get())  # one meter: business, handler and lag metrics
-    metrics = Metrics(settings=settings, telemetry=telemetry)
+    metrics = Metrics(settings=settings, telemetry=telemetry, clock=wall_clock)
     broker = make_broker(settings, client_id="tsunagu-metrics")
+    metrics.publish_aside = rejected_publisher(broker, settings)
     subscriber = register_consumer(broker, metrics)
 
     @asynccontextmanager
@@ -99,7 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
             await broker.stop()  # commits the consumer's offsets
             await metrics.pool.close()
             telemetry.shutdown()
-            log.info("metrics_stopped", consumed=metrics.consumed)
+            log.info("metrics_stopped", consumed=metrics.consumed, set_aside=metrics.set_aside)
 
     app = FastAPI(
         title="tsunagu metrics",
@@ -117,8 +125,11 @@ def create_app(settings: Settings) -> FastAPI:
         behind = metrics.catch_up.behind if metrics.catch_up is not None else None
         return {"status": "rebuilding", "figures": catchup.REBUILDING, "behind": behind}
 
+    # checks: database, broker, consumer (not ready while its batches keep failing, with the reason)
     app.include_router(health_router("metrics", service_checks(metrics, broker), fold_state))
     app.include_router(metrics_router)
+    app.add_exception_handler(PeriodProblem, period_problem)
+    install_database_away(app)
 
     @app.get("/metrics", tags=["ops"], summary="OpenTelemetry metrics in the Prometheus text format")
     async def scrape() -> Response:

@@ -7,25 +7,40 @@ the schema catches up with a backlog (catchup.py), the facts alone. The next
 chunk is decoded and folded while this one's transaction runs; chunks commit in order. Offsets are
 committed after the last chunk's transaction (NACK_ON_ERROR): a crash anywhere replays the batch,
 whose committed chunks find their events already claimed.
+
+A record metrics cannot count never holds the batch up: one that is not a canonical event, or whose
+event time lies outside the window metrics can store (domain.EARLIEST_TIME..LATEST_TIME), is *set
+aside* — logged by where it sits and its id, counted (``tsunagu_events_set_aside_total``) and published
+to ``tsunagu.intake.rejected`` as a ``RejectedRecord`` (its topic, partition and offset, the reason,
+the payload's SHA-256 and size, never the payload; header ``tsunagu-set-aside-by: metrics``) — and the
+rest of the batch goes on. A batch that fails all the same is logged with its cause (class and message,
+never a value), waited on (``ConsumerHealth.backoff``) and redelivered; after two failures in a row
+metrics is not ready (``/health/ready`` check ``consumer``, with the reason) until a batch succeeds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import structlog
 from faststream.kafka import KafkaBroker
 
-from schemas import ValidatedEvent
+from schemas import EventInvalid, ValidatedEvent
+from schemas.registry import Problem
+from schemas.rejected import RejectedRecord, rejected_record
 from services.metrics import catchup, store
-from services.metrics.domain import Facts, fold
+from services.metrics.domain import TIME_OUT_OF_RANGE, Facts, fold, time_problem
 from services.metrics.telemetry import OpsTelemetry
+from tsunagu import telemetry as process_telemetry
 from tsunagu import topics
 from tsunagu.consume import batch_subscriber, decode_records
+from tsunagu.health import ConsumerHealth
 from tsunagu.inbox import claim_new
 from tsunagu.settings import Settings
 
@@ -44,6 +59,11 @@ class Metrics:
     consumed: int = field(default=0)  # new events applied by this process
     live: bool = False  # the schema's fold_mode was seen 'live' (it never goes back)
     catch_up: catchup.CatchUp | None = None  # while catching up: watches the offsets, then derives
+    consumer: ConsumerHealth = field(default_factory=ConsumerHealth)  # batches failing: not ready
+    clock: Callable[[], datetime] | None = None  # when a record was set aside (the app's wall clock)
+    # publishes what was set aside (key, record) onto the rejected topic; None: only logged and counted
+    publish_aside: Callable[[list[tuple[bytes | None, RejectedRecord]]], Awaitable[None]] | None = None
+    set_aside: int = field(default=0)  # records set aside by this process
 
 
 # A batch is applied in chunks, one transaction each, pipelined: while one chunk's statements run in
@@ -63,6 +83,7 @@ class Prepared:
 
     unique: list[ValidatedEvent]  # each (source, id) once, first occurrence first
     rows: store.FactRows  # fold(unique): right whenever the inbox finds every one of them new
+    aside: list[tuple[Any, EventInvalid]] = field(default_factory=list)  # (record, why) set aside
 
 
 def unique_events(events: list[ValidatedEvent]) -> list[ValidatedEvent]:
@@ -100,23 +121,69 @@ async def apply_events(conn: asyncpg.Connection, events: list[ValidatedEvent]) -
     return await apply_prepared(conn, Prepared(unique, store.fact_rows(fold(unique))))
 
 
+def _log_aside(record: Any, why: EventInvalid, reason: str) -> None:
+    # set aside, never retried: logged by where it sits and its id — never its payload
+    log.warning("event_set_aside", reason=reason, topic=record.topic, partition=record.partition,
+                offset=record.offset, id=why.id, source=why.source, problems=[p.path for p in why.problems])
+
+
+def _split_by_time(records: list[Any], batch: Any) -> tuple[list[ValidatedEvent], list[tuple[Any, EventInvalid]]]:
+    """The batch's events whose time metrics can count, and (record, why) of those it cannot."""
+    if all(time_problem(e) is None for e in batch.events):
+        return batch.events, []
+    invalid = {id(r) for r, _ in batch.invalid}
+    valid_records = [r for r in records if id(r) not in invalid]  # in step with batch.events
+    keep: list[ValidatedEvent] = []
+    aside: list[tuple[Any, EventInvalid]] = []
+    for record, event in zip(valid_records, batch.events, strict=True):
+        problem = time_problem(event)
+        if problem is None:
+            keep.append(event)
+            continue
+        env = event.envelope
+        why = EventInvalid([Problem("time", problem)], id=env.id, source=env.source, type=env.type)
+        _log_aside(record, why, TIME_OUT_OF_RANGE)
+        aside.append((record, why))
+    tel = process_telemetry.get()
+    tel.set_aside().add(len(aside), {"service": tel.service})
+    return keep, aside
+
+
 async def prepare(records: list[Any]) -> Prepared:
-    """Decode, validate and fold a chunk of records, yielding to the loop between slices."""
+    """Decode, validate and fold a chunk of records, yielding to the loop between slices; what cannot
+    be counted (not a canonical event, a time outside the window) is set aside, not folded."""
     events: list[ValidatedEvent] = []
+    aside: list[tuple[Any, EventInvalid]] = []
     for i in range(0, len(records), SLICE_RECORDS):
-        batch = decode_records(records[i:i + SLICE_RECORDS])
+        chunk = records[i:i + SLICE_RECORDS]
+        batch = decode_records(chunk)  # counts the invalid ones as set aside
         for record, why in batch.invalid:
-            # set aside, never retried: logged by where it sits and its id — never its payload
-            log.warning("event_set_aside", topic=record.topic, partition=record.partition, offset=record.offset,
-                        id=why.id, source=why.source, problems=[p.path for p in why.problems])
-        events += batch.events
+            _log_aside(record, why, "not_canonical")
+        aside += batch.invalid
+        keep, outside = _split_by_time(chunk, batch)
+        events += keep
+        aside += outside
         await asyncio.sleep(0)
     unique = unique_events(events)
     facts = Facts()
     for i in range(0, len(unique), SLICE_RECORDS):
         fold(unique[i:i + SLICE_RECORDS], into=facts)
         await asyncio.sleep(0)
-    return Prepared(unique, store.fact_rows(facts))
+    return Prepared(unique, store.fact_rows(facts), aside)
+
+
+async def publish_set_aside(metrics: Metrics, aside: list[tuple[Any, EventInvalid]]) -> None:
+    """Publish what a batch set aside onto the rejected topic (before its offsets are committed: a
+    failure redelivers the batch, so a record may be published twice, never lost)."""
+    metrics.set_aside += len(aside)
+    if not aside or metrics.publish_aside is None or metrics.clock is None:
+        return
+    at = metrics.clock()
+    await metrics.publish_aside([
+        (record.key, rejected_record(record.value or b"", why, rejected_at=at, topic=record.topic,
+                                     partition=record.partition, offset=record.offset))
+        for record, why in aside
+    ])
 
 
 async def _committed(metrics: Metrics, prepared: Prepared) -> list[ValidatedEvent]:
@@ -147,9 +214,11 @@ async def apply_batch(metrics: Metrics, records: Any, chunk: int = CHUNK_RECORDS
     records = list(records) if isinstance(records, (list, tuple)) else [records]
     pending: asyncio.Task[list[ValidatedEvent]] | None = None
     total = 0
+    aside: list[tuple[Any, EventInvalid]] = []
     try:
         for i in range(0, len(records), chunk):
             prepared = await prepare(records[i:i + chunk])  # overlaps the pending chunk's transaction
+            aside += prepared.aside
             fresh = await pending if pending is not None else []
             pending = asyncio.create_task(_committed(metrics, prepared))
             await _counted(metrics, fresh)  # ops counters of the chunk before, also while the next one runs
@@ -157,6 +226,7 @@ async def apply_batch(metrics: Metrics, records: Any, chunk: int = CHUNK_RECORDS
         fresh = await pending if pending is not None else []
         pending = None
         await _counted(metrics, fresh)
+        await publish_set_aside(metrics, aside)
         return total + len(fresh)
     except BaseException:
         if pending is not None and not pending.done():
@@ -164,6 +234,36 @@ async def apply_batch(metrics: Metrics, records: Any, chunk: int = CHUNK_RECORDS
             with contextlib.suppress(BaseException):
                 await pending
         raise
+
+
+async def batch_failed(metrics: Metrics, records: Any, err: BaseException) -> None:
+    """Log a failed batch with its cause (class and message, never a value), mark the consumer
+    failing (not ready after two in a row) and wait before it is redelivered."""
+    records = records if isinstance(records, (list, tuple)) else [records]
+    cause = metrics.consumer.failed(err)
+    first = records[0] if records else None
+    log.error("batch_failed", error=type(err).__name__, cause=cause, failures_in_a_row=metrics.consumer.failures,
+              records=len(records), topic=getattr(first, "topic", None), partition=getattr(first, "partition", None),
+              offset=getattr(first, "offset", None), ready=metrics.consumer.ready)
+    await asyncio.sleep(metrics.consumer.backoff())
+
+
+def rejected_publisher(broker: KafkaBroker, settings: Settings) -> Callable[[list[tuple[bytes | None, RejectedRecord]]],
+                                                                            Awaitable[None]]:
+    """Publish set-aside records onto the rejected topic, keyed as received."""
+    topic = settings.topic(topics.REJECTED)
+    headers = {"content-type": "application/json", SET_ASIDE_BY: "metrics"}
+
+    async def publish(aside: list[tuple[bytes | None, RejectedRecord]]) -> None:
+        futures = [await broker.publish(record.model_dump_json().encode(), topic, key=key, headers=headers,
+                                        no_confirm=True) for key, record in aside]
+        for future in futures:
+            await future
+
+    return publish
+
+
+SET_ASIDE_BY = "tsunagu-set-aside-by"  # header naming the consumer that set a record aside
 
 
 def register_consumer(broker: KafkaBroker, metrics: Metrics) -> Any:
@@ -185,6 +285,10 @@ def register_consumer(broker: KafkaBroker, metrics: Metrics) -> Any:
         except catchup.DeriveInProgress:
             log.info("batch_waits_for_derive")  # redelivered once the rollups are derived
             raise
+        except Exception as err:
+            await batch_failed(metrics, records, err)
+            raise
+        metrics.consumer.succeeded()
         if not metrics.live and metrics.catch_up is not None:
             metrics.catch_up.applied_records(records if isinstance(records, (list, tuple)) else [records])
 

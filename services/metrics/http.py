@@ -13,11 +13,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 
 from services.metrics import catchup, figures
 from services.metrics.domain import Period, PeriodError, resolve_period
 from tsunagu.auth import Caller
-from tsunagu.http_auth import AUTH_RESPONSES, BAD_REQUEST, Detail, require_roles
+from tsunagu.http_auth import AUTH_RESPONSES, Detail, require_roles
 
 router = APIRouter(prefix="/v1/metrics", tags=["metrics"], responses=AUTH_RESPONSES)
 Reader = Annotated[Caller, Depends(require_roles("secretariat", "partner"))]
@@ -29,10 +30,37 @@ ChannelQ = Annotated[
     Literal["phone", "chat", "sns", "all"] | None,
     Query(description="channel to count (default phone — call attempts; all channels when group_by=channel)"),
 ]
+
+
+class PeriodProblemOut(BaseModel):
+    """期間の指定の誤り / what is wrong with the period asked for (never the value sent)."""
+
+    detail: str = Field(description="説明 / what is wrong")
+    parameter: str | None = Field(default=None,
+                                  description="誤りのあるパラメータ (from, to, period) / the parameter at fault")
+    allowed: dict[str, str] | None = Field(
+        default=None, description="受け付ける範囲 / the range a bound must lie in: from (inclusive), to (exclusive)")
+
+
+class PeriodProblem(Exception):
+    """A period that cannot be answered: 400 with ``PeriodProblemOut``."""
+
+    def __init__(self, err: PeriodError) -> None:
+        super().__init__(str(err))
+        self.body = PeriodProblemOut(detail=str(err), parameter=err.parameter, allowed=err.allowed)
+
+
+async def period_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PeriodProblem)
+    return JSONResponse(exc.body.model_dump(), status_code=400)
+
+
 # While metrics catches up with a backlog (a rebuild), its rollups are stale and its facts partial:
 # every figure answers 503 until it is live.
 FIGURES_RESPONSES: dict[int | str, dict] = {
-    **BAD_REQUEST,
+    400: {"model": PeriodProblemOut,
+          "description": "the request cannot be read: a period unknown, missing or outside the range "
+                         "(1900-01-01 to 2200-01-01 UTC), or another parameter (`detail` says which)"},
     503: {"model": Detail, "description": "metrics is rebuilding its figures from the topics (catch-up); "
           "nothing partial is served — retry after Retry-After seconds",
           "headers": {"Retry-After": {"description": "seconds to wait before asking again",
@@ -58,7 +86,7 @@ def _period(request: Request, period: str | None, start: str | None, end: str | 
     try:
         return resolve_period(request.app.state.periods, period, start, end)
     except PeriodError as err:
-        raise HTTPException(400, str(err)) from None
+        raise PeriodProblem(err) from None
 
 
 def _scope(caller: Caller) -> str | None:

@@ -20,6 +20,7 @@ from services.referral.http import router as referrals_router
 from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
+from tsunagu.http_errors import install_database_away
 from tsunagu.kafka import make_broker
 from tsunagu.outbox import running_outbox
 from tsunagu.settings import Settings, SettingsError
@@ -70,4 +71,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router("referral", service_checks(referrals, broker) | {"deadlines": deadlines}))
     app.include_router(referrals_router)
+    install_database_away(app)  # 503 + Retry-After + JSON while PostgreSQL is away
     return app

@@ -21,6 +21,7 @@ from services.routing.http import router as live_router
 from tsunagu import auth, telemetry
 from tsunagu.db import create_pool
 from tsunagu.health import health_router, service_checks
+from tsunagu.http_errors import install_database_away
 from tsunagu.kafka import make_broker
 from tsunagu.outbox import running_outbox
 from tsunagu.settings import Settings, SettingsError
@@ -90,4 +91,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router("routing", service_checks(routing, broker)))
     app.include_router(live_router)
+    install_database_away(app)  # 503 + Retry-After + JSON while PostgreSQL is away
     return app
