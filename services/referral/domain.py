@@ -279,6 +279,7 @@ class Referral:
     outcome: ReferralOutcome | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    need: ReceiverType | None = None  # the receiver type the request asked for (fixed with the chain)
 
     @property
     def receiver(self) -> Receiver | None:
@@ -334,6 +335,31 @@ def _refusal(
     return None
 
 
+# What a stored referral holds of the request that opened it, compared when another request names
+# the same referral_id. Not the event time: a re-sent request is the same request.
+REQUEST_FIELDS = ("contact_id", "organisation_id", "municipality", "urgency", "need", "legal_basis")
+
+
+def differing_fields(stored: Referral, asked: NewReferral, *, need_recorded: bool = True) -> list[str]:
+    """The names of the request's fields (``REQUEST_FIELDS``, in that order) whose values differ from
+    what the referral already stored under the same id holds — never the values. Empty: the same
+    request again (an at-least-once re-delivery, or a re-send). ``need_recorded`` false: the stored
+    row predates the recording of ``need``, which is then not compared."""
+
+    def basis(b: LegalBasis | None) -> dict[str, Any] | None:
+        return b.model_dump() if b is not None else None  # datetimes compare by instant
+
+    values = {
+        "contact_id": (stored.contact_id, asked.contact_id),
+        "organisation_id": (stored.organisation_id, asked.organisation_id),
+        "municipality": (stored.municipality, asked.municipality),
+        "urgency": (stored.urgency, asked.urgency),
+        "need": (stored.need, asked.need) if need_recorded else (None, None),
+        "legal_basis": (basis(stored.basis), basis(asked.basis)),
+    }
+    return [name for name in REQUEST_FIELDS if values[name][0] != values[name][1]]
+
+
 def open_referral(request: NewReferral, found: list[Receiver], policy: DeadlinePolicy) -> tuple[Referral, Change]:
     """A new referral addressed to the first receiver of its chain — or, without a legal basis for
     any receiver, a referral rejected at once with the reason (event ``referral.rejected``, no receiver)."""
@@ -361,6 +387,7 @@ def open_referral(request: NewReferral, found: list[Receiver], policy: DeadlineP
         basis=basis,
         created_at=request.at,
         updated_at=request.at,
+        need=request.need,
     )
     if refusal is not None:
         ref = replace(base, status=Status.rejected, chain=(), reason=refusal)

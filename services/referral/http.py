@@ -4,11 +4,20 @@ Receivers (role ``receiver``, keys issued per organisation) see and act on only 
 currently addressed to their organisation; any other referral answers 404, exactly as one that does
 not exist, so a receiver cannot even learn that it exists. The secretariat sees every referral and
 may cancel. Every read and every action is written to the audit log: who (key, organisation, role),
-what (the action and the referral), when, and on what basis (``addressee`` or ``secretariat``).
+what (the action and the referral), when, on what basis (``addressee`` or ``secretariat``; ``none``
+when denied), and the outcome: ``allowed``; ``denied`` (403: the key's role may not; 404: not
+addressed to the caller, or absent); ``refused`` (409: not possible in the referral's state; 422:
+the reason or outcome missing). Only a request without a valid key (401) is not written: it has no
+"who".
+
+A referral id in the path (or ``after``) that is not an id (``schemas.events.Id``: 1–100 of
+``A-Z a-z 0-9 . _ : -``) cannot name a referral: it answers 404 (422 for ``after``) without reaching
+the database, so NUL characters and other text PostgreSQL refuses never get there.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -32,10 +41,38 @@ from services.referral.domain import (
 )
 from services.referral.handlers import Referrals, act
 from tsunagu.auth import Caller
-from tsunagu.http_auth import AUTH_RESPONSES, BAD_REQUEST, require_roles
+from tsunagu.http_auth import AUTH_RESPONSES, BAD_REQUEST, current_caller
 
 router = APIRouter(prefix="/v1/referrals", tags=["referrals"], responses=AUTH_RESPONSES)
-Reader = Annotated[Caller, Depends(require_roles("receiver", "secretariat"))]
+
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")  # schemas.events.Id: what a referral_id can be
+NO_BASIS = "none"  # the basis written on a denied row: nothing entitled the caller
+
+
+def valid_id(text: str | None) -> bool:
+    """Whether ``text`` can be a referral id. Anything else (NUL, lone surrogates, any non-ASCII or
+    overlong text) never names a referral and must never reach PostgreSQL."""
+    return text is not None and _ID.fullmatch(text) is not None
+
+
+def audited_roles(action: str, *roles: str) -> Any:
+    """Like ``require_roles`` (401 without a valid key, 403 for another role), and a 403 is written to
+    the audit log as denied, with the referral id of the path when it is one."""
+
+    async def dependency(request: Request) -> Caller:
+        caller = await current_caller(request)
+        if caller.role not in roles:
+            rid = request.path_params.get("referral_id")
+            await store.audit(request.app.state.pool, caller.key_id, caller.org_id, caller.role, action,
+                              [rid if valid_id(rid) else None], NO_BASIS, outcome="denied", http_status=403)
+            raise HTTPException(403, f"a {caller.role} key cannot do this")
+        return caller
+
+    return dependency
+
+
+Reader = Annotated[Caller, Depends(audited_roles("read", "receiver", "secretariat"))]
+Lister = Annotated[Caller, Depends(audited_roles("list", "receiver", "secretariat"))]
 
 
 class ReceiverOut(BaseModel):
@@ -144,11 +181,13 @@ def _referrals(request: Request) -> Referrals:
 @router.get("", summary="Referrals addressed to the caller's organisation (all of them for the secretariat)")
 async def list_referrals(
     request: Request,
-    caller: Reader,
+    caller: Lister,
     status: Annotated[Status | None, Query(description="only referrals in this state")] = None,
     after: Annotated[str | None, Query(max_length=100, description="the last referral_id of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ReferralList:
+    if after is not None and not valid_id(after):
+        raise HTTPException(422, "after: not a referral id (1-100 of A-Z a-z 0-9 . _ : -)")
     receiver = None if caller.role == "secretariat" else caller.org_id
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         found = await store.listing(conn, receiver, status.value if status else None, limit, after)
@@ -162,14 +201,20 @@ async def list_referrals(
 
 @router.get("/{referral_id}", summary="One referral with its history", responses={404: {}})
 async def get_referral(request: Request, referral_id: str, caller: Reader) -> ReferralDetail:
+    valid = valid_id(referral_id)
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        ref = await store.get(conn, referral_id)
-        if not _visible(ref, caller):
-            raise _not_found()
-        assert ref is not None
-        await store.audit(conn, caller.key_id, caller.org_id, caller.role, "read",
-                          [referral_id], _basis_of_access(caller))
-        history = await store.history(conn, referral_id)
+        ref = await store.get(conn, referral_id) if valid else None
+        visible = _visible(ref, caller)
+        if visible:
+            await store.audit(conn, caller.key_id, caller.org_id, caller.role, "read",
+                              [referral_id], _basis_of_access(caller))
+            history = await store.history(conn, referral_id)
+        else:  # committed with the transaction, before the 404
+            await store.audit(conn, caller.key_id, caller.org_id, caller.role, "read",
+                              [referral_id if valid else None], NO_BASIS, outcome="denied", http_status=404)
+    if not visible:
+        raise _not_found()
+    assert ref is not None
     return ReferralDetail(**_out(ref, caller), history=history)
 
 
@@ -190,27 +235,48 @@ def _action_route(action: Action) -> None:
         referral_id: str,
         body: Annotated[ActionBody | None, Body()] = None,
         # a default, not Annotated: the annotation is a string and `roles` is this closure's local
-        caller: Caller = Depends(require_roles(*roles)),  # noqa: B008
+        caller: Caller = Depends(audited_roles(action.value, *roles)),  # noqa: B008
     ) -> ReferralOut:
         referrals = _referrals(request)
         body = body or ActionBody()
+        valid = valid_id(referral_id)
+        refusal: JSONResponse | None = None
+        missing: str | None = None
+
+        async def audit(conn: Any, outcome: store.AuditOutcome, status: int) -> None:
+            basis = NO_BASIS if outcome == "denied" else _basis_of_access(caller)
+            await store.audit(conn, caller.key_id, caller.org_id, caller.role, action.value,
+                              [referral_id if valid else None], basis, outcome=outcome, http_status=status)
+
+        # every outcome's audit row commits with the transaction; the answer is given after it
         async with request.app.state.pool.acquire() as conn, conn.transaction():
-            ref = await store.locked(conn, referral_id)
-            if not _visible(ref, caller):
-                raise _not_found()
-            assert ref is not None
-            try:
-                new = await act(referrals, conn, ref, action, caller.org_id, reason=body.reason, outcome=body.outcome)
-            except IllegalTransition as err:
-                return JSONResponse(  # type: ignore[return-value]
-                    {"error": "illegal_transition", "message": str(err), "status": err.status.value,
-                     "allowed": [a.value for a in err.allowed if _may(caller, a)]},
-                    status_code=409,
-                )
-            except MissingDetail as err:
-                raise HTTPException(422, str(err)) from None
-            await store.audit(conn, caller.key_id, caller.org_id, caller.role, action.value, [referral_id],
-                              _basis_of_access(caller))
+            ref = await store.locked(conn, referral_id) if valid else None
+            denied = not _visible(ref, caller)
+            if denied:
+                await audit(conn, "denied", 404)
+            else:
+                assert ref is not None
+                try:
+                    new = await act(referrals, conn, ref, action, caller.org_id, reason=body.reason,
+                                    outcome=body.outcome)
+                except IllegalTransition as err:
+                    await audit(conn, "refused", 409)
+                    refusal = JSONResponse(
+                        {"error": "illegal_transition", "message": str(err), "status": err.status.value,
+                         "allowed": [a.value for a in err.allowed if _may(caller, a)]},
+                        status_code=409,
+                    )
+                except MissingDetail as err:
+                    await audit(conn, "refused", 422)
+                    missing = str(err)
+                else:
+                    await audit(conn, "allowed", 200)
+        if denied:
+            raise _not_found()
+        if refusal is not None:
+            return refusal  # type: ignore[return-value]
+        if missing is not None:
+            raise HTTPException(422, missing)
         referrals.wake_outbox()
         return ReferralOut(**_out(new, caller))
 

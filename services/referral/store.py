@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -75,7 +75,7 @@ async def record_changes(conn: asyncpg.Connection, changes: list[tuple[Referral,
 _COLUMNS = (
     "referral_id, contact_id, organisation_id, municipality, urgency, status, chain_ids, chain_types, "
     "chain_areas, position, receiver_id, deadline, escalations, version, legal_basis, reason, outcome, "
-    "created_at, updated_at"
+    "created_at, updated_at, need"
 )
 
 
@@ -101,6 +101,7 @@ def _row_values(ref: Referral) -> tuple[Any, ...]:
         ref.outcome.value if ref.outcome else None,
         ref.created_at,
         ref.updated_at,
+        ref.need.value if ref.need else None,
     )
 
 
@@ -126,6 +127,7 @@ def referral_of(row: asyncpg.Record) -> Referral:
         outcome=ReferralOutcome(row["outcome"]) if row["outcome"] else None,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        need=ReceiverType(row["need"]) if row["need"] else None,
     )
 
 
@@ -158,6 +160,16 @@ async def insert_new(conn: asyncpg.Connection, opened: list[tuple[Referral, Chan
         if ref.referral_id in inserted:
             first.setdefault(ref.referral_id, (ref, change))
     return list(first.values())
+
+
+async def stored_requests(conn: asyncpg.Connection, referral_ids: Iterable[str]) -> dict[str, tuple[Referral, bool]]:
+    """The stored referrals with these ids, each with whether its ``need`` was recorded (rows written
+    before migration 002 did not record it)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS}, need_recorded FROM {S}.referral WHERE referral_id = ANY($1::text[])",
+        sorted(set(referral_ids)),
+    )
+    return {r["referral_id"]: (referral_of(r), r["need_recorded"]) for r in rows}
 
 
 _MUTABLE = ("status", "position", "receiver_id", "deadline", "escalations", "version", "reason", "outcome",
@@ -218,20 +230,25 @@ async def due(conn: asyncpg.Connection, now: datetime, limit: int = 500) -> list
     return [referral_of(r) for r in rows]
 
 
-async def audit(conn: asyncpg.Connection, key_id: str, org_id: str, role: str, action: str,
-                referral_ids: Iterable[str | None], basis: str) -> None:
-    """An access record. Its time is the database's wall clock: when someone read is a fact of the
-    real world, not of event time."""
+AuditOutcome = Literal["allowed", "denied", "refused"]
+
+
+async def audit(conn: asyncpg.Connection | asyncpg.Pool, key_id: str, org_id: str, role: str, action: str,
+                referral_ids: Iterable[str | None], basis: str, *, outcome: AuditOutcome = "allowed",
+                http_status: int = 200) -> None:
+    """An access record: what was allowed, and what was denied (403, 404) or refused (409, 422). Its
+    time is the database's wall clock: when someone read is a fact of the real world, not of event
+    time. ``referral_ids`` must be valid ids (never text a caller made up: see http.valid_id)."""
     await conn.executemany(
-        f"INSERT INTO {S}.audit_log (key_id, org_id, role, action, referral_id, basis) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
-        [(key_id, org_id, role, action, rid, basis) for rid in referral_ids],
+        f"INSERT INTO {S}.audit_log (key_id, org_id, role, action, referral_id, basis, outcome, http_status) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        [(key_id, org_id, role, action, rid, basis, outcome, http_status) for rid in referral_ids],
     )
 
 
 async def audit_entries(pool: asyncpg.Pool, referral_id: str | None = None) -> list[dict[str, Any]]:
     rows = await pool.fetch(
-        f"SELECT seq, at, key_id, org_id, role, action, referral_id, basis FROM {S}.audit_log "
+        f"SELECT seq, at, key_id, org_id, role, action, referral_id, basis, outcome, http_status FROM {S}.audit_log "
         "WHERE $1::text IS NULL OR referral_id = $1 ORDER BY seq",
         referral_id,
     )

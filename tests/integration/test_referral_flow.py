@@ -100,13 +100,18 @@ async def test_consultation_to_referral_to_acknowledge_accept_complete(referral)
 
     conn = await asyncpg.connect(referral.settings.database_url)
     try:
-        audit = await conn.fetch("SELECT org_id, role, action, referral_id, basis FROM referral.audit_log")
+        audit = await conn.fetch("SELECT org_id, role, action, referral_id, basis, outcome FROM referral.audit_log")
     finally:
         await conn.close()
     reads = {(a["org_id"], a["action"], a["basis"]) for a in audit if a["referral_id"] == rid}
     assert ("muni-131016", "read", "addressee") in reads and ("muni-131016", "complete", "addressee") in reads
     assert ("secretariat", "list", "secretariat") in reads
-    assert not [a for a in audit if a["org_id"] == "srsc-131016" and a["referral_id"] == rid]
+    # the other receiver's attempts are there, as denied: it never saw the referral
+    tried = {(a["action"], a["outcome"], a["basis"]) for a in audit
+             if a["org_id"] == "srsc-131016" and a["referral_id"] == rid}
+    assert tried == {("read", "denied", "none"), ("acknowledge", "denied", "none")}
+    assert ("muni-131016", "accept", "refused") in {(a["org_id"], a["action"], a["outcome"]) for a in audit
+                                                    if a["referral_id"] == rid}
     assert "record_set_aside" in referral.processes[0].log_path.read_text()  # the poison record, by offset
 
 
