@@ -64,6 +64,7 @@ asyncapi: schemas ## Same as schemas
 
 bench: $(SYNCED) ## Measure every service beside same-run baselines (record results in bench/RESULTS.md)
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/fairness.py
 	$(BIN)/python bench/routing.py
 	$(BIN)/python bench/referral.py
 	$(BIN)/python bench/metrics.py
