@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import asyncpg
+import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -164,3 +165,17 @@ class ConsumerHealth:
         if self.failures <= 0:
             return 0.0
         return min(BACKOFF_FIRST_S * 2 ** (self.failures - 1), BACKOFF_MAX_S)
+
+
+async def batch_failed(consumer: ConsumerHealth, records: Any, err: BaseException) -> None:
+    """Log a failed batch with its cause (class and message, never a value), mark the consumer failing
+    (not ready after ``FAILURES_NOT_READY`` in a row) and wait before it is redelivered. Every service's
+    subscriber calls this from its ``except`` and then re-raises, so the batch is not committed."""
+    records = records if isinstance(records, (list, tuple)) else [records]
+    cause = consumer.failed(err)
+    first = records[0] if records else None
+    structlog.get_logger().error(
+        "batch_failed", error=type(err).__name__, cause=cause, failures_in_a_row=consumer.failures,
+        records=len(records), topic=getattr(first, "topic", None), partition=getattr(first, "partition", None),
+        offset=getattr(first, "offset", None), ready=consumer.ready)
+    await asyncio.sleep(consumer.backoff())

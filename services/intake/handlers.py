@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from services.intake import store
 from services.intake.domain import Outcome, Rules, Sorted, Unparsed, outcomes, sort_events
 from tsunagu import auth, telemetry, topics
 from tsunagu.consume import batch_subscriber
+from tsunagu.health import ConsumerHealth, batch_failed
 from tsunagu.outbox import OutboxPublisher
 from tsunagu.ratelimit import RateLimiter
 from tsunagu.settings import Settings
@@ -47,6 +48,7 @@ class Intake:
     pool: asyncpg.Pool | None = None
     outbox: OutboxPublisher | None = None
     limiter: RateLimiter | None = None  # the HTTP door's per-partner limits
+    consumer: ConsumerHealth = field(default_factory=ConsumerHealth)  # ingress batches failing: not ready
 
 
 async def accept_events(
@@ -129,6 +131,14 @@ def register_ingress(broker: KafkaBroker, intake: Intake) -> None:
         description="Partners' events over Kafka: validated like POST /v1/events.",
     )
     async def on_ingress(records: Any) -> None:
+        try:
+            await _ingress(records)
+        except Exception as err:
+            await batch_failed(intake.consumer, records, err)
+            raise
+        intake.consumer.succeeded()
+
+    async def _ingress(records: Any) -> None:
         records = records if isinstance(records, (list, tuple)) else [records]
         raws: list[object] = []
         sizes: list[int] = []

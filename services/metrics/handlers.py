@@ -40,7 +40,7 @@ from services.metrics.telemetry import OpsTelemetry
 from tsunagu import telemetry as process_telemetry
 from tsunagu import topics
 from tsunagu.consume import batch_subscriber, decode_records
-from tsunagu.health import ConsumerHealth
+from tsunagu.health import ConsumerHealth, batch_failed
 from tsunagu.inbox import claim_new
 from tsunagu.settings import Settings
 
@@ -236,18 +236,6 @@ async def apply_batch(metrics: Metrics, records: Any, chunk: int = CHUNK_RECORDS
         raise
 
 
-async def batch_failed(metrics: Metrics, records: Any, err: BaseException) -> None:
-    """Log a failed batch with its cause (class and message, never a value), mark the consumer
-    failing (not ready after two in a row) and wait before it is redelivered."""
-    records = records if isinstance(records, (list, tuple)) else [records]
-    cause = metrics.consumer.failed(err)
-    first = records[0] if records else None
-    log.error("batch_failed", error=type(err).__name__, cause=cause, failures_in_a_row=metrics.consumer.failures,
-              records=len(records), topic=getattr(first, "topic", None), partition=getattr(first, "partition", None),
-              offset=getattr(first, "offset", None), ready=metrics.consumer.ready)
-    await asyncio.sleep(metrics.consumer.backoff())
-
-
 def rejected_publisher(broker: KafkaBroker, settings: Settings) -> Callable[[list[tuple[bytes | None, RejectedRecord]]],
                                                                             Awaitable[None]]:
     """Publish set-aside records onto the rejected topic, keyed as received."""
@@ -286,7 +274,7 @@ def register_consumer(broker: KafkaBroker, metrics: Metrics) -> Any:
             log.info("batch_waits_for_derive")  # redelivered once the rollups are derived
             raise
         except Exception as err:
-            await batch_failed(metrics, records, err)
+            await batch_failed(metrics.consumer, records, err)
             raise
         metrics.consumer.succeeded()
         if not metrics.live and metrics.catch_up is not None:

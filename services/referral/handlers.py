@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ from services.referral.domain import (
 )
 from tsunagu import telemetry, topics
 from tsunagu.consume import batch_subscriber, decode_records
+from tsunagu.health import ConsumerHealth, batch_failed
 from tsunagu.inbox import claim_new
 from tsunagu.logging import event_fields
 from tsunagu.outbox import OutboxPublisher, Outgoing, enqueue
@@ -69,6 +70,7 @@ class Referrals:
     policy: DeadlinePolicy
     pool: asyncpg.Pool | None = None
     outbox: OutboxPublisher | None = None
+    consumer: ConsumerHealth = field(default_factory=ConsumerHealth)  # batches failing: not ready
 
     async def now(self) -> datetime:
         """'Now' for receivers' actions: the wall clock, or the latest event time consumed."""
@@ -247,7 +249,12 @@ def register_consumer(broker: KafkaBroker, referrals: Referrals) -> None:
         description="consultation.recorded with referral_needed and referral.requested open referrals.",
     )
     async def on_consultation_events(records: Any) -> None:
-        await apply_batch(referrals, records)
+        try:
+            await apply_batch(referrals, records)
+        except Exception as err:
+            await batch_failed(referrals.consumer, records, err)
+            raise
+        referrals.consumer.succeeded()
 
 
 # --- missed deadlines --------------------------------------------------------------------------------

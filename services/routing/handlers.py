@@ -27,6 +27,7 @@ from services.routing.desks import Registry
 from services.routing.domain import Board, Decision, board_time
 from tsunagu import telemetry, topics
 from tsunagu.consume import batch_subscriber, decode_records
+from tsunagu.health import ConsumerHealth, batch_failed
 from tsunagu.outbox import OutboxPublisher, Outgoing
 from tsunagu.settings import Settings
 
@@ -92,6 +93,7 @@ class Routing:
     # "Ahead of the wall clock"); the board itself never reads a clock. Tests hand in their own.
     wall: Callable[[], datetime] = wall_clock
     _warned_ahead: set[str] = field(default_factory=set)  # "outcome:source"s already warned about
+    consumer: ConsumerHealth = field(default_factory=ConsumerHealth)  # batches failing: not ready
 
     def observe_lines(self, meter: Any) -> None:
         """Gauges of the lines open and free per field, as of the board this instance last wrote
@@ -283,6 +285,14 @@ def register_contact_events(broker: KafkaBroker, routing: Routing) -> None:
         description="Contact events and platform heartbeats: assign, queue, overflow, withdraw.",
     )
     async def on_contact_events(records: Any) -> None:
+        try:
+            await _contact_events(records)
+        except Exception as err:
+            await batch_failed(routing.consumer, records, err)
+            raise
+        routing.consumer.succeeded()
+
+    async def _contact_events(records: Any) -> None:
         batch = decode_records(records)
         for record, why in batch.invalid:
             log.warning("contact_event_set_aside", partition=record.partition, offset=record.offset,
