@@ -137,6 +137,10 @@ class Settings(BaseSettings):
         2.0, ge=0, le=60, description="how long (seconds) a partner's request waits for its turn before it is "
         "answered 429 with Retry-After (nothing stored)",
     )
+    intake_turn_events: int = Field(
+        16, ge=0, le=100_000, description="events intake validates before it lets another request take a turn "
+        "on its event loop (0 = a whole batch at once)",
+    )
     intake_max_skew_s: float = Field(
         300.0, ge=0, le=86_400, description="intake refuses an event whose time is further than this ahead of "
         "its own clock (seconds): a partner's clock may be a little fast, never years",

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -230,8 +230,20 @@ def sort_events(
     bounds on event time.
     """
     out = Sorted()
+    for _ in sorting_steps(raws, rules, now, out, caller=caller, speakers=speakers, sizes=sizes):
+        pass
+    return out
+
+
+def sorting_steps(
+    raws: list[object], rules: Rules, now: datetime, out: Sorted, *, caller: Speaker | None,
+    speakers: Mapping[str, Speaker] | None = None, sizes: list[int] | None = None,
+) -> Iterator[int]:
+    """``sort_events`` an event at a time, into ``out``: yields each event's index before sorting it,
+    so that a caller may pause between events (a large batch then does not hold the event loop)."""
     seen: dict[tuple[str, str], tuple[int, Mapping[str, str]]] = {}
     for index, raw in enumerate(raws):
+        yield index
         if sizes is not None and sizes[index] > rules.max_event_bytes:
             too_large = Problem("", f"event is larger than {rules.max_event_bytes} bytes")
             out.refused.append(Outcome(index, "rejected", problems=(too_large,)))
@@ -306,7 +318,6 @@ def sort_events(
                       short=event.event_type.short, org=source_org, about_contact=contact,
                       referral_id=getattr(event.data, "referral_id", None), named_org=named_org, fields=digest)
         )
-    return out
 
 
 def conflict_problem(changed: list[str]) -> Problem:

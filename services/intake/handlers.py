@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from schemas.envelope import CloudEvent
 from schemas.kafka import kafka_headers
 from schemas.rejected import RejectedRecord
 from services.intake import store
-from services.intake.domain import Outcome, Rules, Sorted, Unparsed, outcomes, sort_events
+from services.intake.domain import Outcome, Rules, Sorted, Unparsed, outcomes, sorting_steps
 from tsunagu import auth, telemetry, topics
 from tsunagu.consume import batch_subscriber
 from tsunagu.health import ConsumerHealth, batch_failed
@@ -66,7 +67,8 @@ async def accept_events(
     else:
         orgs = {org for raw in raws if isinstance(raw, dict) and (org := partner_org(raw.get("source"))) is not None}
         speaker, speakers = None, (await auth.partner_speakers(intake.pool, orgs) if orgs else {})
-    sorted_ = sort_events(raws, intake.rules, intake.clock(), caller=speaker, speakers=speakers, sizes=sizes)
+    sorted_ = await sorted_in_turns(raws, intake.rules, intake.clock(), intake.settings.intake_turn_events,
+                                    caller=speaker, speakers=speakers, sizes=sizes)
     if sorted_.foreign:
         count_rejected(sorted_.foreign, "http")
         return [], sorted_.foreign
@@ -76,6 +78,18 @@ async def accept_events(
     results = outcomes(sorted_, stored.new, stored.settled)
     count_rejected(results, "http" if caller is not None else "kafka")
     return results, []
+
+
+async def sorted_in_turns(raws: list[object], rules: Rules, now: datetime, turn: int, **who: Any) -> Sorted:
+    """``sort_events``, giving the event loop a turn every ``turn`` events: a large batch costs
+    tens of ms of CPU, and another partner's request then takes its turns meanwhile instead of
+    waiting it out (fair shares: tsunagu/fairness.py bounds how many requests, this how long each
+    holds the loop)."""
+    out = Sorted()
+    for index in sorting_steps(raws, rules, now, out, **who):
+        if turn and index and index % turn == 0:
+            await asyncio.sleep(0)
+    return out
 
 
 # --- telemetry (tsunagu/telemetry.py) ------------------------------------------------------------

@@ -179,3 +179,15 @@ def test_rejection_reasons_counted_are_names_of_the_contract_never_the_clients_w
         tel.shutdown()
     reasons = {line.split('reason="')[1].split('"')[0] for line in lines}
     assert reasons == {"other", "data.caller_id", "conflict"}
+
+
+async def test_a_batch_sorted_in_turns_comes_out_as_sorted_at_once():
+    from services.intake.handlers import sorted_in_turns
+
+    raws = [contact_received("npo-a", n) for n in range(40)] + [contact_received("npo-a", 3)]
+    raws[7]["time"] = "2100-01-01T00:00:00+00:00"
+    at_once = sort(raws, backfill=True)
+    caller = Speaker("npo-a", frozenset(), True)
+    in_turns = await sorted_in_turns(raws, RULES, T0, 4, caller=caller, speakers={})
+    assert [c.index for c in in_turns.canonical] == [c.index for c in at_once.canonical]
+    assert in_turns.refused == at_once.refused and in_turns.copies == at_once.copies == {40: 3}
