@@ -152,3 +152,13 @@ class ServiceProcess:
             return "\n".join(open(self.log_path, encoding="utf-8", errors="replace").read().splitlines()[-lines:])
         except OSError:
             return ""
+
+
+async def until(predicate, timeout: float, what: str, tail=None) -> None:
+    """Wait for ``await predicate()`` to hold, or fail naming ``what`` (and the log ``tail()`` says)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} not seen within {timeout}s" + (f":\n{tail()}" if tail else ""))

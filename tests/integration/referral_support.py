@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -109,3 +110,15 @@ async def referral(settings: Settings, create_all_topics, tmp_path) -> AsyncIter
     finally:
         for p in running.processes:
             p.stop()
+
+
+async def wait_for(client, path: str, check, timeout: float = 30.0):
+    """GET ``path`` until ``check(response)`` holds (or fail with the last answer)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await client.get(path)
+        if check(response):
+            return response
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{path}: {response.status_code} {response.text}")
+        await asyncio.sleep(0.1)

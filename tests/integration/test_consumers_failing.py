@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.referral_support import consultation, publish
 from tests.integration.routing_support import received
-from tests.support import T0, ServiceProcess, service_env
+from tests.support import T0, ServiceProcess, service_env, until
 from tsunagu.db import create_pool
 
 pytestmark = pytest.mark.integration
@@ -28,14 +28,6 @@ async def ready(url: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=url, timeout=5) as client:
         return await client.get("/health/ready")
 
-
-async def until(predicate, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} not seen within {timeout}s")
 
 
 @pytest.mark.parametrize("service", sorted(CASES))

@@ -33,7 +33,7 @@ from tests.integration.metrics_support import (
     synthetic_log,
     validated,
 )
-from tests.support import ServiceProcess, read_topic, service_env
+from tests.support import ServiceProcess, read_topic, service_env, until
 from tsunagu import topics
 from tsunagu.db import REQUIRED_VERSION_ENV, UnsupportedServer, check_server_version, create_pool
 
@@ -73,14 +73,6 @@ async def ready(metrics) -> httpx.Response:
     async with httpx.AsyncClient(base_url=metrics.url, timeout=5) as client:
         return await client.get("/health/ready")
 
-
-async def until(predicate, timeout: float, what: str, tail) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} not seen within {timeout}s:\n{tail()}")
 
 
 def log_lines(metrics, event_name: str) -> list[dict]:

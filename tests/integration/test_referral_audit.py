@@ -4,28 +4,15 @@ a JSON problem and never reach PostgreSQL. Through the real HTTP API of the refe
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
-import httpx
 import pytest
 
-from tests.integration.referral_support import consultation, publish, referral  # noqa: F401
+from tests.integration.referral_support import consultation, publish, referral, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 EVERYONE = ["municipality", "self_reliance_centre", "police"]
 
-
-async def wait_for(client: httpx.AsyncClient, path: str, check, timeout: float = 30.0) -> httpx.Response:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        response = await client.get(path)
-        if check(response):
-            return response
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{path}: {response.status_code} {response.text}")
-        await asyncio.sleep(0.1)
 
 
 async def audit_rows(dsn: str) -> list[dict]:

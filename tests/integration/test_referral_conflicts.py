@@ -5,14 +5,13 @@ Through the real referral process, broker and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
 import pytest
 
 from schemas.rejected import RejectedRecord
-from tests.integration.referral_support import publish, referral, requested  # noqa: F401
+from tests.integration.referral_support import publish, referral, requested, wait_for  # noqa: F401
 from tests.support import T0, read_topic, values
 
 pytestmark = pytest.mark.integration
@@ -29,16 +28,6 @@ def police_request(referral_id: str, event_id: str) -> dict:
             "type": "jp.tsunagu.referral.requested.v1", "time": T0.isoformat(), "subject": POLICE_CONTACT,
             "data": data}
 
-
-async def wait_for(client: httpx.AsyncClient, path: str, check, timeout: float = 30.0) -> httpx.Response:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        response = await client.get(path)
-        if check(response):
-            return response
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{path}: {response.status_code} {response.text}")
-        await asyncio.sleep(0.1)
 
 
 async def rejected_records(referral, expect: int) -> list[dict]:  # noqa: F811

@@ -3,14 +3,13 @@ the real broker and HTTP — and nobody else can see it."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import asyncpg
 import pytest
 
 from schemas import validate_event
-from tests.integration.referral_support import consultation, publish, referral, requested  # noqa: F401
+from tests.integration.referral_support import consultation, publish, referral, requested, wait_for  # noqa: F401
 from tests.support import T0, read_topic, values
 
 pytestmark = pytest.mark.integration
@@ -19,16 +18,6 @@ pytestmark = pytest.mark.integration
 async def referral_events(referral, expect: int) -> list[dict]:  # noqa: F811
     return values(await read_topic(referral.bootstrap, referral.topic("referral.events"), expect=expect))
 
-
-async def wait_for(client, path: str, check, timeout: float = 30.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        response = await client.get(path)
-        if check(response):
-            return response
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{path}: {response.status_code} {response.text}")
-        await asyncio.sleep(0.1)
 
 
 async def test_consultation_to_referral_to_acknowledge_accept_complete(referral):  # noqa: F811
