@@ -166,7 +166,7 @@ def test_with_several_workers_one_scrape_sums_every_workers_counters_and_keeps_l
 
 
 def test_up_with_telemetry_points_the_services_at_the_stacks_telemetry_folder(tmp_path):
-    from tsunagu import stack
+    from tsunagu_tools import stack
 
     runtime = stack.Runtime("127.0.0.1:1", "postgresql://x/y")
     assert "TSUNAGU_TELEMETRY_DIR" not in stack.service_env(runtime) or stack.service_env(runtime)[
@@ -176,7 +176,7 @@ def test_up_with_telemetry_points_the_services_at_the_stacks_telemetry_folder(tm
 
 
 def test_trace_tree_hangs_each_span_under_its_parent_and_lists_the_newest_contacts():
-    from tsunagu.trace_cli import recent_contacts, span_tree
+    from tsunagu_tools.trace import recent_contacts, span_tree
 
     def span(sid: str, parent: str | None, start: int, name: str = "x", **attributes: str) -> dict:
         return {"span_id": sid, "parent_span_id": parent, "start": start, "name": name, "attributes": attributes}
