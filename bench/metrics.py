@@ -5,19 +5,19 @@ Runs on its own embedded broker and PostgreSQL (temp dir, free ports). Steps:
 
 1. baseline — raw aiokafka batch consume → validate each event → one set-based
    ``INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING`` → produce a derived record per event →
-   await the acks → commit offsets (the hop PERFORMANCE.md measures at ~25–28 k msg/s); timed before
+   await the acks → commit offsets (the hop docs/reference-host.md puts at ~25–28 k msg/s); timed before
    and after the live fold, the baseline being their mean;
 2. metrics — the real service process, live (its empty topics caught up), fed the same canonical
    events on its four topics: time until every event is in its inbox, folded into the facts and
    rollups, and every caller's links derived — the live fold;
 2b. rebuild — the same log already on a second topic prefix, the service started on an empty
    database: it folds the backlog into the facts only (catch-up), then, once caught up, derives every
-   rollup from them in one pass (``store.rebuild_rollups``) and goes live. Timed: the catch-up fold
+   rollup from them in one pass (``rebuild.rebuild_rollups``) and goes live. Timed: the catch-up fold
    (events/s) and the caught-up detection + derive; the year estimate adds the derive of the history
    below (step 3) scaled linearly to 10 M contacts;
 3. history — ``--history`` contacts spread over a year written straight into the facts tables (with
    consultations and referrals in proportion), the rollups and callers' links built from them
-   (``store.rebuild_rollups``), then each report query timed for the trial week and for the whole
+   (``rebuild.rebuild_rollups``), then each report query timed for the trial week and for the whole
    year (p50 / p99 of up to 25 runs within a time budget; a query slower than the budget runs once).
 
 Usage: ``python bench/metrics.py [--events N] [--history N] [--skip-live] [--skip-rebuild]``. Defaults are small
@@ -33,7 +33,7 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -43,15 +43,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.scaffold import private_stack  # noqa: E402
 from schemas import event_type, validate_event_json  # noqa: E402
 from schemas.kafka import encode_value, kafka_key  # noqa: E402
-from services.metrics import figures, store  # noqa: E402
-from services.metrics.domain import DIMENSIONS, Period  # noqa: E402
+from schemas.timezone import JST  # noqa: E402
+from services.metrics import figures  # noqa: E402
+from services.metrics.domain.counting import DIMENSIONS  # noqa: E402
+from services.metrics.domain.periods import Period  # noqa: E402
+from services.metrics.store import callers, gauges, reading, rebuild, schema  # noqa: E402
 from tests.integration.metrics_support import publish, synthetic_log  # noqa: E402
 from tests.support import ServiceProcess  # noqa: E402
-from tsunagu import auth, stack  # noqa: E402
+from tsunagu import auth  # noqa: E402
 from tsunagu.db import create_pool  # noqa: E402
 from tsunagu.settings import Settings  # noqa: E402
+from tsunagu_tools import stack  # noqa: E402
 
-JST = timezone(timedelta(hours=9))
 YEAR_START = datetime(2022, 4, 1, tzinfo=JST)
 TRIAL_WEEK = Period(datetime(2022, 7, 7, 10, tzinfo=JST), datetime(2022, 7, 14, 10, tzinfo=JST), "trial1")
 WHOLE_YEAR = Period(YEAR_START, YEAR_START + timedelta(days=365), "year")
@@ -133,7 +136,7 @@ def postgres_cpu(home: Path) -> float:
 
 async def metrics_rate(settings: Settings, log: list[dict], home: Path) -> tuple[float, float, float]:
     """(events/s, CPU seconds of the metrics process, of PostgreSQL) from the first publish to the last
-    event in the inbox with every caller link derived (store.derive_links)."""
+    event in the inbox with every caller link derived (callers.derive_links)."""
     service = _service(settings, home).start()
     pool = await create_pool(settings.database_url or "", max_size=1)
     try:
@@ -147,7 +150,7 @@ async def metrics_rate(settings: Settings, log: list[dict], home: Path) -> tuple
         await publish(settings, log)
         while await pool.fetchval("SELECT count(*) FROM metrics.inbox") < len(log):
             await asyncio.sleep(0.05)
-        while await store.links_pending(pool):  # and the callers' links of the last batches derived
+        while await callers.links_pending(pool):  # and the callers' links of the last batches derived
             await asyncio.sleep(0.05)
         rate = len(log) / (time.perf_counter() - t0)
         return rate, _cpu_seconds(service.proc.pid) - cpu0, postgres_cpu(home) - pg0
@@ -275,7 +278,7 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
     """Write the history's facts, build the rollups from them, then time each report query."""
     pool = await create_pool(dsn, max_size=2)
     try:
-        await store.migrate_schema(pool)  # already there when the service ran
+        await schema.migrate_schema(pool)  # already there when the service ran
         await pool.execute("TRUNCATE metrics.contacts, metrics.consultations, metrics.referrals")
         t0 = time.perf_counter()
         step = 500_000
@@ -288,7 +291,7 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
         t0 = time.perf_counter()
         t1 = time.perf_counter()
         async with pool.acquire() as conn:
-            await store.rebuild_rollups(conn)  # every rollup and the callers' links: the derive
+            await rebuild.rebuild_rollups(conn)  # every rollup and the callers' links: the derive
         derived = time.perf_counter() - t1
         await pool.execute("ANALYZE metrics.contact_rollup; ANALYZE metrics.contact_hist; "
                            "ANALYZE metrics.consultation_rollup; "
@@ -300,25 +303,25 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
         caller_rows = await pool.fetchval("SELECT count(*) FROM metrics.caller_rollup")
         queries = {
             **{f"answer rate by {d or 'total'} (counts)": (
-                lambda p, d=d: store.contact_sums(pool, p, d, "phone", None)) for d in (None, *DIMENSIONS)},
-            "per-caller rate (links)": lambda p: store.distinct_callers(pool, p, None, "phone", None),
-            "per-caller rate by field": lambda p: store.distinct_callers(pool, p, "field", "phone", None),
+                lambda p, d=d: reading.contact_sums(pool, p, d, "phone", None)) for d in (None, *DIMENSIONS)},
+            "per-caller rate (links)": lambda p: callers.distinct_callers(pool, p, None, "phone", None),
+            "per-caller rate by field": lambda p: callers.distinct_callers(pool, p, "field", "phone", None),
             **{f"per-caller rate, odd from–to, by {d or 'total'} (links)": (
-                lambda p, d=d: store.distinct_callers(pool, odd(p), d, None if d == "channel" else "phone", None))
+                lambda p, d=d: callers.distinct_callers(pool, odd(p), d, None if d == "channel" else "phone", None))
                for d in (None, "field", "organisation", "channel")},
             "per-caller rate, odd from–to, by day (links)": (
-                lambda p: store.distinct_callers(pool, odd(p), "day", "phone", None)),
+                lambda p: callers.distinct_callers(pool, odd(p), "day", "phone", None)),
             "per-caller rate, odd from–to, one partner by field (links)": (
-                lambda p: store.distinct_callers(pool, odd(p), "field", "phone", "npo-3")),
+                lambda p: callers.distinct_callers(pool, odd(p), "field", "phone", "npo-3")),
             **{f"per-caller rate, odd from–to, by {d} (links)": (
-                lambda p, d=d: store.distinct_callers(pool, odd(p), d, "phone", None))
+                lambda p, d=d: callers.distinct_callers(pool, odd(p), d, "phone", None))
                for d in ("desk", "prefecture", "hour")},
             "per-caller rate, odd from–to, one partner by desk (links)": (
-                lambda p: store.distinct_callers(pool, odd(p), "desk", "phone", "npo-3")),
+                lambda p: callers.distinct_callers(pool, odd(p), "desk", "phone", "npo-3")),
             "per-caller rate, odd from–to, one partner by prefecture (facts)": (
-                lambda p: store.distinct_callers(pool, odd(p), "prefecture", "phone", "npo-3")),
+                lambda p: callers.distinct_callers(pool, odd(p), "prefecture", "phone", "npo-3")),
             "per-caller rate, odd from–to, total, from the facts (before)": (
-                lambda p: store.callers_from_facts(pool, odd(p), None, "phone", None)),
+                lambda p: callers.callers_from_facts(pool, odd(p), None, "phone", None)),
             "answer rate by field, whole figure (HTTP/CLI)": lambda p: figures.answer_rate(pool, p, "field"),
             "answer rate by field, one partner's scope": (
                 lambda p: figures.answer_rate(pool, p, "field", organisation="npo-3")),
@@ -327,11 +330,11 @@ async def history_queries(dsn: str, contacts: int, whole_year: bool = True,
             **{f"waits by {d}": (lambda p, d=d: figures.waits(pool, p, d, [20, 60]))
                for d in ("desk", "prefecture", "hour")},
             "waits by desk, from the facts (before)": (
-                lambda p: store.waits_from_facts(pool, p, "desk", [20, 60])),
+                lambda p: reading.waits_from_facts(pool, p, "desk", [20, 60])),
             "consultations": lambda p: figures.consultations(pool, p, None),
             "consultations by age band": lambda p: figures.consultations(pool, p, "age_band"),
             "referrals by receiver": lambda p: figures.referrals(pool, p, "receiver_type"),
-            "live gauges (ops)": lambda p: store.live_figures(pool),
+            "live gauges (ops)": lambda p: gauges.live_figures(pool),
         }
         out = []
         for name, query in queries.items():
@@ -406,7 +409,7 @@ async def main(args: argparse.Namespace) -> None:
         if not args.history:
             return
         print(f"\nhistory: {args.history:,} contacts over a year: facts written in {loaded:.1f} s, rollups built "
-              f"from them in {rolled:.1f} s (of which the derive, store.rebuild_rollups, {derived:.1f} s; "
+              f"from them in {rolled:.1f} s (of which the derive, rebuild.rebuild_rollups, {derived:.1f} s; "
               f"{rollup_rows[0]:,} rollup rows, {rollup_rows[1]:,} caller rollup rows); report queries, ms "
               "(p50 / p99 nearest rank, so the slowest of n < 100 runs):")
         print(f"{'query':62} {'trial week p50/p99 (n)':>24} {'whole year p50/p99 (n)':>24}")

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tsunagu import stack
 from tsunagu.settings import Settings
+from tsunagu_tools import stack
 
 
 @asynccontextmanager

@@ -47,7 +47,8 @@ def version_name(num: int) -> str:
     return f"{major}.{minor}.{patch}" if patch else f"{major}.{minor}"
 
 
-async def check_server_version(conn: asyncpg.Connection | asyncpg.Pool, required: int | None = None) -> int:
+async def check_server_version(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool,
+                               required: int | None = None) -> int:
     """The server's ``server_version_num``; ``UnsupportedServer`` when it is below ``required``
     (default: ``REQUIRED_SERVER_VERSION_NUM``, or higher through ``TSUNAGU_DB_REQUIRED_SERVER_VERSION_NUM``)."""
     required = required_server_version_num() if required is None else required
@@ -126,18 +127,3 @@ async def migrate(
             await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
     return applied
 
-
-async def run_with_pool(work, *, migrations=()):
-    """For CLI commands: connect to the running stack's database (or DATABASE_URL), apply the
-    given ``migrate_schema`` functions, run ``await work(pool)`` and close the pool."""
-    from tsunagu.settings import get_settings
-    from tsunagu.stack import resolve_runtime
-
-    runtime = resolve_runtime(get_settings())
-    pool = await create_pool(runtime.database_url, attempts=5)
-    try:
-        for migrate_schema in migrations:
-            await migrate_schema(pool)
-        return await work(pool)
-    finally:
-        await pool.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -25,8 +25,8 @@ import jpholiday
 
 from schemas.codes import LegalBasisKind, ReceiverType, ReferralOutcome, ReferralReason, RiskLevel, Urgency
 from schemas.events import ConsultationRecorded, LegalBasis, ReferralChanged, ReferralRequested
+from schemas.timezone import JST
 
-JST = timezone(timedelta(hours=9))
 SECRETARIAT = "secretariat"  # the secretariat's organisation id (tsunagu.auth.SECRETARIAT_ORG)
 ACTOR_SERVICE = "referral"  # changes the service makes by itself (creation, refusal, escalation)
 

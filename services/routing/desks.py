@@ -12,7 +12,7 @@ whose ``close`` is not after its ``open`` runs past midnight. ``hours: always`` 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -20,8 +20,8 @@ import jpholiday
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas import FieldCode, Id, PrefectureCode
+from schemas.timezone import JST
 
-JST = timezone(timedelta(hours=9), "JST")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -176,5 +176,5 @@ def opening_summary(desk: Desk) -> str:
     return text + (" (closed on holidays)" if desk.closed_on_holidays else "")
 
 
-__all__ = ["JST", "Desk", "HoursRange", "Organisation", "Registry", "RoutingRules", "is_open", "parse_registry",
+__all__ = ["Desk", "HoursRange", "Organisation", "Registry", "RoutingRules", "is_open", "parse_registry",
            "opening_summary"]

@@ -83,7 +83,8 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel
 
 from schemas import RoutingAssigned, RoutingOverflowed, RoutingQueued, RoutingWithdrawn, event_type
-from services.routing.desks import JST, Desk, Registry, is_open
+from schemas.timezone import JST
+from services.routing.desks import Desk, Registry, is_open
 
 State = Literal["received", "waiting", "ringing", "talking"]
 Reason = Literal["free_line", "line_freed", "overflow", "rerouted"]
@@ -99,7 +100,8 @@ class Decision:
 
     @property
     def contact_id(self) -> str:
-        return self.data.contact_id  # type: ignore[attr-defined]
+        contact_id: str = self.data.contact_id  # type: ignore[attr-defined]  # every routing event's data has one
+        return contact_id
 
 
 @dataclass
@@ -485,7 +487,8 @@ class Board:
             self._dispatch(now, out)
         finally:
             self._arriving = None
-        if c.state == "waiting":
+        # _dispatch may have moved c on (mypy keeps the state narrowed from before the call)
+        if c.state == "waiting":  # type: ignore[comparison-overlap]
             out.append(Decision("routing.queued", now, RoutingQueued(
                 contact_id=c.contact_id, field=c.field, queue_position=self.queue_position(c), priority=c.priority)))
 

@@ -16,14 +16,14 @@ import httpx
 import pytest
 
 from tests.support import T0, contact_received, envelope, field_selected, read_topic, values
-from tsunagu import stack
 from tsunagu.serve import SERVICES
+from tsunagu_tools import stack
 
 pytestmark = pytest.mark.e2e
 
 
 def tsunagu(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tsunagu.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tsunagu_tools.cli", *args], env=env, capture_output=True,
                           text=True, timeout=180)
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from tests.support import ServiceProcess, service_env
 from tsunagu.settings import Settings
-from tsunagu.simulate.report import counted_report, differences, metrics_figures
-from tsunagu.simulate.scenario import load_scenario
-from tsunagu.simulate.stack import replay_on_stack
+from tsunagu_tools.simulate.report import counted_report, differences, metrics_figures
+from tsunagu_tools.simulate.scenario import load_scenario
+from tsunagu_tools.simulate.stack import replay_on_stack
 
 pytestmark = pytest.mark.e2e
 

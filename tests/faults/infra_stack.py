@@ -18,9 +18,10 @@ from pathlib import Path
 import httpx
 
 from tests.support import ServiceProcess, service_env
-from tsunagu import auth, stack
+from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.settings import Settings
+from tsunagu_tools import stack
 
 SERVICES = ("intake", "routing", "referral", "metrics")
 

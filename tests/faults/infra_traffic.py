@@ -17,10 +17,10 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.metrics.cli import period_report
-from services.metrics.domain import Period
+from services.metrics.domain.periods import Period
 from tests.support import T0, contact_received, field_selected
-from tsunagu.simulate.report import metrics_figures
+from tsunagu_tools.reports import period_report
+from tsunagu_tools.simulate.report import metrics_figures
 
 ORG = "faults-tel"
 FIELDS = (("loneliness", 9), ("suicidal", 3), ("hardship", 1))  # menu keys of config/trial1.yaml

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tsunagu.simulate.engine import DryRouter, Engine, Outgoing, Seen, dry_run
-from tsunagu.simulate.scenario import ROOT, load_scenario
-from tsunagu.simulate.world import arrival_offsets
+from tsunagu_tools.simulate.engine import DryRouter, Engine, Outgoing, Seen, dry_run
+from tsunagu_tools.simulate.scenario import ROOT, load_scenario
+from tsunagu_tools.simulate.world import arrival_offsets
 
 SMOKE = "scenarios/smoke.yaml"
 

@@ -17,7 +17,7 @@ from schemas.municipalities import municipality
 from services.referral import store
 from services.referral.directory import Directory, generated
 from services.referral.domain import receiver_chain
-from tsunagu.db import run_with_pool
+from tsunagu_tools.database import run_with_pool
 
 directory_app = typer.Typer(help="The referral directory of receivers: load, export, look up.", no_args_is_help=True)
 err = Console(stderr=True)

@@ -9,9 +9,9 @@ from typing import Any
 from rich.table import Table
 
 from schemas.codes import FieldCode
-from services.metrics.cli import period_report
-from services.metrics.domain import Period
-from tsunagu.simulate.engine import GroundTruth
+from services.metrics.domain.periods import Period
+from tsunagu_tools.reports import period_report
+from tsunagu_tools.simulate.engine import GroundTruth
 
 HEADLINE_FIELDS = ("loneliness", "suicidal", "hardship")
 
@@ -21,7 +21,7 @@ def period_of(truth: GroundTruth) -> Period:
 
 
 def metrics_figures(report: dict[str, Any]) -> dict[str, Any]:
-    """The same shape as ``GroundTruth.figures()``, from ``services.metrics.cli.period_report``."""
+    """The same shape as ``GroundTruth.figures()``, from ``tsunagu_tools.reports.period_report``."""
     t = report["answer_rate"]["totals"]
     c = report["consultations"]["totals"]
     by_field = {g["key"]: {"attempts": g["attempts"], "connected": g["connected"], "answer_rate": g["answer_rate"]}

@@ -12,13 +12,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from services.intake.cli import credentials_app
-from services.metrics import cli as metrics_cli
-from services.referral.cli import directory_app
-from services.routing.cli import desks_app
-from tsunagu import stack, trace_cli
 from tsunagu.settings import SettingsError, get_settings
-from tsunagu.simulate import cli as simulate_cli
+from tsunagu_tools import reports, stack, trace
+from tsunagu_tools.credentials import credentials_app
+from tsunagu_tools.desks import desks_app
+from tsunagu_tools.directory import directory_app
+from tsunagu_tools.simulate import cli as simulate_cli
 
 app = typer.Typer(
     help="tsunagu (つなぐ): the event backbone of a nationwide consultation network.",
@@ -28,11 +27,11 @@ app = typer.Typer(
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(desks_app, name="desks")  # routing's desk registry (issue 3)
 # metrics (issue 5): the secretariat's period report and Erlang-A capacity plan
-app.command("report")(metrics_cli.report)
-app.command("plan")(metrics_cli.plan)
+app.command("report")(reports.report)
+app.command("plan")(reports.plan)
 app.add_typer(directory_app, name="directory")  # referral's directory of receivers
 app.command("simulate")(simulate_cli.simulate)  # the trial replay (issue 6)
-app.command("trace")(trace_cli.trace)  # one contact's trace from `tsunagu up --telemetry` files (issue 7)
+app.command("trace")(trace.trace)  # one contact's trace from `tsunagu up --telemetry` files (issue 7)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -162,7 +161,7 @@ def demo(
                                         "after an interrupted replay)")] = False,
 ) -> None:
     """Replay the #9999 trial's first week three ways through the local stack and compare (see README)."""
-    from tsunagu.demo import run_demo
+    from tsunagu_tools.demo import run_demo
 
     try:
         run_demo(get_settings(), stop=stop, days=days, fresh=fresh)

@@ -1,7 +1,7 @@
 """``tsunagu report`` and ``tsunagu plan``: the secretariat's period report and capacity plan.
 
-Both read the metrics schema directly (DATABASE_URL, else the running local stack's PostgreSQL via
-tsunagu.stack.resolve_runtime) through the same figure functions the HTTP API uses, so they work
+Both read the metrics schema directly (DATABASE_URL, else the running local stack's PostgreSQL)
+through ``services.metrics.reports``, built on the figure functions the HTTP API uses, so they work
 even when the metrics service is stopped, and always agree with the API.
 """
 
@@ -18,11 +18,15 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.codes import FieldCode
-from services.metrics import catchup, erlang, figures, store
-from services.metrics.app import periods_of
-from services.metrics.domain import NO_FIELD, Period, PeriodError, hours_by_hour_of_day, resolve_period
+from services.metrics import catchup, reports
+from services.metrics.domain.counting import NO_FIELD
+from services.metrics.domain.periods import Period, PeriodError, resolve_period
+from services.metrics.periods_file import periods_of
+from services.metrics.store.fold_mode import is_live
 from tsunagu.db import create_pool
 from tsunagu.settings import get_settings
+from tsunagu_tools import stack
+from tsunagu_tools.database import database_url
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,13 +38,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")
 
 
 def _database_url() -> str:
-    settings = get_settings()
-    if settings.database_url:
-        return settings.database_url
-    from tsunagu import stack
-
     try:
-        return stack.resolve_runtime(settings).database_url
+        return database_url()
     except stack.StackError as err:
         err_console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from None
@@ -50,7 +49,7 @@ async def _rebuilding(dsn: str) -> bool:
     """Whether metrics is catching up with a backlog (its figures not final yet)."""
     pool = await create_pool(dsn, max_size=1)
     try:
-        return not await catchup.is_live(pool)
+        return not await is_live(pool)
     except asyncpg.UndefinedTableError:  # metrics has not migrated this schema yet: nothing to say
         return False
     finally:
@@ -86,15 +85,10 @@ def _secs(value: float | None) -> str:
 
 
 async def period_report(dsn: str, period: Period) -> dict[str, Any]:
+    """``reports.period_report`` on a pool of its own."""
     pool = await create_pool(dsn, max_size=2)
     try:
-        return {
-            "period": period.as_dict(),
-            "answer_rate": await figures.answer_rate(pool, period, "field"),
-            "waits": await figures.waits(pool, period, None, [20, 60]),
-            "consultations": await figures.consultations(pool, period, None),
-            "referrals": await figures.referrals(pool, period, "receiver_type"),
-        }
+        return await reports.period_report(pool, period)
     finally:
         await pool.close()
 
@@ -176,44 +170,12 @@ def report(period: PeriodOpt = None, start: FromOpt = None, to: ToOpt = None, as
 
 
 async def capacity_plan(dsn: str, period: Period, target: float, lines: dict[str, int]) -> dict[str, Any]:
-    """Per field and hour of day: observed arrivals, the lines Erlang-A needs for ``target`` and the
-    answer rate the current lines predict. Talk time and patience are per field over the period;
-    current lines are ``lines`` where given, else the most talks the period shows at once."""
+    """``reports.capacity_plan`` on a pool of its own."""
     pool = await create_pool(dsn, max_size=2)
     try:
-        arrivals = await store.arrivals_by_field_and_hour(pool, period)
-        service = {r["field"]: r for r in await store.service_by_field(pool, period)}
-        peaks = await store.peak_lines_by_field(pool, period)
+        return await reports.capacity_plan(pool, period, target, lines)
     finally:
         await pool.close()
-    exposure = hours_by_hour_of_day(period)
-    rows: list[dict[str, Any]] = []
-    fields: dict[str, dict[str, Any]] = {}
-    for r in arrivals:
-        f = r["field"]
-        s = service.get(f)
-        talk = s["talk_mean"] if s and s["talk_mean"] else None
-        patience = (s["waited_seconds"] / s["abandoned"]) if s and s["abandoned"] else None
-        current = lines.get(f, peaks.get(f, 0))
-        fields[f] = {"talk_mean_seconds": talk, "patience_mean_seconds": patience, "current_lines": current,
-                     "current_lines_source": "given" if f in lines else "observed peak of talks at once"}
-        hours = exposure.get(r["hour"], 0.0)
-        lam = r["attempts"] / (hours * 3600) if hours else 0.0
-        row: dict[str, Any] = {"field": f, "hour": r["hour"], "attempts": r["attempts"], "connected": r["connected"],
-                               "observed_rate": r["connected"] / r["attempts"] if r["attempts"] else None,
-                               "arrivals_per_hour": lam * 3600, "lines_needed": None, "predicted_rate": None}
-        if talk and lam > 0:
-            mu, theta = 1 / talk, (1 / patience if patience else 0.0)
-            try:
-                row["lines_needed"] = erlang.lines_needed(lam, mu, theta, target)
-            except ValueError:
-                row["lines_needed"] = None
-            if current > 0 and (theta > 0 or lam < current * mu):
-                row["predicted_rate"] = erlang.ErlangA(lam, mu, theta, current).p_served()
-            elif current == 0:
-                row["predicted_rate"] = 0.0
-        rows.append(row)
-    return {"period": period.as_dict(), "target": target, "fields": fields, "hours": rows}
 
 
 def _parse_lines(spec: list[str]) -> dict[str, int]:

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tsunagu.settings import get_settings
-from tsunagu.simulate.engine import GroundTruth, dry_run
-from tsunagu.simulate.scenario import load_scenario
+from tsunagu_tools.simulate.engine import GroundTruth, dry_run
+from tsunagu_tools.simulate.scenario import load_scenario
 
 console = Console()
 err_console = Console(stderr=True)
@@ -31,9 +31,9 @@ def replay_stack(path: Path | str, *, speed: float | None = None, seed: int | No
                  days: float | None = None, label: str | None = None) -> tuple[GroundTruth, dict[str, Any]]:
     """Replay through the running local stack (or DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS); returns
     the ground truth and metrics' report of the replay's own period."""
-    from tsunagu import stack
-    from tsunagu.simulate.report import counted_report
-    from tsunagu.simulate.stack import LeftoverContacts, replay_on_stack
+    from tsunagu_tools import stack
+    from tsunagu_tools.simulate.report import counted_report
+    from tsunagu_tools.simulate.stack import LeftoverContacts, replay_on_stack
 
     settings = get_settings()
     runtime = stack.resolve_runtime(settings)
@@ -63,7 +63,7 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
 ) -> None:
     """Replay a scenario (callers, telephony, counsellors, receivers) through the stack's public interfaces."""
-    from tsunagu.simulate.report import differences, metrics_figures, side_by_side
+    from tsunagu_tools.simulate.report import differences, metrics_figures, side_by_side
 
     try:
         sc = load_scenario(scenario, seed=seed, days=days)

@@ -77,7 +77,7 @@ def trace(
     """Print one contact's trace — intake, routing, referral, metrics — from `tsunagu up --telemetry` files
     (without a contact id: the newest contacts there)."""
     from tsunagu.settings import get_settings
-    from tsunagu.stack import telemetry_dir
+    from tsunagu_tools.stack import telemetry_dir
 
     folder = directory or telemetry_dir(get_settings())
     console = Console()

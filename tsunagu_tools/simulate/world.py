@@ -17,8 +17,8 @@ from datetime import timedelta
 from functools import cache
 
 from schemas.municipalities import all_municipalities
-from services.routing.desks import JST
-from tsunagu.simulate.scenario import Scenario
+from schemas.timezone import JST
+from tsunagu_tools.simulate.scenario import Scenario
 
 MAX_RINGS = 8  # ring draws per contact; a contact offered more often than this reuses the last
 

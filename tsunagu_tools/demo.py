@@ -21,12 +21,12 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.codes import FieldCode
-from services.metrics.cli import capacity_plan
-from tsunagu import stack
 from tsunagu.settings import Settings
-from tsunagu.simulate.cli import replay_stack
-from tsunagu.simulate.report import metrics_figures, period_of, side_by_side
-from tsunagu.simulate.scenario import ROOT, load_scenario
+from tsunagu_tools import stack
+from tsunagu_tools.reports import capacity_plan
+from tsunagu_tools.simulate.cli import replay_stack
+from tsunagu_tools.simulate.report import metrics_figures, period_of, side_by_side
+from tsunagu_tools.simulate.scenario import ROOT, load_scenario
 
 REPLAYS = [
     ("trial1.yaml", "再現 replayed (trial-1 desks)"),

@@ -1,7 +1,7 @@
 """Trial-1 calibration: fit a scenario's free parameters in the dry run, check it on the real stack.
 
-    python -m tsunagu.simulate.calibrate fit scenarios/trial1.yaml    # dry run, prints fitted values
-    python -m tsunagu.simulate.calibrate check scenarios/trial1.yaml  # real services (`make calibrate`)
+    python -m tsunagu_tools.simulate.calibrate fit scenarios/trial1.yaml    # dry run, prints fitted values
+    python -m tsunagu_tools.simulate.calibrate check scenarios/trial1.yaml  # real services (`make calibrate`)
 
 What is fitted (everything else in the scenario is a fact or an assumption, marked in the file):
 the mean talk time of loneliness, suicidal feelings and hardship to their published answer rates,
@@ -17,8 +17,8 @@ from typing import Any
 
 from rich.console import Console
 
-from tsunagu.simulate.engine import dry_run
-from tsunagu.simulate.scenario import Scenario, load_scenario
+from tsunagu_tools.simulate.engine import dry_run
+from tsunagu_tools.simulate.scenario import Scenario, load_scenario
 
 TOLERANCE = 0.015  # answer rates within 1.5 points of the published ones
 console = Console()
@@ -74,8 +74,8 @@ def fit(path: str, iterations: int = 6) -> Scenario:
 
 
 def check(path: str) -> int:
-    from tsunagu.simulate.cli import replay_stack
-    from tsunagu.simulate.report import differences, metrics_figures, side_by_side
+    from tsunagu_tools.simulate.cli import replay_stack
+    from tsunagu_tools.simulate.report import differences, metrics_figures, side_by_side
 
     scenario = load_scenario(path)
     truth, report = replay_stack(path, label=f"{scenario.name} (real services)")

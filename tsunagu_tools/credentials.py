@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tsunagu import auth
-from tsunagu.db import run_with_pool
+from tsunagu_tools.database import run_with_pool
 
 credentials_app = typer.Typer(help="API keys: issue, list, revoke.", no_args_is_help=True)
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from schemas import FieldCode
 from services.routing import store
 from services.routing.desks import Registry, opening_summary, parse_registry
-from tsunagu.db import run_with_pool
+from tsunagu_tools.database import run_with_pool
 
 desks_app = typer.Typer(help="The desk registry: apply a version, show what is in effect.", no_args_is_help=True)
 console = Console()

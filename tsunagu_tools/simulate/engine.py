@@ -52,10 +52,10 @@ from schemas import (
     ContactFieldSelected,
     ContactReceived,
 )
-from services.routing.desks import JST
+from schemas.timezone import JST
 from services.routing.domain import Board, Decision
-from tsunagu.simulate.scenario import Scenario
-from tsunagu.simulate.world import MAX_RINGS, Plan, build_plans
+from tsunagu_tools.simulate.scenario import Scenario
+from tsunagu_tools.simulate.world import MAX_RINGS, Plan, build_plans
 
 PLATFORM = "tel-platform"  # the telephony platform partner: IVR, call events, heartbeats
 
