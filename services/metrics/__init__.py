@@ -1,1 +1,2 @@
-"""metrics: built in its own issue; nothing here yet."""
+"""metrics: the secretariat's exact figures, the ops gauges and the capacity plan's inputs, folded from
+every canonical event (README.md lists its rooms)."""

@@ -1,5 +1,5 @@
-"""metrics' factory: settings, broker (one batch subscriber on every canonical topic), pool, the
-secretariat's API, the ops scrape endpoint and health."""
+"""metrics: its spec, and its factory (one batch subscriber on every canonical topic, the catch-up,
+the live gauges, the secretariat's API and the ops scrape endpoint)."""
 
 from __future__ import annotations
 
@@ -8,42 +8,46 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
+import asyncpg
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from services.metrics import catchup, store
-from services.metrics.domain import Period, load_periods
-from services.metrics.handlers import CONSUMED, Metrics, register_consumer, rejected_publisher
+from services.metrics import catchup
+from services.metrics.handlers import Metrics, register_consumer, rejected_publisher
 from services.metrics.http import PeriodProblem, period_problem
 from services.metrics.http import router as metrics_router
+from services.metrics.periods_file import periods_of
+from services.metrics.store.callers import derive_links, links_pending
+from services.metrics.store.fold_mode import is_live
+from services.metrics.store.gauges import live_figures
+from services.metrics.store.schema import MIGRATIONS, migrate_schema
+from services.metrics.store.sql import SCHEMA
 from services.metrics.telemetry import OpsTelemetry
-from tsunagu import auth
+from tsunagu import auth, topics
 from tsunagu import telemetry as process_telemetry
-from tsunagu.db import create_pool
-from tsunagu.health import health_router, service_checks
 from tsunagu.http_errors import install_database_away
-from tsunagu.kafka import make_broker
-from tsunagu.settings import Settings, SettingsError
+from tsunagu.service import AUTH, Hooks, Migrations, ServiceSpec, service_app
+from tsunagu.settings import Settings
 
 log = structlog.get_logger()
 
-DEFAULT_PERIODS = Path(__file__).parents[2] / "config" / "periods.yaml"
+SPEC = ServiceSpec(
+    name="metrics",
+    summary="Exact answer rates for the secretariat, live figures for ops, capacity planning.",
+    group="metrics",
+    group_setting="metrics_consumer_group",  # a new group replays every topic into an empty schema
+    consumes=(topics.CONTACT_EVENTS, topics.ROUTING_DECISIONS, topics.CONSULTATION_EVENTS, topics.REFERRAL_EVENTS),
+    produces=(topics.REJECTED,),
+    migrations=(AUTH, Migrations(SCHEMA, MIGRATIONS, inbox_outbox=True)),
+)
+
+__all__ = ["SPEC", "create_app", "periods_of"]
 
 
 def wall_clock() -> datetime:
     return datetime.now(UTC)
-
-
-def periods_of(settings: Settings) -> dict[str, Period]:
-    path = settings.metrics_periods_file or DEFAULT_PERIODS
-    if not path.exists():
-        if settings.metrics_periods_file is not None:
-            raise SettingsError(f"TSUNAGU_METRICS_PERIODS_FILE: {path} does not exist")
-        return {}
-    return load_periods(path)
 
 
 async def refresh_live(metrics: Metrics, every: float) -> None:
@@ -51,13 +55,13 @@ async def refresh_live(metrics: Metrics, every: float) -> None:
     while True:
         try:
             assert metrics.pool is not None
-            metrics.telemetry.live = await store.live_figures(metrics.pool)
+            metrics.telemetry.live = await live_figures(metrics.pool)
         except Exception as err:  # a gauge that lags is better than a consumer that dies
             log.warning("live_figures_failed", error=type(err).__name__)
         await asyncio.sleep(every)
 
 
-# How often the callers' links of the contacts live batches changed are moved (store.derive_links):
+# How often the callers' links of the contacts live batches changed are moved (derive_links):
 # the longer, the more of a contact's events move its links once; every read of them derives first.
 LINKS_EVERY_S = 1.0
 
@@ -68,35 +72,35 @@ async def move_links(metrics: Metrics, every: float) -> None:
         await asyncio.sleep(every)
         try:
             assert metrics.pool is not None
-            metrics.telemetry.links_pending = await store.links_pending(metrics.pool)
-            await store.derive_links(metrics.pool)
+            metrics.telemetry.links_pending = await links_pending(metrics.pool)
+            await derive_links(metrics.pool)
         except Exception as err:  # they stay pending: the next round, or the next read, moves them
             log.warning("caller_links_not_derived", error=type(err).__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    if not settings.database_url:
-        raise SettingsError("metrics needs DATABASE_URL (`tsunagu up` sets it for the local stack)")
     telemetry = OpsTelemetry(telemetry=process_telemetry.get())  # one meter: business, handler and lag metrics
     metrics = Metrics(settings=settings, telemetry=telemetry, clock=wall_clock)
-    broker = make_broker(settings, client_id="tsunagu-metrics")
+    broker = SPEC.make_broker(settings)
     metrics.publish_aside = rejected_publisher(broker, settings)
-    subscriber = register_consumer(broker, metrics)
+    subscriber = register_consumer(SPEC, broker, metrics)
+
+    async def migrate(pool: asyncpg.Pool) -> list[str]:
+        # migrate_schema: SPEC's metrics folder, then the rollups rebuilt after some of its files
+        return await auth.migrate_schema(pool) + await migrate_schema(pool)
+
+    async def prepare(pool: asyncpg.Pool) -> dict[str, object]:
+        metrics.live = await is_live(pool)
+        if not metrics.live:  # a new or stale schema: fold facts only until the topics are caught up
+            metrics.catch_up = catchup.CatchUp(metrics, subscriber, SPEC.topics_in(settings))
+        return {"mode": "live" if metrics.live else "catch_up"}
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        metrics.pool = app.state.pool = await create_pool(settings.database_url)
-        applied = await auth.migrate_schema(metrics.pool) + await store.migrate_schema(metrics.pool)
-        metrics.live = await catchup.is_live(metrics.pool)
-        if not metrics.live:  # a new or stale schema: fold facts only until the topics are caught up
-            metrics.catch_up = catchup.CatchUp(metrics, subscriber, [settings.topic(t) for t in CONSUMED])
-        await broker.start()
+    async def consuming() -> AsyncIterator[None]:
         tasks = [asyncio.create_task(refresh_live(metrics, settings.metrics_live_seconds)),
                  asyncio.create_task(move_links(metrics, LINKS_EVERY_S))]
         if metrics.catch_up is not None:
             tasks.append(asyncio.create_task(metrics.catch_up.run()))
-        log.info("metrics_started", migrations=applied, group=settings.metrics_consumer_group,
-                 mode="live" if metrics.live else "catch_up")
         try:
             yield
         finally:
@@ -104,29 +108,23 @@ def create_app(settings: Settings) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await broker.stop()  # commits the consumer's offsets
-            await metrics.pool.close()
-            telemetry.shutdown()
-            log.info("metrics_stopped", consumed=metrics.consumed, set_aside=metrics.set_aside)
 
-    app = FastAPI(
-        title="tsunagu metrics",
-        version="1",
-        summary="Exact answer rates for the secretariat, live figures for ops, capacity planning.",
-        lifespan=lifespan,
-    )
-    app.state.metrics = metrics
-    app.state.periods = periods_of(settings)
+    def stopped() -> dict[str, object]:
+        telemetry.shutdown()
+        return {"consumed": metrics.consumed, "set_aside": metrics.set_aside}
 
     async def fold_state() -> dict[str, object]:
-        if metrics.live or (metrics.pool is not None and await catchup.is_live(metrics.pool)):
+        if metrics.live or (metrics.pool is not None and await is_live(metrics.pool)):
             metrics.live = True
             return {"figures": "live"}
         behind = metrics.catch_up.behind if metrics.catch_up is not None else None
         return {"status": "rebuilding", "figures": catchup.REBUILDING, "behind": behind}
 
+    hooks = Hooks(migrate=migrate, prepare=prepare, consuming=consuming, stopped=stopped)
     # checks: database, broker, consumer (not ready while its batches keep failing, with the reason)
-    app.include_router(health_router("metrics", service_checks(metrics, broker), fold_state))
+    app = service_app(SPEC, settings, metrics, broker, hooks=hooks, state=fold_state)
+    app.state.metrics = metrics
+    app.state.periods = periods_of(settings)
     app.include_router(metrics_router)
     app.add_exception_handler(PeriodProblem, period_problem)
     install_database_away(app)

@@ -1,15 +1,17 @@
 """metrics' catch-up (rebuild) mode: replay a backlog into facts only, then derive the rollups once.
 
 A live batch upserts the facts and moves the rollups and histograms by each changed contact's
-old/new difference (store.py) — most of a batch's PostgreSQL time. Replaying a year into an empty
+old/new difference (store.rollups) — most of a batch's PostgreSQL time. Replaying a year into an empty
 schema that way moves the same day rows millions of times. In catch-up (migration 005:
 ``fold_mode``), a batch only claims its events in the inbox and upserts the facts; once the group has
 applied everything the topics hold, one transaction derives every rollup from the facts
-(``store.rebuild_rollups``) and sets the mode to live. Figures are the same either way: the rollups
-are a function of the facts, which are order-independent.
+(store.rebuild) and sets the mode to live. Figures are the same either way: the rollups are a function
+of the facts, which are order-independent.
 
+This module is the watcher that drives it: the rule that says caught up (domain.catch_up), the offsets
+it reads (kafka_offsets) and the mode it switches (store.fold_mode) each live in their own room.
 Caught up is decided from offsets, never from time: every partition of the consumed topics, the
-group's applied offset against the broker's end offset, on consecutive checks (domain.CatchUpRule).
+group's applied offset against the broker's end offset, on consecutive checks.
 """
 
 from __future__ import annotations
@@ -18,93 +20,19 @@ import asyncio
 import contextlib
 from typing import Any
 
-import asyncpg
 import structlog
 from aiokafka import TopicPartition
 
-from services.metrics import store
-from services.metrics.domain import CatchUpRule, behind
+from services.metrics.domain.catch_up import CatchUpRule, behind
+from services.metrics.kafka_offsets import offsets
+from services.metrics.store.fold_mode import derive_and_go_live, is_live
 
 log = structlog.get_logger()
 
-S = store.S
-# how long a catch-up batch waits for the mode while a derive holds it before it is redelivered —
-# short against the consumer's max poll interval (5 min), so the group keeps it meanwhile
-MODE_WAIT = "5s"
 CHECK_EVERY_S = 0.5  # how often the watcher looks at the offsets when no batch woke it
 RETRY_AFTER_S = 30
 REBUILDING = ("rebuilding: metrics is replaying the topics into its facts and will derive its figures once it "
               "has caught up; partial figures are not served — retry later")
-
-
-class DeriveInProgress(Exception):
-    """The rollups are being derived (by this process or another): the batch is redelivered after it."""
-
-
-async def is_live(conn: Any) -> bool:
-    return await conn.fetchval(f"SELECT mode = 'live' FROM {S}.fold_mode") is True
-
-
-async def live_for_batch(conn: asyncpg.Connection) -> bool:
-    """Inside a batch's transaction: the mode, held (FOR SHARE) until the batch commits so that a
-    derive cannot run between reading it and committing facts folded by it."""
-    await conn.execute(f"SET LOCAL lock_timeout = '{MODE_WAIT}'")
-    try:
-        mode = await conn.fetchval(f"SELECT mode FROM {S}.fold_mode FOR SHARE")
-    except asyncpg.LockNotAvailableError:
-        raise DeriveInProgress from None
-    await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
-    return mode == "live"
-
-
-async def apply_facts_only(conn: asyncpg.Connection, rows: store.FactRows) -> None:
-    """Catch-up: combine a batch's facts with the stored ones, leaving the rollups for the derive."""
-    if rows.contacts is not None:
-        await conn.execute(store.CONTACTS_UPSERT, *rows.contacts)
-    if rows.consultations is not None:
-        await conn.execute(store.CONSULTATIONS_UPSERT, *rows.consultations)
-    if rows.referrals is not None:
-        await conn.execute(store.REFERRALS_UPSERT, *rows.referrals)
-
-
-async def derive_and_go_live(pool: asyncpg.Pool) -> bool:
-    """Derive every rollup from the facts and switch to live, in one transaction (a kill rolls both
-    back: still catch-up, rollups stale). Returns False when the schema already was live."""
-    async with pool.acquire() as conn, conn.transaction():
-        # the mode first, then the facts: the same order as a catch-up batch, so no deadlock
-        if await conn.fetchval(f"SELECT mode FROM {S}.fold_mode FOR UPDATE") == "live":
-            return False
-        await store.rebuild_rollups(conn)
-        await conn.execute(f"UPDATE {S}.fold_mode SET mode = 'live'")
-    return True
-
-
-def partitions_of(consumer: Any, topics: list[str]) -> list[TopicPartition]:
-    """Every partition of ``topics``; none until the consumer's metadata knows them all."""
-    known = {t: consumer.partitions_for_topic(t) for t in topics}
-    if not all(known.values()):
-        return []
-    return [TopicPartition(t, p) for t in topics for p in sorted(known[t])]
-
-
-async def offsets(consumer: Any, topics: list[str], applied: dict[TopicPartition, int],
-                  ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-    """(end offsets, applied offsets) of every partition of ``topics``: applied is what this process
-    applied, or the group's committed offset (other instances' partitions), or the partition's start
-    when nothing was ever committed. Empty until the consumer holds an assignment."""
-    tps = partitions_of(consumer, topics)
-    if not tps or not consumer.assignment():
-        return {}, {}
-    ends = await consumer.end_offsets(tps)
-    committed = await consumer._coordinator.fetch_committed_offsets(tps)
-    done: dict[TopicPartition, int] = {}
-    for tp in tps:
-        c = committed.get(tp)
-        done[tp] = max(applied.get(tp, -1), c.offset if c is not None else -1)
-    never = [tp for tp, n in done.items() if n < 0]
-    if never:
-        done |= await consumer.beginning_offsets(never)
-    return ends, done
 
 
 class CatchUp:

@@ -1,4 +1,4 @@
-"""Figures as the secretariat reads them: rows from store.py with rates, percentiles and labels.
+"""Figures as the secretariat reads them: rows from store.reading with rates, percentiles and labels.
 
 Shared by the HTTP API and the CLI (report, plan), so both say exactly the same thing.
 """
@@ -10,15 +10,15 @@ from typing import Any
 import asyncpg
 
 from schemas.codes import AgeBand, ConsultationCategory, LabelledCode, RiskLevel
-from services.metrics import store
-from services.metrics.domain import (
+from services.metrics.domain.counting import (
     CONSULTATION_DIMENSIONS,
     DIMENSIONS,
     REFERRAL_DIMENSIONS,
-    Period,
     key_label,
     rate,
 )
+from services.metrics.domain.periods import Period
+from services.metrics.store import reading
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
@@ -48,7 +48,7 @@ def _envelope(period: Period, group_by: str | None, organisation: str | None, to
 
 async def answer_rate(conn: Conn, period: Period, group_by: str | None, *, channel: str | None = "phone",
                       organisation: str | None = None) -> dict[str, Any]:
-    totals, groups = await store.answer_rate(conn, period, group_by, channel, organisation)
+    totals, groups = await reading.answer_rate(conn, period, group_by, channel, organisation)
     totals = _answer_rates(totals)
     groups = _labelled(group_by, [_answer_rates(g) for g in groups], DIMENSIONS)
     return _envelope(period, group_by, organisation, totals, groups, channel=channel)
@@ -79,7 +79,7 @@ def _wait_row(row: dict[str, Any], within: list[int]) -> dict[str, Any]:
 
 async def waits(conn: Conn, period: Period, group_by: str | None, within: list[int], *,
                 channel: str | None = "phone", organisation: str | None = None) -> dict[str, Any]:
-    totals, groups = await store.waits(conn, period, group_by, within, channel, organisation)
+    totals, groups = await reading.waits(conn, period, group_by, within, channel, organisation)
     rows = [{"key": g["key"], **_wait_row(g, within)} for g in groups]
     return _envelope(period, group_by, organisation, _wait_row(totals, within) if totals else {},
                      _labelled(group_by, rows, DIMENSIONS), channel=channel, within_seconds=within)
@@ -94,7 +94,7 @@ def _ranked(counts: list[tuple[str, int]], code_list: type[LabelledCode], total:
 
 async def consultations(conn: Conn, period: Period, group_by: str | None, *,
                         organisation: str | None = None) -> dict[str, Any]:
-    totals, groups, breakdowns = await store.consultations(conn, period, group_by, organisation)
+    totals, groups, breakdowns = await reading.consultations(conn, period, group_by, organisation)
     total = totals.get("consultations", 0)
     totals["categories"] = _ranked(breakdowns["categories"], ConsultationCategory, total)
     totals["age_bands"] = _ranked(breakdowns["age_bands"], AgeBand, total)
@@ -112,7 +112,7 @@ def _referral_row(row: dict[str, Any]) -> dict[str, Any]:
 
 async def referrals(conn: Conn, period: Period, group_by: str | None, *,
                     organisation: str | None = None) -> dict[str, Any]:
-    totals, groups = await store.referrals(conn, period, group_by, organisation)
+    totals, groups = await reading.referrals(conn, period, group_by, organisation)
     return _envelope(period, group_by, organisation, _referral_row(totals),
                      _labelled(group_by, [_referral_row(g) for g in groups], REFERRAL_DIMENSIONS))
 

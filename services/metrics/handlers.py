@@ -1,15 +1,15 @@
 """metrics' one subscriber: every canonical topic, one consumer group, batches of facts.
 
 A batch is applied in chunks of records, each in one PostgreSQL transaction: claim the events in the
-inbox (a redelivered event is a no-op), fold the new ones into facts (domain.py) and combine them
-with the stored facts, moving the rollups by each changed contact's difference (store.py) — or, while
-the schema catches up with a backlog (catchup.py), the facts alone. The next
+inbox (a redelivered event is a no-op), fold the new ones into facts (domain.facts) and combine them
+with the stored facts, moving the rollups by each changed contact's difference (store.rollups) — or,
+while the schema catches up with a backlog (catchup.py), the facts alone (store.facts). The next
 chunk is decoded and folded while this one's transaction runs; chunks commit in order. Offsets are
 committed after the last chunk's transaction (NACK_ON_ERROR): a crash anywhere replays the batch,
 whose committed chunks find their events already claimed.
 
 A record metrics cannot count never holds the batch up: one that is not a canonical event, or whose
-event time lies outside the window metrics can store (domain.EARLIEST_TIME..LATEST_TIME), is *set
+event time lies outside the window metrics can store (domain.periods.EARLIEST_TIME..LATEST_TIME), is *set
 aside* — logged by where it sits and its id, counted (``tsunagu_events_set_aside_total``) and published
 to ``tsunagu.intake.rejected`` as a ``RejectedRecord`` (its topic, partition and offset, the reason,
 the payload's SHA-256 and size, never the payload; header ``tsunagu-set-aside-by: metrics``) — and the
@@ -34,19 +34,24 @@ from faststream.kafka import KafkaBroker
 from schemas import EventInvalid, ValidatedEvent
 from schemas.registry import Problem
 from schemas.rejected import RejectedRecord, rejected_record
-from services.metrics import catchup, store
-from services.metrics.domain import TIME_OUT_OF_RANGE, Facts, fold, time_problem
+from services.metrics.catchup import CatchUp
+from services.metrics.domain.facts import Facts, fold
+from services.metrics.domain.periods import TIME_OUT_OF_RANGE, time_problem
+from services.metrics.store.facts import FactRows, apply_facts_only, fact_rows
+from services.metrics.store.fold_mode import DeriveInProgress, live_for_batch
+from services.metrics.store.rollups import apply_rows
+from services.metrics.store.sql import SCHEMA
 from services.metrics.telemetry import OpsTelemetry
 from tsunagu import telemetry as process_telemetry
 from tsunagu import topics
-from tsunagu.consume import batch_subscriber, decode_records
+from tsunagu.consume import decode_records
 from tsunagu.health import ConsumerHealth, batch_failed
 from tsunagu.inbox import claim_new
+from tsunagu.service import ServiceSpec
 from tsunagu.settings import Settings
 
 log = structlog.get_logger()
 
-CONSUMED = (topics.CONTACT_EVENTS, topics.ROUTING_DECISIONS, topics.CONSULTATION_EVENTS, topics.REFERRAL_EVENTS)
 
 
 @dataclass
@@ -58,7 +63,7 @@ class Metrics:
     pool: asyncpg.Pool | None = None
     consumed: int = field(default=0)  # new events applied by this process
     live: bool = False  # the schema's fold_mode was seen 'live' (it never goes back)
-    catch_up: catchup.CatchUp | None = None  # while catching up: watches the offsets, then derives
+    catch_up: CatchUp | None = None  # while catching up: watches the offsets, then derives
     consumer: ConsumerHealth = field(default_factory=ConsumerHealth)  # batches failing: not ready
     clock: Callable[[], datetime] | None = None  # when a record was set aside (the app's wall clock)
     # publishes what was set aside (key, record) onto the rejected topic; None: only logged and counted
@@ -82,7 +87,7 @@ class Prepared:
     """A chunk ready for its transaction: what the inbox is asked to claim and the folded rows."""
 
     unique: list[ValidatedEvent]  # each (source, id) once, first occurrence first
-    rows: store.FactRows  # fold(unique): right whenever the inbox finds every one of them new
+    rows: FactRows  # fold(unique): right whenever the inbox finds every one of them new
     aside: list[tuple[Any, EventInvalid]] = field(default_factory=list)  # (record, why) set aside
 
 
@@ -101,16 +106,16 @@ async def apply_prepared(conn: asyncpg.Connection, prepared: Prepared, rollups: 
     """Inside the caller's transaction: claim the chunk's events in the inbox and fold the new ones
     into the facts and (``rollups``: live) the rollups. Returns the events that were new."""
     unique = prepared.unique
-    new = await claim_new(conn, store.SCHEMA, [(e.envelope.source, e.envelope.id, e.envelope.type) for e in unique])
+    new = await claim_new(conn, SCHEMA, [(e.envelope.source, e.envelope.id, e.envelope.type) for e in unique])
     if len(new) == len(unique):
         fresh, rows = unique, prepared.rows
     else:  # a redelivery (e.g. the chunks that committed before a crash): fold only what is new
         fresh = [e for e in unique if (e.envelope.source, e.envelope.id) in new]
-        rows = store.fact_rows(fold(fresh))
+        rows = fact_rows(fold(fresh))
     if rollups:
-        await store.apply_rows(conn, rows)
+        await apply_rows(conn, rows)
     else:
-        await catchup.apply_facts_only(conn, rows)
+        await apply_facts_only(conn, rows)
     return fresh
 
 
@@ -118,7 +123,7 @@ async def apply_events(conn: asyncpg.Connection, events: list[ValidatedEvent]) -
     """Inside the caller's transaction: claim the events in the inbox and fold the new ones into the
     facts and the rollups. Returns the events that were new."""
     unique = unique_events(events)
-    return await apply_prepared(conn, Prepared(unique, store.fact_rows(fold(unique))))
+    return await apply_prepared(conn, Prepared(unique, fact_rows(fold(unique))))
 
 
 def _log_aside(record: Any, why: EventInvalid, reason: str) -> None:
@@ -169,7 +174,7 @@ async def prepare(records: list[Any]) -> Prepared:
     for i in range(0, len(unique), SLICE_RECORDS):
         fold(unique[i:i + SLICE_RECORDS], into=facts)
         await asyncio.sleep(0)
-    return Prepared(unique, store.fact_rows(facts), aside)
+    return Prepared(unique, fact_rows(facts), aside)
 
 
 async def publish_set_aside(metrics: Metrics, aside: list[tuple[Any, EventInvalid]]) -> None:
@@ -192,7 +197,7 @@ async def _committed(metrics: Metrics, prepared: Prepared) -> list[ValidatedEven
         return []
     async with metrics.pool.acquire() as conn, conn.transaction():
         # catching up: the mode is held until this transaction ends, so no derive runs in between
-        live = metrics.live or await catchup.live_for_batch(conn)
+        live = metrics.live or await live_for_batch(conn)
         metrics.live = metrics.live or live
         return await apply_prepared(conn, prepared, rollups=live)
 
@@ -254,14 +259,11 @@ def rejected_publisher(broker: KafkaBroker, settings: Settings) -> Callable[[lis
 SET_ASIDE_BY = "tsunagu-set-aside-by"  # header naming the consumer that set a record aside
 
 
-def register_consumer(broker: KafkaBroker, metrics: Metrics) -> Any:
-    """Subscribe metrics to every canonical topic; returns the subscriber (its consumer's offsets tell
-    when a catch-up has reached the end of the topics)."""
-    settings = metrics.settings
-
-    subscriber = broker.subscriber(
-        *(settings.topic(t) for t in CONSUMED),
-        **batch_subscriber(settings.group(settings.metrics_consumer_group), max_records=6000, fetch_max_wait_ms=100),
+def register_consumer(spec: ServiceSpec, broker: KafkaBroker, metrics: Metrics) -> Any:
+    """Subscribe metrics to the topics of its spec (every canonical one); returns the subscriber (its
+    consumer's offsets tell when a catch-up has reached the end of the topics)."""
+    subscriber = spec.subscriber(
+        broker, metrics.settings, max_records=6000, fetch_max_wait_ms=100,
         title="metrics.events",
         description="Every canonical event, folded into facts for the secretariat's figures.",
     )
@@ -270,7 +272,7 @@ def register_consumer(broker: KafkaBroker, metrics: Metrics) -> Any:
     async def on_canonical_events(records: Any) -> None:
         try:
             await apply_batch(metrics, records)
-        except catchup.DeriveInProgress:
+        except DeriveInProgress:
             log.info("batch_waits_for_derive")  # redelivered once the rollups are derived
             raise
         except Exception as err:

@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from services.metrics import catchup, figures
-from services.metrics.domain import Period, PeriodError, resolve_period
+from services.metrics.domain.periods import Period, PeriodError, resolve_period
+from services.metrics.store.fold_mode import is_live
 from tsunagu.auth import Caller
 from tsunagu.http_auth import AUTH_RESPONSES, Detail, require_roles
 
@@ -73,7 +74,7 @@ async def _final(request: Request) -> None:
     metrics = request.app.state.metrics
     if metrics.live:
         return
-    if await catchup.is_live(request.app.state.pool):
+    if await is_live(request.app.state.pool):
         metrics.live = True
         return
     raise HTTPException(503, catchup.REBUILDING, headers={"Retry-After": str(catchup.RETRY_AFTER_S)})

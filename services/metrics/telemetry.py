@@ -36,7 +36,7 @@ class OpsTelemetry:
             "tsunagu_answered_wait_seconds", unit="s", description="wait before a desk answered")
         self.abandoned_wait = meter.create_histogram(
             "tsunagu_abandoned_wait_seconds", unit="s", description="wait before the caller hung up")
-        # store.live_figures fills these (and "answer_rate_15m_by_field": {field: rate}). Lines open
+        # store.gauges.live_figures fills these (and "answer_rate_15m_by_field": {field: rate}). Lines open
         # and free per field come from routing, which holds the desks (tsunagu_open_lines/free_lines).
         self.live: dict[str, Any] = {"queue": {}, "busy": {}, "answer_rate_15m": None}
         meter.create_observable_gauge("tsunagu_queue_length", [self._queue],

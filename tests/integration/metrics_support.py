@@ -1,6 +1,7 @@
 """Support for metrics' tests and bench: a synthetic, trial-like log of canonical events (as intake,
 routing and referral publish them), a publisher onto the canonical topics, the metrics service as its
-own process, and polling its HTTP answers."""
+own process, polling its HTTP answers, and the figures counted straight from the facts that the
+rollups are checked against."""
 
 from __future__ import annotations
 
@@ -12,11 +13,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
 
 from schemas import event_type, validate_event
 from schemas.kafka import encode_value, kafka_headers, kafka_key
+from services.metrics.domain.counting import DIMENSIONS
+from services.metrics.domain.periods import Period
+from services.metrics.store.callers import derive_links
+from services.metrics.store.sql import (
+    CONTACT_DIMENSIONS,
+    CONTACTS_VIEW,
+    DAY,
+    HOUR,
+    ROLLUP_MEASURES,
+    SCHEMA,
+    S,
+    grouped_sql,
+    split_totals,
+)
 from tests.support import JST, ServiceProcess, service_env
 from tsunagu import auth
 from tsunagu.db import create_pool
@@ -244,3 +260,95 @@ def by_key(groups: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
 
 
 Predicate = Callable[[dict[str, Any]], bool]
+
+
+# --- exact references: the questions the rollups answer, counted straight from the facts ------------
+# The tests check store.reading's answers (rollups plus the edges of a period) against these.
+
+ANSWER_RATE_AGGREGATES = """
+    count(*) AS attempts,
+    count(*) FILTER (WHERE connected) AS connected,
+    count(*) FILTER (WHERE abandon_stage IS NOT NULL) AS abandoned,
+    count(*) FILTER (WHERE abandon_stage = 'ivr') AS abandoned_ivr,
+    count(*) FILTER (WHERE abandon_stage = 'queue') AS abandoned_queue,
+    count(*) FILTER (WHERE abandon_stage = 'ringing') AS abandoned_ringing,
+    count(*) FILTER (WHERE overflowed) AS overflowed,
+    count(DISTINCT caller_key) AS callers,
+    count(DISTINCT caller_key) FILTER (WHERE connected) AS callers_connected
+"""
+
+
+async def answer_rate_from_facts(
+    conn: asyncpg.Connection | asyncpg.Pool, period: Period, group_by: str | None,
+    channel: str | None = "phone", organisation: str | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """store.reading.answer_rate, distinct callers included, counted from the facts."""
+    key = CONTACT_DIMENSIONS[group_by] if group_by else None
+    sql = grouped_sql(CONTACTS_VIEW, ANSWER_RATE_AGGREGATES, key)
+    return split_totals(await conn.fetch(sql, period.start, period.end, channel, organisation))
+
+
+CONSULTATION_DIMENSIONS = {
+    "field": "field", "organisation": "organisation_id", "desk": "desk_id", "age_band": "age_band",
+    "risk": "risk", "hour": HOUR.format(t="recorded_at"), "day": DAY.format(t="recorded_at"),
+}
+CONSULTATIONS_VIEW = f"""
+    SELECT * FROM "{SCHEMA}".consultations
+     WHERE recorded_at >= $1 AND recorded_at < $2 AND ($3::text IS NULL OR organisation_id = $3)
+"""
+
+
+async def consultations_from_facts(
+    conn: asyncpg.Connection | asyncpg.Pool, period: Period, group_by: str | None, organisation: str | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[tuple[str, int]]]]:
+    """(totals, groups, breakdowns): breakdowns ranks categories, age bands and risk levels."""
+    aggregates = (
+        "count(*) AS consultations, count(*) FILTER (WHERE referral_needed) AS referral_needed, "
+        "count(*) FILTER (WHERE risk IN ('high', 'imminent')) AS high_risk"
+    )
+    key = CONSULTATION_DIMENSIONS[group_by] if group_by else None
+    args = (period.start, period.end, organisation)
+    totals, groups = split_totals(await conn.fetch(grouped_sql(CONSULTATIONS_VIEW, aggregates, key), *args))
+    breakdowns: dict[str, list[tuple[str, int]]] = {}
+    for name, expr in (("categories", "unnest(categories)"), ("age_bands", "age_band"), ("risks", "risk")):
+        rows = await conn.fetch(
+            f"SELECT code, count(*) AS n FROM (SELECT {expr} AS code FROM ({CONSULTATIONS_VIEW}) v) c "
+            "GROUP BY code ORDER BY n DESC, code", *args,
+        )
+        breakdowns[name] = [(r["code"], r["n"]) for r in rows]
+    return totals, groups, breakdowns
+
+
+ROLLUP_TABLES = {  # table -> its counts (a row whose counts are all zero says nothing)
+    "contact_rollup": ROLLUP_MEASURES,
+    "contact_hist": ["n"],
+    "consultation_rollup": ["consultations", "referral_needed", "high_risk"],
+    "caller_rollup": ["n"],
+}
+
+
+async def rollup_rows(conn: Any) -> dict[str, set[tuple[Any, ...]]]:
+    """Every non-zero rollup row, per table — to compare the rollups of two runs (the pending links
+    derived first, as every read of them does)."""
+    await derive_links(conn)
+    out = {}
+    for table, counts in ROLLUP_TABLES.items():
+        rows = await conn.fetch(f"SELECT * FROM {S}.{table} WHERE {' OR '.join(f'{c} <> 0' for c in counts)}")
+        out[table] = {tuple(r) for r in rows}
+    out["caller_links"] = {tuple(tuple(v) if isinstance(v, list) else v for v in r)
+                           for r in await conn.fetch(f"SELECT * FROM {S}.caller_links")}
+    return out
+
+
+async def answers(metrics, who="secretariat"):
+    """Every figure the API gives for trial 1, for comparing two runs."""
+    out = {}
+    for path, dims in (("answer-rate", DIMENSIONS), ("waits", DIMENSIONS),
+                       ("consultations", ("field", "age_band", "risk", "organisation", "day")),
+                       ("referrals", ("receiver_type", "state", "urgency", "organisation", "day"))):
+        for dim in (None, *dims):
+            params = {"period": "trial1", **({"group_by": dim} if dim else {})}
+            response = await metrics.get(f"/v1/metrics/{path}", who, **params)
+            assert response.status_code == 200, response.text
+            out[(path, dim)] = response.json()
+    return out

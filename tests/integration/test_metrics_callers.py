@@ -12,18 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.metrics import store
-from services.metrics.domain import JST, Period
+from services.metrics.domain.periods import JST, Period
 from services.metrics.handlers import apply_events
-from tests.integration.metrics_support import event, synthetic_log, validated
-from tests.integration.test_metrics_rollups import consume, fresh_schema
+from services.metrics.store import callers
+from services.metrics.store.rebuild import rebuild_rollups
+from tests.integration.metrics_support import event, rollup_rows, synthetic_log, validated
+from tests.integration.rollups_support import consume, fresh_schema
 
 pytestmark = pytest.mark.integration
 
 START = datetime(2022, 6, 24, 9, 30, tzinfo=JST)
 # ten weeks over three month ends; few callers, so most call again (within hours, days or weeks)
 LOG = validated(synthetic_log(700, seed=43, start=START, span=timedelta(days=70), callers=140))
-# every question the links answer (store.caller_plan): (group_by, channel, organisation)
+# every question the links answer (store.callers.caller_plan): (group_by, channel, organisation)
 QUESTIONS = [(None, "phone", None), (None, None, None), (None, "chat", None), ("channel", None, None),
              ("field", "phone", None), ("organisation", "phone", None), (None, "phone", "npo-a"),
              ("field", "phone", "npo-b"), ("organisation", "phone", "npo-a"),
@@ -62,9 +63,9 @@ def nonzero(counts: dict) -> dict:
 async def assert_exact(pool, checked: list[Period]) -> None:
     for period in checked:
         for group_by, channel, org in QUESTIONS:
-            assert store.caller_plan(group_by, channel, org) is not None
-            mine = await store.distinct_callers(pool, period, group_by, channel, org)
-            facts = await store.callers_from_facts(pool, period, group_by, channel, org)
+            assert callers.caller_plan(group_by, channel, org) is not None
+            mine = await callers.distinct_callers(pool, period, group_by, channel, org)
+            facts = await callers.callers_from_facts(pool, period, group_by, channel, org)
             assert nonzero(mine) == nonzero(facts), (period, group_by, channel, org)
 
 
@@ -77,12 +78,12 @@ async def test_callers_from_the_links_equal_the_distinct_callers_of_the_facts_an
     await consume(pool, sent, 25, rnd)
     checked = periods(rnd, 40)
     await assert_exact(pool, checked)
-    kept = await store.rollup_rows(pool)
+    kept = await rollup_rows(pool)
     assert kept["caller_links"] and kept["caller_rollup"]
-    monkeypatch.setattr(store, "LINK_SLICE_CONTACTS", 60)  # the rebuild's links in about ten slices of callers
+    monkeypatch.setattr(callers, "LINK_SLICE_CONTACTS", 60)  # the rebuild's links in about ten slices of callers
     async with pool.acquire() as conn:
-        await store.rebuild_rollups(conn)
-    assert await store.rollup_rows(pool) == kept
+        await rebuild_rollups(conn)
+    assert await rollup_rows(pool) == kept
     await assert_exact(pool, checked[:12])
 
 
@@ -105,19 +106,19 @@ async def test_an_attempt_arriving_late_between_two_others_moves_its_neighbours_
         async with pool.acquire() as conn, conn.transaction():
             await apply_events(conn, attempt(n, at))
     between = Period(day + timedelta(days=1), day + timedelta(days=2, hours=12))
-    assert (await store.distinct_callers(pool, between, None, "phone", None))["total"] == (0, 0)
+    assert (await callers.distinct_callers(pool, between, None, "phone", None))["total"] == (0, 0)
     async with pool.acquire() as conn, conn.transaction():
         await apply_events(conn, attempt(2, day + timedelta(days=2, hours=1)))  # late: between the two
-    assert (await store.distinct_callers(pool, between, None, "phone", None))["total"] == (1, 1)
+    assert (await callers.distinct_callers(pool, between, None, "phone", None))["total"] == (1, 1)
     for period in (Period(day, day + timedelta(days=5)), Period(day + timedelta(hours=10), day + timedelta(days=3)),
                    Period(day + timedelta(days=2, hours=2), day + timedelta(days=4))):
         for group_by, channel, org in QUESTIONS:
-            assert (nonzero(await store.distinct_callers(pool, period, group_by, channel, org))
-                    == nonzero(await store.callers_from_facts(pool, period, group_by, channel, org)))
-    kept = await store.rollup_rows(pool)
+            assert (nonzero(await callers.distinct_callers(pool, period, group_by, channel, org))
+                    == nonzero(await callers.callers_from_facts(pool, period, group_by, channel, org)))
+    kept = await rollup_rows(pool)
     async with pool.acquire() as conn:
-        await store.rebuild_rollups(conn)
-    assert await store.rollup_rows(pool) == kept
+        await rebuild_rollups(conn)
+    assert await rollup_rows(pool) == kept
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -128,8 +129,8 @@ async def test_shuffling_and_duplicating_the_log_never_changes_a_link_or_a_calle
     rnd.shuffle(log)
     await fresh_schema(pool)
     await consume(pool, LOG, 1, rnd)
-    reference = await store.rollup_rows(pool)
+    reference = await rollup_rows(pool)
     await fresh_schema(pool)
     await consume(pool, log, batches, rnd)
-    assert await store.rollup_rows(pool) == reference
+    assert await rollup_rows(pool) == reference
     await assert_exact(pool, periods(rnd, 6))

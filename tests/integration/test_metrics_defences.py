@@ -21,7 +21,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import httpx
 import pytest
 
-from services.metrics.domain import Period, answer_rate_counts, fold
+from services.metrics.domain.counting import answer_rate_counts
+from services.metrics.domain.facts import fold
+from services.metrics.domain.periods import Period
 from tests.integration.metrics_support import (
     SOURCES,
     TRIAL1,

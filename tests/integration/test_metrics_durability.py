@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from services.metrics.domain import DIMENSIONS, Period, answer_rate_counts, fold
+from services.metrics.domain.counting import DIMENSIONS, answer_rate_counts
+from services.metrics.domain.facts import fold
+from services.metrics.domain.periods import Period
 from tests.integration.metrics_support import (
     TRIAL1,
     by_key,

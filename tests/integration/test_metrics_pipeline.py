@@ -13,11 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.metrics import catchup, handlers, store
+from services.metrics import handlers
 from services.metrics.handlers import Metrics, apply_batch
+from services.metrics.store.fold_mode import derive_and_go_live
 from services.metrics.telemetry import OpsTelemetry
-from tests.integration.metrics_support import records_of, synthetic_log
-from tests.integration.test_metrics_rollups import LOG, consume, every_figure, fresh_schema
+from tests.integration.metrics_support import records_of, rollup_rows, synthetic_log
+from tests.integration.rollups_support import LOG, consume, every_figure, fresh_schema
 from tsunagu.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -49,14 +50,15 @@ async def test_a_pipelined_batch_killed_between_chunks_and_redelivered_counts_ex
     rnd.shuffle(raw)
     await fresh_schema(pool)
     await consume(pool, LOG, 1, rnd)  # one transaction over the whole log, unpipelined
-    reference, reference_figures = await store.rollup_rows(pool), await every_figure(pool)
+    reference, reference_figures = await rollup_rows(pool), await every_figure(pool)
     await fresh_schema(pool)
 
     records = records_of(raw)
     if dies_at is not None:
         where, nth = dies_at
         calls = 0
-        writes = (store, "apply_rows") if live else (catchup, "apply_facts_only")
+        # the handler's writes: the facts with their rollups (live), or the facts alone (catching up)
+        writes = (handlers, "apply_rows") if live else (handlers, "apply_facts_only")
         target = writes if where == "transaction" else (handlers, "prepare")
         original = getattr(*target)
 
@@ -77,14 +79,14 @@ async def test_a_pipelined_batch_killed_between_chunks_and_redelivered_counts_ex
     again = metrics_of(live)
     await apply_batch(again, records, chunk=chunk)
     if not live:
-        assert not any((await store.rollup_rows(pool)).values())
-        assert await catchup.derive_and_go_live(pool)
+        assert not any((await rollup_rows(pool)).values())
+        assert await derive_and_go_live(pool)
 
     assert await pool.fetchval("SELECT count(*) FROM metrics.inbox") == len(LOG)
-    assert await store.rollup_rows(pool) == reference
+    assert await rollup_rows(pool) == reference
     assert await every_figure(pool) == reference_figures
     assert await apply_batch(metrics_of(), records, chunk=chunk) == 0  # a third delivery changes nothing
-    assert await store.rollup_rows(pool) == reference
+    assert await rollup_rows(pool) == reference
 
 
 async def test_the_new_events_of_a_pipelined_batch_are_counted_once_each(pool, metrics_of):

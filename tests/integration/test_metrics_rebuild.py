@@ -10,14 +10,23 @@ import uuid
 
 import pytest
 
-from services.metrics import catchup, store
-from services.metrics.domain import fold
+from services.metrics.domain.facts import fold
 from services.metrics.handlers import Prepared, apply_events, apply_prepared, unique_events
-from tests.integration.metrics_support import issue_keys, publish, start_metrics, synthetic_log, validated
-from tests.integration.test_metrics_rollups import LOG, every_figure, fresh_schema
-from tests.integration.test_metrics_service import answers
-from tsunagu import stack
+from services.metrics.store import fold_mode
+from services.metrics.store.facts import fact_rows
+from services.metrics.store.schema import migrate_schema
+from tests.integration.metrics_support import (
+    answers,
+    issue_keys,
+    publish,
+    rollup_rows,
+    start_metrics,
+    synthetic_log,
+    validated,
+)
+from tests.integration.rollups_support import LOG, every_figure, fresh_schema
 from tsunagu.db import create_pool
+from tsunagu_tools import stack
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +38,8 @@ async def catch_up(pool, log, batches: int, rnd: random.Random) -> None:
     for a, b in zip([0, *cuts], [*cuts, len(log)], strict=True):
         unique = unique_events(log[a:b])
         async with pool.acquire() as conn, conn.transaction():
-            assert not await catchup.live_for_batch(conn)
-            await apply_prepared(conn, Prepared(unique, store.fact_rows(fold(unique))), rollups=False)
+            assert not await fold_mode.live_for_batch(conn)
+            await apply_prepared(conn, Prepared(unique, fact_rows(fold(unique))), rollups=False)
 
 
 async def test_a_catch_up_then_one_derive_gives_the_live_rollups_and_a_failed_derive_leaves_them_stale(
@@ -49,32 +58,32 @@ async def test_a_catch_up_then_one_derive_gives_the_live_rollups_and_a_failed_de
     async with pool.acquire() as conn, conn.transaction():
         await apply_events(conn, sent)
         await apply_events(conn, after)
-    reference, reference_figures = await store.rollup_rows(pool), await every_figure(pool)
+    reference, reference_figures = await rollup_rows(pool), await every_figure(pool)
 
     await fresh_schema(pool)
-    assert not await catchup.is_live(pool)  # a new schema starts in catch-up
+    assert not await fold_mode.is_live(pool)  # a new schema starts in catch-up
     await catch_up(pool, sent, 7, rnd)
-    assert not any((await store.rollup_rows(pool)).values())  # facts only
+    assert not any((await rollup_rows(pool)).values())  # facts only
 
-    real = store.rebuild_rollups
+    real = fold_mode.rebuild_rollups
 
     async def killed_midway(conn):
         await real(conn)
         raise ConnectionResetError("killed during the derive")
 
-    monkeypatch.setattr(store, "rebuild_rollups", killed_midway)
+    monkeypatch.setattr(fold_mode, "rebuild_rollups", killed_midway)
     with pytest.raises(ConnectionResetError):
-        await catchup.derive_and_go_live(pool)
-    assert not await catchup.is_live(pool)  # rolled back together: still catching up, rollups stale
-    assert not any((await store.rollup_rows(pool)).values())
-    monkeypatch.setattr(store, "rebuild_rollups", real)
+        await fold_mode.derive_and_go_live(pool)
+    assert not await fold_mode.is_live(pool)  # rolled back together: still catching up, rollups stale
+    assert not any((await rollup_rows(pool)).values())
+    monkeypatch.setattr(fold_mode, "rebuild_rollups", real)
 
-    assert await catchup.derive_and_go_live(pool)
-    assert not await catchup.derive_and_go_live(pool)  # once
+    assert await fold_mode.derive_and_go_live(pool)
+    assert not await fold_mode.derive_and_go_live(pool)  # once
     async with pool.acquire() as conn, conn.transaction():
-        assert await catchup.live_for_batch(conn)
+        assert await fold_mode.live_for_batch(conn)
         await apply_events(conn, after)  # late events and duplicates after the switch, live
-    assert await store.rollup_rows(pool) == reference
+    assert await rollup_rows(pool) == reference
     assert await every_figure(pool) == reference_figures
 
 
@@ -84,8 +93,8 @@ async def test_an_existing_schema_with_facts_stays_live_when_the_catch_up_mode_a
         await apply_events(conn, LOG[:300])
         await conn.execute("DROP TABLE metrics.fold_mode")  # as before migration 005
         await conn.execute("DELETE FROM metrics.schema_migrations WHERE name = '005_catch_up.sql'")
-    await store.migrate_schema(pool)
-    assert await catchup.is_live(pool)
+    await migrate_schema(pool)
+    assert await fold_mode.is_live(pool)
 
 
 def split_late(log, rnd):
@@ -100,7 +109,7 @@ async def test_a_rebuild_into_an_empty_schema_with_a_new_group_gives_the_live_fi
         settings, make_settings, create_all_topics, postgres_server_dsn, tmp_path):
     from typer.testing import CliRunner
 
-    from tsunagu.cli import app
+    from tsunagu_tools.cli import app
 
     await create_all_topics(settings)
     rnd = random.Random(41)
@@ -134,7 +143,7 @@ async def test_a_rebuild_into_an_empty_schema_with_a_new_group_gives_the_live_fi
         dsn = rebuild_settings.database_url
         held = await create_pool(dsn, max_size=1)
         try:
-            assert not any((await store.rollup_rows(held)).values())  # stale: never derived
+            assert not any((await rollup_rows(held)).values())  # stale: never derived
             # hold the mode: the restarted process can fold nothing and derive nothing meanwhile
             async with held.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT mode FROM metrics.fold_mode FOR UPDATE")
@@ -163,7 +172,7 @@ async def test_a_rebuild_into_an_empty_schema_with_a_new_group_gives_the_live_fi
             assert await answers(rebuilt, who) == await answers(reference, who)
         pools = [await create_pool(s.database_url, max_size=1) for s in (settings, rebuild_settings)]
         try:
-            assert await store.rollup_rows(pools[1]) == await store.rollup_rows(pools[0])
+            assert await rollup_rows(pools[1]) == await rollup_rows(pools[0])
         finally:
             for p in pools:
                 await p.close()
@@ -194,7 +203,7 @@ async def test_two_instances_rebuild_together_into_the_figures_of_one_fold(
     await publish(one, before)  # the backlog, on the topics before either process starts
     keys = await issue_keys(one)
     held = await create_pool(dsn, max_size=2)
-    await store.migrate_schema(held)  # a new schema: catch-up
+    await migrate_schema(held)  # a new schema: catch-up
     instances = []
     try:
         async with held.acquire() as conn, conn.transaction():
@@ -219,7 +228,7 @@ async def test_two_instances_rebuild_together_into_the_figures_of_one_fold(
         await publish(one, late + rnd.sample(first, 100))  # late events and duplicates, live
         await instances[1].wait_until_consumed(len(log), timeout=120)
         assert await instances[0].consumed() == len(log)
-        assert await store.rollup_rows(held) == await store.rollup_rows(pool)
+        assert await rollup_rows(held) == await rollup_rows(pool)
         assert (await instances[0].get("/v1/metrics/answer-rate", period="trial1", group_by="field")).json() == (
             await instances[1].get("/v1/metrics/answer-rate", period="trial1", group_by="field")).json()
     finally:

@@ -6,51 +6,29 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.metrics import store
-from services.metrics.domain import DIMENSIONS, Period, answer_rate_counts, bin_bounds, fold, load_periods
-from services.metrics.handlers import apply_events
-from tests.integration.metrics_support import TRIAL1, synthetic_log, validated
+from services.metrics.domain.counting import DIMENSIONS, answer_rate_counts
+from services.metrics.domain.facts import fold
+from services.metrics.domain.periods import Period
+from services.metrics.domain.rollups import bin_bounds
+from services.metrics.store import reading
+from services.metrics.store.rebuild import rebuild_rollups
+from services.metrics.store.sql import CONTACTS_VIEW
+from tests.integration.metrics_support import (
+    TRIAL1,
+    answer_rate_from_facts,
+    consultations_from_facts,
+    rollup_rows,
+)
+from tests.integration.rollups_support import LOG, ODD, PERIODS, consume, every_figure, fresh_schema
 
 pytestmark = pytest.mark.integration
 
-PERIODS = load_periods(Path(__file__).parents[2] / "config" / "periods.yaml")
-LOG = validated(synthetic_log(500, seed=31, span=timedelta(days=8)))
-# not aligned to hours, days or months: edges come from the facts
-ODD = Period(TRIAL1 + timedelta(hours=5, minutes=17, seconds=3), TRIAL1 + timedelta(days=6, hours=2, minutes=41))
 COUNTS = ("attempts", "connected", "abandoned", "abandoned_ivr", "abandoned_queue", "callers", "callers_connected")
-
-
-async def fresh_schema(pool) -> None:
-    await pool.execute("DROP SCHEMA IF EXISTS metrics CASCADE")
-    await store.migrate_schema(pool)
-
-
-async def consume(pool, log, batches: int, rnd: random.Random) -> None:
-    cuts = sorted(rnd.sample(range(1, len(log)), k=min(batches - 1, len(log) - 1)))
-    for a, b in zip([0, *cuts], [*cuts, len(log)], strict=True):
-        async with pool.acquire() as conn, conn.transaction():
-            await apply_events(conn, log[a:b])
-        if rnd.random() < 0.5:  # the callers' links moved after some batches, the union of several after others
-            await store.derive_links(pool)
-
-
-async def every_figure(pool) -> dict:
-    out = {}
-    for period in (PERIODS["trial1"], ODD):
-        for dim in (None, *DIMENSIONS):
-            for channel in ("phone", None):
-                out[("answer", period, dim, channel)] = await store.answer_rate(pool, period, dim, channel)
-            out[("waits", period, dim)] = await store.waits(pool, period, dim, [20, 60])
-        for dim in (None, "field", "age_band", "risk", "organisation", "day", "hour"):
-            out[("consultations", period, dim)] = await store.consultations(pool, period, dim)
-    out["npo-a"] = await store.answer_rate(pool, PERIODS["trial1"], "field", "phone", "npo-a")
-    return out
 
 
 async def test_rollups_kept_by_deltas_equal_the_rollups_rebuilt_from_the_facts(pool):
@@ -59,11 +37,11 @@ async def test_rollups_kept_by_deltas_equal_the_rollups_rebuilt_from_the_facts(p
     sent = LOG + rnd.sample(LOG, 300)
     rnd.shuffle(sent)
     await consume(pool, sent, 12, rnd)
-    kept = await store.rollup_rows(pool)
+    kept = await rollup_rows(pool)
     figures = await every_figure(pool)
     async with pool.acquire() as conn:
-        await store.rebuild_rollups(conn)
-    assert await store.rollup_rows(pool) == kept
+        await rebuild_rollups(conn)
+    assert await rollup_rows(pool) == kept
     assert await every_figure(pool) == figures
     assert all(kept.values())
 
@@ -75,14 +53,14 @@ async def test_figures_from_the_rollups_equal_the_figures_counted_from_the_facts
     for period in (PERIODS["trial1"], ODD, Period(ODD.start, ODD.start + timedelta(minutes=50))):
         for dim in (None, *DIMENSIONS):
             for channel, org in (("phone", None), (None, None), ("phone", "npo-b")):
-                totals, groups = await store.answer_rate(pool, period, dim, channel, org)
+                totals, groups = await reading.answer_rate(pool, period, dim, channel, org)
                 got = {"total": {k: totals[k] for k in COUNTS}}
                 got |= {g["key"]: {k: g[k] for k in COUNTS} for g in groups}
                 want = answer_rate_counts(facts.contacts.values(), period, dim, channel=channel, organisation=org)
                 assert got == (want or {"total": dict.fromkeys(COUNTS, 0)}), (period, dim, channel, org)
-                assert (totals, groups) == await store.answer_rate_from_facts(pool, period, dim, channel, org)
-            totals, groups = await store.waits(pool, period, dim, [0, 20, 60, 300])
-            exact, exact_groups = await store.waits_from_facts(pool, period, dim, [0, 20, 60, 300])
+                assert (totals, groups) == await answer_rate_from_facts(pool, period, dim, channel, org)
+            totals, groups = await reading.waits(pool, period, dim, [0, 20, 60, 300])
+            exact, exact_groups = await reading.waits_from_facts(pool, period, dim, [0, 20, 60, 300])
             for mine, theirs in ((totals, exact), *zip(groups, exact_groups, strict=True)):
                 for k in ("attempts", "connected", "abandoned_queue", "within_0", "within_20", "within_60",
                           "within_300"):
@@ -91,18 +69,18 @@ async def test_figures_from_the_rollups_equal_the_figures_counted_from_the_facts
                     assert (mine[k] is None) == (theirs[k] is None), (period, dim, k)
                     assert mine[k] is None or mine[k] == pytest.approx(theirs[k], rel=1e-9), (period, dim, k)
         for dim in (None, "field", "desk", "age_band", "risk", "organisation", "day", "hour"):
-            assert (await store.consultations(pool, period, dim)
-                    == await store.consultations_from_facts(pool, period, dim)), (period, dim)
+            assert (await reading.consultations(pool, period, dim)
+                    == await consultations_from_facts(pool, period, dim)), (period, dim)
 
 
 async def test_a_percentile_from_the_bins_lies_in_the_bin_of_the_exact_sample_value_of_its_rank(pool):
     await fresh_schema(pool)
     await consume(pool, LOG, 3, random.Random(2))
-    binned, _ = await store.waits(pool, PERIODS["trial1"], None, [20])
+    binned, _ = await reading.waits(pool, PERIODS["trial1"], None, [20])
     trial = PERIODS["trial1"]
     for key, column, qs in (("wait_p", "wait", (0.5, 0.9, 0.95)), ("talk_p", "talk", (0.5, 0.9))):
         values = sorted(r[0] for r in await pool.fetch(
-            f"SELECT {column}_seconds FROM ({store.CONTACTS_VIEW}) v WHERE connected AND {column}_seconds IS NOT NULL",
+            f"SELECT {column}_seconds FROM ({CONTACTS_VIEW}) v WHERE connected AND {column}_seconds IS NOT NULL",
             trial.start, trial.end, "phone", None))
         for q, mine in zip(qs, binned[key], strict=True):
             rank = q * (len(values) - 1)
@@ -119,8 +97,8 @@ async def test_a_period_named_after_the_events_answers_exactly_at_once(pool):
     moved = Period(added.start, added.end + timedelta(hours=7), "mid")
     for period in (added, moved):
         for dim in ("field", "day"):
-            assert (await store.answer_rate(pool, period, dim)
-                    == await store.answer_rate_from_facts(pool, period, dim)), (period, dim)
+            assert (await reading.answer_rate(pool, period, dim)
+                    == await answer_rate_from_facts(pool, period, dim)), (period, dim)
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -131,8 +109,8 @@ async def test_shuffling_and_duplicating_the_log_never_changes_a_rollup_or_a_fig
     rnd.shuffle(log)
     await fresh_schema(pool)
     await consume(pool, LOG, 1, rnd)
-    reference, reference_figures = await store.rollup_rows(pool), await every_figure(pool)
+    reference, reference_figures = await rollup_rows(pool), await every_figure(pool)
     await fresh_schema(pool)
     await consume(pool, log, batches, rnd)
-    assert await store.rollup_rows(pool) == reference
+    assert await rollup_rows(pool) == reference
     assert await every_figure(pool) == reference_figures

@@ -12,9 +12,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.metrics.domain import DIMENSIONS, Period, answer_rate_counts, fold
+from services.metrics.domain.counting import DIMENSIONS, answer_rate_counts
+from services.metrics.domain.facts import fold
+from services.metrics.domain.periods import Period
 from tests.integration.metrics_support import (
     TRIAL1,
+    answers,
     by_key,
     issue_keys,
     publish,
@@ -50,20 +53,6 @@ def http_counts(body):
     out = {"total": {k: body["totals"][k] for k in COUNTS}}
     for key, g in by_key(body["groups"]).items():
         out[key] = {k: g[k] for k in COUNTS}
-    return out
-
-
-async def answers(metrics, who="secretariat"):
-    """Every figure the API gives for trial 1, for comparing two runs."""
-    out = {}
-    for path, dims in (("answer-rate", DIMENSIONS), ("waits", DIMENSIONS),
-                       ("consultations", ("field", "age_band", "risk", "organisation", "day")),
-                       ("referrals", ("receiver_type", "state", "urgency", "organisation", "day"))):
-        for dim in (None, *dims):
-            params = {"period": "trial1", **({"group_by": dim} if dim else {})}
-            response = await metrics.get(f"/v1/metrics/{path}", who, **params)
-            assert response.status_code == 200, response.text
-            out[(path, dim)] = response.json()
     return out
 
 
@@ -177,8 +166,8 @@ async def test_csv_waits_consultations_referrals_and_the_ops_scrape(metrics, set
 async def test_the_report_and_the_plan_read_the_same_figures_as_the_api(metrics, settings):
     from typer.testing import CliRunner
 
-    from services.metrics.cli import capacity_plan
-    from tsunagu.cli import app
+    from tsunagu_tools.cli import app
+    from tsunagu_tools.reports import capacity_plan
 
     log = synthetic_log(800, seed=17)
     await publish(settings, log)

@@ -12,18 +12,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.metrics.domain import (
-    CALLER_CHAINS,
-    CHAIN_LINKS,
-    JST,
-    CountedContact,
-    Period,
-    callers_in,
-    chain_links,
-    chain_of,
-    counted,
-    fold,
-)
+from services.metrics.domain.callers import CALLER_CHAINS, CHAIN_LINKS, callers_in, chain_links, chain_of
+from services.metrics.domain.counting import CountedContact, counted
+from services.metrics.domain.facts import fold
+from services.metrics.domain.periods import JST, Period
 from tests.integration.metrics_support import caller_key, event, validated
 
 TEL = "/partners/tel-platform/telephony"
@@ -118,7 +110,7 @@ def test_last_attempts_in_the_period_count_the_distinct_callers(seed, contacts, 
 
 
 def moved_neighbours(contacts: dict[str, CountedContact], view: CountedContact, cid: str) -> set[str]:
-    """The contacts just before and just after a position in each of its chains (store.CHAINS_APPLY)."""
+    """The contacts just before and just after a position in each of its chains (store.callers.CHAINS_APPLY)."""
     out = set()
     for chain, connected in CHAIN_LINKS:
         if view.caller_key is None or (connected and not view.connected):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.metrics.domain import CatchUpRule, behind
+from services.metrics.domain.catch_up import CatchUpRule, behind
 
 A, B = ("t.contact.events", 0), ("t.contact.events", 1)
 

@@ -10,23 +10,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from services.metrics.domain import (
-    DIMENSIONS,
-    GRAINS,
-    JST,
-    Period,
-    PeriodError,
-    answer_rate_counts,
-    bin_bounds,
-    bin_of,
-    cover,
-    fold,
-    hours_by_hour_of_day,
-    load_periods,
-    quantiles_from_bins,
-    resolve_period,
-    within_from_bins,
-)
+from services.metrics.domain.counting import DIMENSIONS, answer_rate_counts
+from services.metrics.domain.facts import fold
+from services.metrics.domain.periods import JST, Period, PeriodError, hours_by_hour_of_day, resolve_period
+from services.metrics.domain.rollups import GRAINS, bin_bounds, bin_of, cover, quantiles_from_bins, within_from_bins
+from services.metrics.periods_file import load_periods
 from tests.integration.metrics_support import TRIAL1, caller_key, event, synthetic_log, validated
 
 TEL = "/partners/tel-platform/telephony"

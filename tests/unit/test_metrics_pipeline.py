@@ -10,8 +10,9 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.metrics import handlers, store
-from services.metrics.domain import fold
+from services.metrics import handlers
+from services.metrics.domain.facts import fold
+from services.metrics.store.facts import fact_rows
 from tests.integration.metrics_support import Record, records_of, synthetic_log, validated
 
 RAW = synthetic_log(120, seed=5, span=timedelta(days=2))
@@ -33,4 +34,4 @@ async def test_a_chunk_prepared_in_slices_holds_the_rows_of_folding_it_at_once(s
         handlers.SLICE_RECORDS = original
     pairs = [(e.envelope.source, e.envelope.id) for e in prepared.unique]
     assert len(pairs) == len(set(pairs)) == len(RAW)
-    assert prepared.rows == store.fact_rows(fold(validated(raw)))
+    assert prepared.rows == fact_rows(fold(validated(raw)))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from schemas import validate_event
-from services.metrics.domain import (
+from services.metrics.domain.periods import (
     EARLIEST_TIME,
     LATEST_TIME,
     Period,
