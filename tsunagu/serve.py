@@ -33,18 +33,17 @@ from tsunagu import telemetry
 from tsunagu.logging import configure_logging
 from tsunagu.settings import get_settings
 
-# Services that exist so far; the local stack starts each as its own process.
-SERVICES: dict[str, str] = {
-    "intake": "services.intake.app:create_app",
-    "routing": "services.routing.app:create_app",
-    "referral": "services.referral.app:create_app",
-    "metrics": "services.metrics.app:create_app",
-}
+# The services, by their specs' names; the local stack starts each as its own process. The kit never
+# imports a service: the runner finds `services/<name>/app.py` by that name, and its SPEC must say so.
+SERVICES: tuple[str, ...] = ("intake", "routing", "referral", "metrics")
+APP_MODULE = "services.{name}.app"  # holds SPEC (a tsunagu.service.ServiceSpec) and create_app(settings)
 
 
 def load_factory(service: str):
-    module, _, attr = SERVICES[service].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    module = importlib.import_module(APP_MODULE.format(name=service))
+    if module.SPEC.name != service:
+        raise SystemExit(f"{module.__name__}: its SPEC is named {module.SPEC.name!r}, not {service!r}")
+    return module.create_app
 
 
 def scrape_dir(settings, service: str) -> Path | None:

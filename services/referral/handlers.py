@@ -44,11 +44,12 @@ from services.referral.domain import (
     open_referral,
 )
 from tsunagu import telemetry, topics
-from tsunagu.consume import batch_subscriber, decode_records
+from tsunagu.consume import decode_records
 from tsunagu.health import ConsumerHealth, batch_failed
 from tsunagu.inbox import claim_new
 from tsunagu.logging import event_fields
 from tsunagu.outbox import OutboxPublisher, Outgoing, enqueue
+from tsunagu.service import ServiceSpec
 from tsunagu.settings import Settings
 from tsunagu.telemetry import traceparent_about
 
@@ -239,12 +240,9 @@ async def apply_batch(referrals: Referrals, records: Any) -> int:
     return len(inserted)
 
 
-def register_consumer(broker: KafkaBroker, referrals: Referrals) -> None:
-    settings = referrals.settings
-
-    @broker.subscriber(
-        settings.topic(topics.CONSULTATION_EVENTS),
-        **batch_subscriber(settings.group("referral"), max_records=500),
+def register_consumer(spec: ServiceSpec, broker: KafkaBroker, referrals: Referrals) -> None:
+    @spec.subscriber(
+        broker, referrals.settings, max_records=500,
         title="consultation.events",
         description="consultation.recorded with referral_needed and referral.requested open referrals.",
     )

@@ -1,4 +1,4 @@
-"""routing's factory: settings, broker, pool, the outbox publisher, live-state routes and health.
+"""routing: its spec, and its factory (the board's consumer, its outbox, live-state routes).
 
 At start it applies the registry files named in ``TSUNAGU_ROUTING_DESKS_FILES`` that are not yet
 stored (by default config/trial1.yaml and config/trial2.yaml, so the local stack routes the demo's
@@ -12,21 +12,28 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import structlog
 from fastapi import FastAPI
 
 from services.routing import store
-from services.routing.handlers import Routing, register_contact_events
+from services.routing.handlers import Routing, register_consumer
 from services.routing.http import router as live_router
-from tsunagu import auth, telemetry
-from tsunagu.db import create_pool
-from tsunagu.health import health_router, service_checks
+from tsunagu import telemetry, topics
 from tsunagu.http_errors import install_database_away
-from tsunagu.kafka import make_broker
-from tsunagu.outbox import running_outbox
+from tsunagu.service import AUTH, Hooks, Migrations, Outbox, ServiceSpec, service_app
 from tsunagu.settings import Settings, SettingsError
 
 log = structlog.get_logger()
+
+SPEC = ServiceSpec(
+    name="routing",
+    summary="An ACD over partner desks: assigns every contact to a free, qualified line.",
+    group="routing",
+    consumes=(topics.CONTACT_EVENTS,),
+    produces=(topics.ROUTING_DECISIONS,),
+    migrations=(AUTH, Migrations(store.SCHEMA, store.MIGRATIONS, inbox_outbox=True)),
+)
 
 GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation (Python's default: 700)
 
@@ -48,48 +55,35 @@ async def apply_configured_registries(routing: Routing) -> list[str]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    if not settings.database_url:
-        raise SettingsError("routing needs DATABASE_URL (`tsunagu up` sets it for the local stack)")
     routing = Routing(settings=settings)
     routing.observe_lines(telemetry.get().meter)
-    broker = make_broker(settings, client_id="tsunagu-routing")
-    register_contact_events(broker, routing)
+    broker = SPEC.make_broker(settings)
+    register_consumer(SPEC, broker, routing)
+
+    async def prepare(pool: asyncpg.Pool) -> dict[str, object]:
+        routing.producer = routing.outbox.producer  # the batches publish their decisions themselves
+        return {"registry_versions_applied": await apply_configured_registries(routing)}
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        routing.pool = app.state.pool = await create_pool(settings.database_url)
-        migrations = await auth.migrate_schema(routing.pool) + await store.migrate_schema(routing.pool)
-        versions = await apply_configured_registries(routing)
-        # routing's outbox pool has room for the batches' own publishing (Routing._publish) beside the
-        # publisher's loop. No linger: a batch's decisions are all queued before the producer's sender
-        # runs, so they leave as one batch per partition anyway; lingering only delayed every decision.
-        async with running_outbox(settings, store.SCHEMA, "routing", pool_size=4, linger_ms=0) as routing.outbox:
-            routing.producer = routing.outbox.producer
-            await broker.start()
-            # What is loaded now stays: keep it out of the collector's way. The board's contacts and timers
-            # stay for minutes, every batch allocates thousands of short-lived objects: collect the youngest
-            # generation less often (each of its collections also walks what survived the last ones).
-            gc.freeze()
-            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-            log.info("routing_started", migrations=migrations, registry_versions_applied=versions)
-            try:
-                yield
-            finally:
-                await broker.stop()  # commits the consumer's offsets
-                await routing.flush()
-                await routing.release_connection()
-                await routing.pool.close()
-                log.info("routing_stopped", decisions=routing.decided)
+    async def consuming() -> AsyncIterator[None]:
+        # What is loaded now stays: keep it out of the collector's way. The board's contacts and timers
+        # stay for minutes, every batch allocates thousands of short-lived objects: collect the youngest
+        # generation less often (each of its collections also walks what survived the last ones).
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        yield
 
-    app = FastAPI(
-        title="tsunagu routing",
-        version="1",
-        summary="An ACD over partner desks: assigns every contact to a free, qualified line.",
-        lifespan=lifespan,
-    )
+    async def drained() -> None:
+        await routing.flush()  # before the outbox's producer stops
+        await routing.release_connection()  # before the pool closes: it waits for it
+
+    hooks = Hooks(prepare=prepare, consuming=consuming, drained=drained,
+                  stopped=lambda: {"decisions": routing.decided})
+    # routing's outbox pool has room for the batches' own publishing (Routing._publish) beside the
+    # publisher's loop. No linger: a batch's decisions are all queued before the producer's sender
+    # runs, so they leave as one batch per partition anyway; lingering only delayed every decision.
+    app = service_app(SPEC, settings, routing, broker, hooks=hooks, outbox=Outbox(pool_size=4, linger_ms=0))
     app.state.routing = routing
-
-    app.include_router(health_router("routing", service_checks(routing, broker)))
     app.include_router(live_router)
     install_database_away(app)  # 503 + Retry-After + JSON while PostgreSQL is away
     return app

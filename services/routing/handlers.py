@@ -26,16 +26,17 @@ from services.routing import store
 from services.routing.desks import Registry
 from services.routing.domain import Board, Decision, board_time
 from tsunagu import telemetry, topics
-from tsunagu.consume import batch_subscriber, decode_records
+from tsunagu.consume import decode_records
 from tsunagu.health import ConsumerHealth, batch_failed
 from tsunagu.outbox import OutboxPublisher, Outgoing
+from tsunagu.service import ServiceSpec
 from tsunagu.settings import Settings
 
 log = structlog.get_logger()
 
 SOURCE = "/tsunagu/routing"
 # How long a fetch waits on the broker. The embedded broker does not wake a waiting fetch when data
-# arrives (PERFORMANCE.md), so this bounds the consume side of routing's latency; bench/routing.py
+# arrives (docs/reference-host.md, quirk 1), so this bounds the consume side of routing's latency; bench/routing.py
 # gives its echo baseline the same wait.
 FETCH_MAX_WAIT_MS = 20
 HEARTBEAT = "platform.heartbeat"
@@ -275,12 +276,11 @@ class Routing:
         return view[2]
 
 
-def register_contact_events(broker: KafkaBroker, routing: Routing) -> None:
+def register_consumer(spec: ServiceSpec, broker: KafkaBroker, routing: Routing) -> None:
     settings = routing.settings
 
-    @broker.subscriber(
-        settings.topic(topics.CONTACT_EVENTS),
-        **batch_subscriber(settings.group("routing"), fetch_max_wait_ms=settings.routing_fetch_wait_ms),
+    @spec.subscriber(
+        broker, settings, fetch_max_wait_ms=settings.routing_fetch_wait_ms,
         title="routing.contact_events",
         description="Contact events and platform heartbeats: assign, queue, overflow, withdraw.",
     )
