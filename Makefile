@@ -12,24 +12,25 @@ LOGS_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint schemas asyncapi bench up down status logs
+.PHONY: help install demo test test-unit lint check schemas asyncapi bench up down status logs
 
 help: ## List the targets
 	@echo "usage: make TARGET"
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
 		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
-# Re-synced whenever pyproject.toml or uv.lock change.
+# Re-synced whenever pyproject.toml or uv.lock change. The groups: dev (tests, ruff) and local (the embedded
+# broker and PostgreSQL of `tsunagu up` and the tests; the production image leaves both out).
 $(SYNCED): pyproject.toml uv.lock
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "tsunagu needs Python >= 3.11: run with PY=/path/to/python3.11" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/uv --version 2>/dev/null | grep -qx 'uv $(UV_VERSION)[^ ]*.*' \
 		|| $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --group dev --group local
 	@touch $@
 
-install: $(SYNCED) ## Create .venv and install the locked dependencies (dev tools included)
+install: $(SYNCED) ## Create .venv and install the locked dependencies (dev tools and the local stack's embedded broker and PostgreSQL included)
 
 demo: $(SYNCED) ## The main job: replay the #9999 trial's first week three ways through the local stack (DEMO_ARGS=--stop / --days 1 / --fresh)
 	$(BIN)/tsunagu demo $(DEMO_ARGS)
@@ -37,7 +38,7 @@ demo: $(SYNCED) ## The main job: replay the #9999 trial's first week three ways 
 .PHONY: calibrate
 calibrate: $(SYNCED) ## Replay scenarios/trial1.yaml through the stack (tsunagu up --replay) and check it against the published figures
 	$(BIN)/tsunagu up --replay
-	$(BIN)/python -m tsunagu.simulate.calibrate check scenarios/trial1.yaml
+	$(BIN)/python -m tsunagu_tools.simulate.calibrate check scenarios/trial1.yaml
 
 test: $(SYNCED) ## Run the tests; they start their own broker and PostgreSQL (PYTEST_ARGS=... to add)
 	$(BIN)/pytest tests -q -rs $(PYTEST_ARGS)
@@ -50,11 +51,17 @@ verify-security: $(SYNCED) ## Abuse and bad input: OpenAPI fuzzing, event fuzzin
 verify-faults: $(SYNCED) ## Faults: services killed, PostgreSQL and the broker restarted, a consumer paused, during a replay (VERIFY_SIZE=full for full size)
 	TSUNAGU_VERIFY_SIZE=$(or $(VERIFY_SIZE),ci) $(BIN)/pytest tests/faults -q -rs $(PYTEST_ARGS)
 
+test-unit: $(SYNCED) ## The fast tests: pure rules and subscribers on FastStream's in-memory broker; no servers started
+	$(BIN)/pytest tests/unit -q -rs $(PYTEST_ARGS)
+
 lint: $(SYNCED) ## Check the code with ruff
 	$(BIN)/ruff check .
 
+check: $(SYNCED) lint ## ruff, then mypy in strict mode on schemas/, tsunagu/ and every service's domain ([tool.mypy] in pyproject.toml)
+	$(BIN)/mypy
+
 .PHONY: k8s-validate
-k8s-validate: $(SYNCED) ## Render deploy/k8s's overlays offline and check schemas and cross-references
+k8s-validate: $(SYNCED) ## Render deploy/k8s's overlays with kustomize; check them against the operators' CRDs and the services' specs
 	$(BIN)/python deploy/validate.py
 
 schemas: $(SYNCED) ## Regenerate the JSON Schema and AsyncAPI documents from schemas/

@@ -148,7 +148,7 @@ def rejected_schema() -> dict[str, Any]:
     return schema
 
 
-def _message(name: str, title: str, summary: str, key: str, payload_file: str, content_type: str) -> dict:
+def _message(name: str, title: str, summary: str, key: str, payload_file: str, content_type: str) -> dict[str, Any]:
     headers: dict[str, Any] = {
         "type": "object",
         "properties": {"content-type": {"type": "string", "const": content_type}},

@@ -7,8 +7,10 @@ hold a phone number — only where the problem is and what is expected.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,15 +30,16 @@ VERSION = "v1"
 class EventType:
     type: str  # jp.tsunagu.contact.received.v1
     short: str  # contact.received
-    data_model: type[BaseModel]  # canonical data, as intake publishes it
-    ingress_model: type[BaseModel]  # what partners send; differs only for contact.received
+    # builtins.type: the field ``type`` above shadows the builtin in the class body
+    data_model: builtins.type[BaseModel]  # canonical data, as intake publishes it
+    ingress_model: builtins.type[BaseModel]  # what partners send; differs only for contact.received
     topic: str  # short topic name, e.g. contact.events (full name: "tsunagu." + topic)
     key_field: str  # the data field that is the Kafka key and the subject
     producer: Producer
     label_ja: str
     label_en: str
 
-    def model_for(self, form: Form) -> type[BaseModel]:
+    def model_for(self, form: Form) -> builtins.type[BaseModel]:
         return self.ingress_model if form == "ingress" else self.data_model
 
 
@@ -217,13 +220,14 @@ class ValidatedEvent:
 
     @property
     def key(self) -> str:
-        return getattr(self.data, self.event_type.key_field)
+        key: str = getattr(self.data, self.event_type.key_field)
+        return key
 
 
 _validate_envelope = CloudEvent.model_validate
 # id / source / type are echoed in error responses only when each is itself well-formed.
 # Echoed back only when well formed and holding no phone number (a refused id may be the reason).
-_READABLE = {
+_READABLE: dict[str, Callable[[str], object]] = {
     "id": lambda v: re.fullmatch(r"[\x21-\x7E]{1,200}", v) is not None and not looks_like_phone(v),
     "source": lambda v: (re.fullmatch(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]{1,500}", v) is not None
                          and not looks_like_phone(v)),

@@ -99,7 +99,7 @@ async def list_credentials(pool: asyncpg.Pool, org_id: str | None = None) -> lis
 
 
 async def revoke_credential(pool: asyncpg.Pool, key_id: str) -> bool:
-    status = await pool.execute(
+    status: str = await pool.execute(
         f"UPDATE {SCHEMA}.credentials SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL", key_id
     )
     return status.endswith(" 1")

@@ -41,7 +41,7 @@ def batch_subscriber(group_id: str, *, max_records: int = 1000, fetch_max_wait_m
     """Subscriber options for an at-least-once batch consumer in ``group_id``.
 
     ``fetch_max_wait_ms`` bounds latency on the embedded broker, whose waiting fetch is not woken
-    by new data (PERFORMANCE.md).
+    by new data (docs/reference-host.md, quirk 1).
     """
     return dict(
         group_id=group_id,

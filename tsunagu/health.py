@@ -75,7 +75,8 @@ def service_checks(state: object, broker: object) -> dict[str, Check]:
         return pool is not None and await pool.fetchval("SELECT 1") == 1
 
     async def broker_up() -> bool:
-        return await broker.ping(timeout=1.0)  # type: ignore[attr-defined]
+        up: bool = await broker.ping(timeout=1.0)  # type: ignore[attr-defined]
+        return up
 
     checks: dict[str, Check] = {"database": database, "broker": broker_up}
     if hasattr(state, "outbox"):
@@ -88,7 +89,8 @@ def service_checks(state: object, broker: object) -> dict[str, Check]:
     if isinstance(getattr(state, "consumer", None), ConsumerHealth):
 
         async def consumer() -> Verdict:
-            return state.consumer.verdict()  # type: ignore[attr-defined]
+            verdict: Verdict = state.consumer.verdict()  # type: ignore[attr-defined]
+            return verdict
 
         checks["consumer"] = consumer
     return checks
@@ -164,7 +166,8 @@ class ConsumerHealth:
     def backoff(self) -> float:
         if self.failures <= 0:
             return 0.0
-        return min(BACKOFF_FIRST_S * 2 ** (self.failures - 1), BACKOFF_MAX_S)
+        delay: float = min(BACKOFF_FIRST_S * 2 ** (self.failures - 1), BACKOFF_MAX_S)
+        return delay
 
 
 async def batch_failed(consumer: ConsumerHealth, records: Any, err: BaseException) -> None:

@@ -10,6 +10,7 @@ the shared credentials store (tsunagu.auth) on every request, so a revocation ta
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import HTTPException, Request
 from pydantic import BaseModel
@@ -23,11 +24,11 @@ class Detail(BaseModel):
 
 
 # For the OpenAPI document of every route behind require_roles: `APIRouter(..., responses=AUTH_RESPONSES)`.
-AUTH_RESPONSES: dict[int | str, dict] = {
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": Detail, "description": "no valid API key: missing, unknown or revoked"},
     403: {"model": Detail, "description": "the key's role may not do this"},
 }
-BAD_REQUEST: dict[int | str, dict] = {400: {"model": Detail, "description": "the request cannot be read"}}
+BAD_REQUEST: dict[int | str, dict[str, Any]] = {400: {"model": Detail, "description": "the request cannot be read"}}
 
 
 def api_key_of(request: Request) -> str | None:

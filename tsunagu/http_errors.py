@@ -10,6 +10,8 @@ balancers retry instead of treating the service as broken::
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -18,7 +20,7 @@ from fastapi.responses import JSONResponse
 # connection cut during COMMIT leaves behind ("cannot switch to state 15"): whether the commit happened
 # is unknown, and the client's retry finds what was stored (writes here are idempotent or keyed).
 # OSError covers a refused or reset connection (and TimeoutError, its subclass).
-DATABASE_AWAY: tuple[type[BaseException], ...] = (
+DATABASE_AWAY: tuple[type[Exception], ...] = (
     OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError, asyncpg.InterfaceError, asyncpg.InternalClientError,
 )
@@ -32,7 +34,7 @@ def unavailable(message: str, retry_after: int = RETRY_AFTER_S) -> JSONResponse:
                         headers={"Retry-After": str(retry_after)})
 
 
-def database_away_response() -> dict:
+def database_away_response() -> dict[str, Any]:
     """The OpenAPI description of that answer, for an operation's ``responses``."""
     return {
         "description": "the service cannot reach its database right now (一時的に利用できません / "
@@ -61,7 +63,7 @@ def install_database_away(app: FastAPI, service: str | None = None) -> None:
 
     generate = app.openapi
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = generate()  # cached on the app: documented once

@@ -20,7 +20,7 @@ def bootstrap_servers(settings: Settings) -> str:
 
 
 def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
-    # logger=None: FastStream's per-message logging costs ~40 % of a hot handler (PERFORMANCE.md).
+    # logger=None: FastStream's per-message logging costs ~40 % of a hot handler (docs/reference-host.md).
     # linger (5 ms by default) batches producers, which the embedded broker needs (it slows on tiny batches).
     # Middlewares: W3C trace context and per-handler metrics (FastStream's), a span per record (ours).
     tel = telemetry.get()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -18,7 +19,7 @@ from opentelemetry import trace
 from tsunagu.settings import Settings
 
 
-def add_trace_ids(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def add_trace_ids(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """``trace_id`` and ``span_id`` of the current OpenTelemetry span, to join a log line to its trace."""
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:

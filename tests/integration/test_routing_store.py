@@ -13,7 +13,7 @@ import pytest
 from schemas import ContactAnswered, ContactEnded, ContactFieldSelected, ContactReceived
 from services.routing import store
 from services.routing.domain import Board
-from tests.unit.test_routing_domain import T0, registry
+from tests.unit.routing_support import T0, registry
 from tsunagu.db import migrate
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import ContactAnswered, ContactEnded, ContactFieldSelected, ContactReceived
-from services.routing.desks import JST
+from schemas.timezone import JST
 from services.routing.domain import GAP, Board, invariant_violations
-from tests.unit.test_routing_domain import EVERY_DAY, LONELY, Script, at, kinds, registry
-from tests.unit.test_routing_order import HOURS, REG
+from tests.unit.routing_support import EVERY_DAY, HOURS, LONELY, REG, Script, at, kinds, registry
 
 YEAR_2100 = datetime(2100, 1, 1, tzinfo=JST)
 
@@ -122,7 +121,7 @@ def summary(decisions):
        gaps=st.lists(st.sampled_from([1, 10, 25, 45, 600, 3000, GAP.total_seconds()]), min_size=30),
        reg=st.sampled_from([REG, HOURS]))
 def test_below_the_gap_a_board_fed_only_events_decides_as_one_ticked_at_every_timer(ops, gaps, reg):
-    """The replay's model is ticked at every timer it has (tsunagu/simulate/engine.py); routing sees only
+    """The replay's model is ticked at every timer it has (tsunagu_tools/simulate/engine.py); routing sees only
     the events. With never more than GAP between two of them, both decide alike."""
     log, end = event_log(ops, gaps)
     events_only, every_timer = Board([reg]), Board([reg])

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from schemas import FieldCode
+from schemas.timezone import JST
 from services.routing.desks import is_open, parse_registry
 from services.routing.domain import Board
 from services.routing.store import read_document
 
 ROOT = Path(__file__).resolve().parents[2]
-JST = timezone(timedelta(hours=9))
 
 
 def trial(n: int):

@@ -12,26 +12,9 @@ from hypothesis import strategies as st
 
 from schemas import ContactAnswered, ContactEnded, ContactFieldSelected, ContactReceived, PlatformHeartbeat
 from services.routing.domain import Board, invariant_violations
-from tests.unit.test_routing_domain import T0, registry
+from tests.unit.routing_support import HOURS, REG, T0
 
 STREAMS = ["0", "1", "2"]
-REG = registry(
-    {"id": "a-lonely", "org": "npo-a", "fields": ["loneliness"], "lines": 1},
-    {"id": "b-lonely", "org": "npo-b", "fields": ["loneliness", "hardship"], "lines": 1},
-    {"id": "c-backup", "org": "npo-c", "fields": ["loneliness", "hardship"], "lines": 1, "tier": 2},
-    overflow_after_s={"default": 30}, ring_timeout_s=20)
-
-# Desks that open and close on whole minutes while calls wait (T0 is a Thursday, 10:00 JST): a desk
-# opening must find its waiting contacts at that minute, whatever moments events are read at.
-EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-HOURS = registry(
-    {"id": "a-lonely", "org": "npo-a", "fields": ["loneliness"], "lines": 1},
-    {"id": "b-late", "org": "npo-b", "fields": ["loneliness", "hardship"], "lines": 1,
-     "hours": [{"days": EVERY_DAY, "open": "10:03", "close": "10:07"}, {"days": EVERY_DAY, "open": "10:09",
-                                                                       "close": "10:30"}]},
-    {"id": "c-backup", "org": "npo-c", "fields": ["hardship"], "lines": 1, "tier": 2,
-     "hours": [{"days": EVERY_DAY, "open": "10:05", "close": "11:00"}]},
-    overflow_after_s={"default": 30}, ring_timeout_s=20)
 
 
 def s(seconds: float):

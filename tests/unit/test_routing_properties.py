@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from schemas import ContactAbandoned, ContactAnswered, ContactEnded, ContactFieldSelected, ContactReceived
 from services.routing.desks import is_open
 from services.routing.domain import Board, invariant_violations
-from tests.unit.test_routing_domain import T0, registry
+from tests.unit.routing_support import T0, registry
 
 FIELDS = ["loneliness", "suicidal", "hardship", "under18"]
 DAYTIME = [{"days": ["mon", "tue", "wed", "thu", "fri"], "open": "09:00", "close": "21:00"}]
