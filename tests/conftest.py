@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from tsunagu import stack
 from tsunagu.settings import Settings
+from tsunagu_tools import stack
 
 PORT_FIELDS = [name for name in Settings.model_fields if name.endswith("_port")]
 

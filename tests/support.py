@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 
+from schemas.timezone import JST
 from tsunagu.kafka import assign_all_partitions
 
-JST = timezone(timedelta(hours=9))
 T0 = datetime(2022, 7, 7, 10, 0, tzinfo=JST)
 
 

@@ -15,9 +15,10 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.kafka import encode_value, kafka_headers
 from tests.support import T0, ServiceProcess, service_env
-from tsunagu import auth, stack
+from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.settings import Settings
+from tsunagu_tools import stack
 
 PLATFORM = "/partners/tel-platform/telephony"
 

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from tests.support import ServiceProcess, service_env
-from tsunagu import auth, stack
+from tsunagu import auth
 from tsunagu.db import create_pool
+from tsunagu_tools import stack
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from services.referral.cli import directory_app
+from tsunagu_tools.directory import directory_app
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.referral_support import consultation, prepare, publish, referral_env
 from tests.support import T0, ServiceProcess, read_topic
-from tsunagu import stack
+from tsunagu_tools import stack
 
 pytestmark = pytest.mark.integration
 

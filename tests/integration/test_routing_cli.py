@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def tsunagu(settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": settings.database_url,
            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "tsunagu.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tsunagu_tools.cli", *args], env=env, capture_output=True, text=True,
                           timeout=60, cwd=ROOT)
 
 

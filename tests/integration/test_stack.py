@@ -18,9 +18,10 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tsunagu import stack, topics
+from tsunagu import topics
 from tsunagu.serve import SERVICES
 from tsunagu.settings import Settings
+from tsunagu_tools import stack
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,7 @@ PARTITIONS = 3
 
 
 def tsunagu(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tsunagu.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tsunagu_tools.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

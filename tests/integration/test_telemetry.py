@@ -17,11 +17,12 @@ import httpx
 import pytest
 
 from tests.support import T0, ServiceProcess, contact_received, envelope, field_selected, service_env
-from tsunagu import auth, stack
+from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.settings import Settings
 from tsunagu.telemetry import contact_root, format_traceparent
-from tsunagu.trace_cli import contact_trace, read_spans, span_tree
+from tsunagu_tools import stack
+from tsunagu_tools.trace import contact_trace, read_spans, span_tree
 
 pytestmark = pytest.mark.integration
 

@@ -30,10 +30,10 @@ from tsunagu import auth, topics
 from tsunagu.db import create_pool
 from tsunagu.kafka import assign_all_partitions
 from tsunagu.settings import Settings
-from tsunagu.simulate.engine import PLATFORM, Engine
-from tsunagu.simulate.report import counted_report, differences, metrics_figures
-from tsunagu.simulate.scenario import load_scenario
-from tsunagu.simulate.stack import replay_on_stack
+from tsunagu_tools.simulate.engine import PLATFORM, Engine
+from tsunagu_tools.simulate.report import counted_report, differences, metrics_figures
+from tsunagu_tools.simulate.scenario import load_scenario
+from tsunagu_tools.simulate.stack import replay_on_stack
 
 SERVICES = ("intake", "routing", "referral", "metrics")
 SCENARIO = "scenarios/trial1.yaml" if FULL else "scenarios/smoke.yaml"

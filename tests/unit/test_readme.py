@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.main import get_command
 
-from tsunagu.cli import app
 from tsunagu.settings import Settings
+from tsunagu_tools.cli import app
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 MAKEFILE = (Path(__file__).parents[2] / "Makefile").read_text()
