@@ -1,10 +1,18 @@
 """Benchmark intake's fairness: a quiet partner's latency while another partner floods.
 
-Runs against its own embedded broker and PostgreSQL (temp dir, free ports, loopback only). For each
-intake configuration (the defaults, then — same run — without the fair-share gate, as before it):
+Runs against its own embedded broker and PostgreSQL (temp dir, free ports, loopback only). Both
+partners hold live keys (no back-fill) and send events dated now, as partners in service do. For each
+intake configuration (``--configs``; all three by default, same run):
 
-1. capacity alone (the same-run baseline): the flooding partner alone, as fast as it can, with
-   ``--flood-connections`` connections: accepted events per second;
+- ``defaults``: as shipped — the per-partner rate limit, the fair-share gate, precedence;
+- ``unlimited``: the rate limit off (``TSUNAGU_INTAKE_RATE_PER_S=0``): a partner allowed more than the
+  host can take, so only the gate and precedence stand between the flood and the quiet partner;
+- ``before``: neither rate limit nor gate (``TSUNAGU_INTAKE_IN_FLIGHT=0``), as before the gate;
+
+it measures:
+
+1. the flood alone (in ``unlimited`` and ``before``, the host's capacity: the same-run baseline): the
+   flooding partner as fast as ``--flood-connections`` connections allow: accepted events per second;
 2. the quiet partner alone: single events at ``--quiet-rate`` a second, p50/p95 latency;
 3. both: the quiet partner as in 2 while the other floods as in 1 (bounded by ``--flood-events`` and
    ``--seconds``; it re-sends at once after a 429, ignoring ``Retry-After``: the worst case).
@@ -24,13 +32,14 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.intake import RawHttp, events  # noqa: E402
+from bench.intake import RawHttp  # noqa: E402
 from bench.scaffold import private_stack  # noqa: E402
-from tests.support import ServiceProcess, contact_received  # noqa: E402
+from tests.support import ServiceProcess, contact_received, field_selected  # noqa: E402
 from tsunagu import auth  # noqa: E402
 from tsunagu.db import create_pool  # noqa: E402
 from tsunagu.settings import Settings  # noqa: E402
@@ -38,8 +47,15 @@ from tsunagu.settings import Settings  # noqa: E402
 QUIET, FLOOD = "npo-quiet", "npo-flood"
 SINGLE = {"Content-Type": "application/cloudevents+json"}
 BATCH = {"Content-Type": "application/cloudevents-batch+json"}
-# Before the gate: no bound on what one organisation has in progress.
-UNGATED = {"TSUNAGU_INTAKE_IN_FLIGHT": "0"}
+CONFIGS = {
+    "defaults": {},
+    "unlimited": {"TSUNAGU_INTAKE_RATE_PER_S": "0"},
+    "before": {"TSUNAGU_INTAKE_RATE_PER_S": "0", "TSUNAGU_INTAKE_IN_FLIGHT": "0"},
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -72,10 +88,12 @@ async def flood(host: str, port: int, key: str, numbers: itertools.count, batch:
     begun = time.perf_counter()
 
     def body() -> bytes:
-        n = next(numbers)
+        n, at = next(numbers), now()
         if batch == 1:
-            return json.dumps(contact_received(FLOOD, n)).encode()
-        return json.dumps(events(FLOOD, n * batch, batch)).encode()
+            return json.dumps(contact_received(FLOOD, n, at=at)).encode()
+        # half contact.received (a phone number to pseudonymise), half contact.field_selected
+        return json.dumps([e for m in range(n * batch, n * batch + batch // 2)
+                           for e in (contact_received(FLOOD, m, at=at), field_selected(FLOOD, m, at=at))]).encode()
 
     async def worker() -> None:
         nonlocal sent
@@ -133,7 +151,7 @@ async def quiet(host: str, port: int, key: str, numbers: itertools.count, rate: 
     start = time.perf_counter()
     for i in range(int(rate * seconds)):
         await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-        tasks.append(asyncio.create_task(one(json.dumps(contact_received(QUIET, next(numbers))).encode())))
+        tasks.append(asyncio.create_task(one(json.dumps(contact_received(QUIET, next(numbers), at=now())).encode())))
     await asyncio.gather(*tasks)
     for client, _ in idle:
         client.close()
@@ -181,23 +199,18 @@ async def main(args: argparse.Namespace) -> None:
     async with private_stack("intake", args.partitions, "bench") as (settings, home):
         pool = await create_pool(settings.database_url)
         await auth.migrate_schema(pool)
-        keys = {org: (await auth.issue_credential(pool, org, "partner", backfill=True))[1] for org in (QUIET, FLOOD)}
+        keys = {org: (await auth.issue_credential(pool, org, "partner"))[1] for org in (QUIET, FLOOD)}
         await pool.close()
         env = {"DATABASE_URL": settings.database_url, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                "TSUNAGU_INTAKE_PORT": str(settings.intake_port), "TSUNAGU_LOG_LEVEL": "warning",
                "TSUNAGU_CALLER_KEY_SECRET": "bench-secret-0123456789abcdef0123456789",
-               "TSUNAGU_WORKERS": str(args.workers),
-               # the flooding partner stays under its rate limit (the finding's case): the gate alone is measured
-               "TSUNAGU_INTAKE_RATE_PER_S": "0"}
-        for setting in args.set:
-            name, _, value = setting.partition("=")
-            env[name] = value
+               "TSUNAGU_WORKERS": str(args.workers)}
+        extra = dict(setting.partition("=")[::2] for setting in args.set)
         numbers = {QUIET: itertools.count(), FLOOD: itertools.count()}
-        runs = [await measure("defaults" + (" " + " ".join(args.set) if args.set else ""), env, settings, home,
-                              keys, args, numbers)]
-        if not args.skip_ungated:
-            runs.append(await measure("no fair-share gate (before)", {**env, **UNGATED}, settings, home, keys,
-                                      args, numbers))
+        runs = []
+        for config in args.configs.split(","):
+            name = config + (" " + " ".join(args.set) if args.set else "")
+            runs.append(await measure(name, {**env, **CONFIGS[config], **extra}, settings, home, keys, args, numbers))
 
     print(f"\nintake fairness benchmark — quiet partner: single events at {args.quiet_rate:g}/s "
           f"for {args.seconds:g} s; "
@@ -205,16 +218,16 @@ async def main(args: argparse.Namespace) -> None:
           f"on {args.flood_connections} connections, re-sent at once after a 429 (at most {args.flood_events:,} "
           f"events); {args.workers} intake worker(s); {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
-    print(f"{'configuration':34} {'capacity':>10} {'quiet p50':>10} {'quiet p95':>10} {'+flood p50':>11} "
+    print(f"{'configuration':34} {'flood alone':>11} {'quiet p50':>10} {'quiet p95':>10} {'+flood p50':>11} "
           f"{'+flood p95':>11} {'p95 ×':>6} {'flood ev/s':>11} {'flood p95':>10}  flood answers")
     for r in runs:
         ratio = pct(r.together, 0.95) / pct(r.alone, 0.95)
         answers = ", ".join(f"{s}: {n}" for s, n in sorted(r.flood.answers.items()))
-        print(f"{r.name:34} {r.capacity.rate:8,.0f}/s {pct(r.alone, .5) * 1e3:8.1f}ms {pct(r.alone, .95) * 1e3:8.1f}ms "
+        print(f"{r.name:34} {r.capacity.rate:9,.0f}/s {pct(r.alone, .5) * 1e3:8.1f}ms {pct(r.alone, .95) * 1e3:8.1f}ms "
               f"{pct(r.together, .5) * 1e3:9.1f}ms {pct(r.together, .95) * 1e3:9.1f}ms {ratio:5.2f}× "
               f"{r.flood.rate:9,.0f}/s {pct(r.flood.latencies, .95) * 1e3:8.0f}ms  {answers}")
-    print("capacity = the flooding partner alone, accepted events/s (same-run baseline); p95 × = the quiet "
-          "partner's p95 with the flood ÷ without (goal < 2×)")
+    print("flood alone = the flooding partner alone, accepted events/s (without a rate limit: the host's capacity, "
+          "the same-run baseline); p95 × = the quiet partner's p95 with the flood ÷ without (goal < 2×)")
 
 
 if __name__ == "__main__":
@@ -229,6 +242,7 @@ if __name__ == "__main__":
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--workers", type=int, default=1, help="intake worker processes (TSUNAGU_WORKERS)")
     parser.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
-                        help="an intake setting for the first configuration, e.g. TSUNAGU_INTAKE_ORG_IN_FLIGHT=2")
-    parser.add_argument("--skip-ungated", action="store_true", help="measure the defaults only")
+                        help="an intake setting for every configuration, e.g. TSUNAGU_INTAKE_ORG_IN_FLIGHT=2")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated, of: {', '.join(CONFIGS)}")
     asyncio.run(main(parser.parse_args()))

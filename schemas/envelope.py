@@ -77,9 +77,10 @@ EventTime = Annotated[datetime, BeforeValidator(_text_or_datetime), AfterValidat
 class CloudEvent(BaseModel):
     """CloudEvents 1.0 イベント（構造化モード）/ a CloudEvents 1.0 event in structured mode.
 
-    A contact id belongs to the organisation that first reports it and a referral id to the one that first
-    requests it; data.organisation_id must be the sender's organisation or one its key acts for (README,
-    "Who may say what").
+    A contact id belongs to the organisation that first reports it (another may report its answer, end,
+    consultation and referral once the owner's platform names it in contact.answered or routing assigns it
+    the contact) and a referral id to the one that first requests it; data.organisation_id must be the
+    sender's organisation or one its key acts for (README, "Who may say what").
     """
 
     model_config = ConfigDict(extra="forbid")

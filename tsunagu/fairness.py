@@ -15,18 +15,38 @@ rates. This gate bounds what each organisation has *in progress* in one process 
 A waiting request costs no CPU, so a partner flooding with many connections mostly waits instead of
 competing with the others for the event loop and the database. State is per process and holds only
 organisations with a request in progress or waiting (at most one entry per open connection).
+
+Slots bound how many requests run; precedence decides whose work runs first among them. A request is
+*urgent* when its organisation has nothing else in progress or waiting and has sent no more than the
+average organisation lately (events, decayed over ``USAGE_TAU_S``): a quiet partner's request, never a
+flood's, even a flood of one connection sending batch after batch. While an urgent request is in
+progress, everything else — a flood's batch between turns of validation, before it stores and before
+it answers, the Kafka door's batches, the outbox's publishing — gives way at its next turn
+(``give_way``) for at most ``GIVE_WAY_S`` each time: the quiet request waits behind at most one turn of
+another's work instead of all of it, and a steady stream of urgent requests can slow the rest but never
+stop it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import math
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends
+
+# Lately: an organisation's events count with weight exp(-age / USAGE_TAU_S).
+USAGE_TAU_S = 1.0
+# How long non-urgent work waits for urgent requests at one turn, by default: a few urgent requests'
+# worth (a single event takes ~5 ms here), so a flood's turn is delayed, never held
+# (TSUNAGU_INTAKE_GIVE_WAY_S).
+GIVE_WAY_S = 0.05
 
 
 @dataclass
@@ -40,7 +60,8 @@ class FairGate:
     """``await acquire(org)`` is True when the request may go ahead (then ``release(org)`` once it is
     done), False when it must be refused."""
 
-    def __init__(self, limit: int, per_org: int, queue: int, wait: float) -> None:
+    def __init__(self, limit: int, per_org: int, queue: int, wait: float, give_way_s: float = GIVE_WAY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit  # 0 = no gate at all
         self.per_org = min(per_org, limit) if limit else per_org
         self.queue = queue
@@ -49,10 +70,66 @@ class FairGate:
         self._orgs: dict[str, _Org] = {}
         self._queued: dict[str, _Org] = {}  # organisations with waiting requests, in order of arrival
         self._turns = itertools.count(1)
+        self._clock = clock
+        self.give_way_s = give_way_s
+        self._usage: dict[str, tuple[float, float]] = {}  # organisation -> (decayed events, as of)
+        self._urgent = 0  # urgent requests in progress
+        self._no_urgent = asyncio.Event()
+        self._no_urgent.set()
 
     @property
     def enabled(self) -> bool:
         return self.limit > 0
+
+    def usage(self, org: str) -> float:
+        """``org``'s events lately (decayed)."""
+        value, at = self._usage.get(org, (0.0, 0.0))
+        return value * math.exp(-(self._clock() - at) / USAGE_TAU_S) if value else 0.0
+
+    def charge(self, org: str, events: int) -> None:
+        """Count ``events`` of ``org``'s (a request's, once its size is known). Organisations whose usage
+        has decayed to nothing are forgotten on the way: at most one entry per active organisation."""
+        now = self._clock()
+        self._usage[org] = (self.usage(org) + events, now)
+        if len(self._usage) > 1:
+            for other, (value, at) in list(self._usage.items()):
+                if value * math.exp(-(now - at) / USAGE_TAU_S) < 0.01:
+                    del self._usage[other]
+
+    def shared(self, org: str | None) -> bool:
+        """Another organisation than ``org`` sent something lately (an event or more, decayed): work
+        that can be cut into parts is, so that it goes in turns with theirs."""
+        return any(other != org and self.usage(other) >= 1.0 for other in self._usage)
+
+    def urgent_for(self, org: str) -> bool:
+        """A request of ``org`` that gets a slot now is urgent: the organisation has nothing else in
+        progress or waiting, and has sent no more than the average organisation lately (within an
+        event)."""
+        if org in self._orgs:
+            return False
+        if not self._usage:
+            return True
+        mean = sum(self.usage(o) for o in self._usage) / len(self._usage)
+        return self.usage(org) <= mean + 1.0  # within one event of the average counts as average
+
+    def begin_urgent(self) -> None:
+        self._urgent += 1
+        self._no_urgent.clear()
+
+    def end_urgent(self) -> None:
+        self._urgent -= 1
+        if self._urgent == 0:
+            self._no_urgent.set()
+
+    async def give_way(self) -> None:
+        """Work that is not urgent calls this at each turn: it returns at once unless an urgent request
+        is in progress, then when none is, or after ``give_way_s`` seconds at the latest."""
+        if self._urgent and self.give_way_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.give_way_s):
+                    await self._no_urgent.wait()
+        else:
+            await asyncio.sleep(0)  # a turn for the others all the same
 
     def in_progress(self, org: str) -> int:
         state = self._orgs.get(org)
@@ -140,20 +217,53 @@ class FairGate:
 
 
 class HeldSlot:
-    """The slot one request holds, released however the request ends (``held_slot``)."""
+    """The slot one request holds, and whether it is urgent, given back however the request ends
+    (``held_slot``)."""
 
     def __init__(self) -> None:
         self._held: tuple[FairGate, str] | None = None
+        self._urgent_at: FairGate | None = None
+
+    @property
+    def urgent(self) -> bool:
+        return self._urgent_at is not None
+
+    def expedite(self, gate: FairGate, org: str) -> None:
+        """Urgent from now on if a request of ``org`` would be: called before the request is
+        authenticated, with the organisation its key was last seen to belong to, so that its credential
+        lookup already goes first. Precedence only — who the caller is, and its slot, come after."""
+        if self._urgent_at is None and gate.enabled and gate.urgent_for(org):
+            self._urgent_at = gate
+            gate.begin_urgent()
 
     async def take(self, gate: FairGate, org: str) -> bool:
         if self._held is not None:
             raise RuntimeError("this request already holds a slot")
+        urgent = gate.enabled and gate.urgent_for(org)
         if not await gate.acquire(org):
             return False
         self._held = (gate, org)
+        if urgent and self._urgent_at is None:
+            self._urgent_at = gate
+            gate.begin_urgent()
         return True
 
+    def charge(self, events: int) -> None:
+        """This request carries ``events`` events (its organisation's usage: ``FairGate.charge``)."""
+        if self._held is not None:
+            self._held[0].charge(self._held[1], events)
+
+    async def give_way(self) -> None:
+        """A turn of this request's work: an urgent request goes on; any other gives way to urgent ones."""
+        if self._held is None or self.urgent:
+            await asyncio.sleep(0)
+        else:
+            await self._held[0].give_way()
+
     def release(self) -> None:
+        if self._urgent_at is not None:
+            gate, self._urgent_at = self._urgent_at, None
+            gate.end_urgent()
         if self._held is not None:
             gate, org = self._held
             self._held = None

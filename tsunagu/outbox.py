@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -32,6 +32,9 @@ from tsunagu.settings import Settings
 from tsunagu.telemetry import traceparent_for
 
 log = structlog.get_logger()
+
+# A round gives way (``give_way``) before every this many records it hands to the producer.
+SENDS_PER_TURN = 64
 
 OUTBOX_DDL = """
 CREATE TABLE outbox (
@@ -119,16 +122,19 @@ async def create_outbox_pool(dsn: str, max_size: int = 2) -> asyncpg.Pool:
 
 @contextlib.asynccontextmanager
 async def running_outbox(settings: Settings, schema: str, service: str, pool_size: int = 2,
-                         linger_ms: int | None = None) -> AsyncIterator[OutboxPublisher]:
+                         linger_ms: int | None = None,
+                         give_way: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[OutboxPublisher]:
     """A service's outbox publisher — its own producer and small pool — running for the block; at
     its end what is left is published (best effort) and everything is closed. ``linger_ms``: the
-    producer's, instead of the settings' (make_producer)."""
+    producer's, instead of the settings' (make_producer). ``give_way``: awaited before each round and
+    every ``SENDS_PER_TURN`` records of it, so that a service's urgent requests go first
+    (tsunagu/fairness.py)."""
     producer = make_producer(settings, client_id=f"tsunagu-{service}-outbox", linger_ms=linger_ms)
     await producer.start()
     try:
-        pool = await create_outbox_pool(settings.database_url, pool_size)
+        pool = await create_outbox_pool(settings.database_url, pool_size)  # type: ignore[arg-type]  # services start only with one
         try:
-            outbox = OutboxPublisher(pool, producer, settings, schema)
+            outbox = OutboxPublisher(pool, producer, settings, schema, give_way)
             outbox.start()
             try:
                 yield outbox
@@ -145,8 +151,10 @@ async def outbox_depth(pool: asyncpg.Pool, schema: str) -> int:
 
 
 class OutboxPublisher:
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, settings: Settings, schema: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, settings: Settings, schema: str,
+                 give_way: Callable[[], Awaitable[None]] | None = None) -> None:
         self._pool = pool
+        self._give_way = give_way
         self._producer = producer
         self._settings = settings
         self._headers = kafka_headers()
@@ -248,12 +256,16 @@ class OutboxPublisher:
 
     async def drain_once(self) -> int:
         """Publish one round of pending records; returns how many."""
+        if self._give_way is not None:
+            await self._give_way()
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(self._claim, list(self._own))
             if not rows:
                 return 0
             futures = []
-            for r in rows:
+            for i, r in enumerate(rows):
+                if self._give_way is not None and i and i % SENDS_PER_TURN == 0:
+                    await self._give_way()
                 topic = self._settings.topic(r["topic"])
                 # by its key, or once to each partition (the producer's metadata knows how many)
                 partitions = sorted(await self._producer.partitions_for(topic)) if r["every_partition"] else [None]

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         5.0, gt=0, le=300, description="how often each service measures its consumers' lag (tsunagu_consumer_lag)"
     )
     # Latency knobs (the defaults suit throughput; `tsunagu up --replay` lowers them, see stack.REPLAY_ENV).
-    # The embedded broker does not wake a waiting fetch when data arrives (PERFORMANCE.md): a consumer's
+    # The embedded broker does not wake a waiting fetch when data arrives (docs/reference-host.md): a consumer's
     # fetch wait bounds its latency, and a producer's linger adds to every record it publishes.
     outbox_poll_seconds: float = Field(
         0.2, gt=0, le=60, description="how often an outbox looks for records nobody woke it for (leftovers, "
@@ -109,13 +109,22 @@ class Settings(BaseSettings):
         5, ge=1, le=5000, description="how long `tsunagu simulate` waits on the broker for routing's decisions"
     )
     intake_rate_per_s: float = Field(
-        400.0, ge=0, description="events a second each partner organisation may send over HTTP, per intake "
-        "process (token bucket; 0 = no limit). Below what one intake process sustains on the 2-core reference "
-        "host: ~400-550 single events/s, ~5,000-6,000/s in batches of 100 (bench/fairness.py, bench/intake.py; "
-        "bench/RESULTS.md, 2026-12-07)",
+        200.0, ge=0, description="events a second each live partner key's organisation may send over HTTP, per "
+        "intake process (token bucket; 0 = no limit). Half of what one intake process sustains on the 2-core "
+        "reference host for single events (~400-550/s; ~5,000-6,000/s in batches of 100), so that one partner at "
+        "its rate leaves room for the others: measured, it moves another partner's p95 by about 2x, 400/s by "
+        "2.4-3x (bench/fairness.py, bench/RESULTS.md); ~4-10x the busiest partner's expected peak (the national "
+        "carrier at ~14 M calls a year, a few events per call)",
     )
     intake_burst: int = Field(
-        100_000, ge=1, description="events a partner organisation may send at once before the rate applies"
+        1_000, ge=1, description="events a partner organisation may send at once before the rate applies (live "
+        "keys; back-fill keys too when TSUNAGU_INTAKE_BACKFILL_RATE_PER_S is set): 5 s at the default rate, so "
+        "that one partner cannot fill a process for long (bench/fairness.py)",
+    )
+    intake_backfill_rate_per_s: float = Field(
+        0.0, ge=0, description="events a second a back-fill key (`tsunagu credentials issue --backfill`: a "
+        "replay of a past period, arranged by the operator) may send per intake process (0 = no limit: a "
+        "replay runs as fast as intake takes it, still within its fair share)",
     )
     # Fair shares of a saturated intake (tsunagu/fairness.py); defaults from bench/fairness.py (bench/RESULTS.md).
     intake_in_flight: int = Field(
@@ -140,6 +149,16 @@ class Settings(BaseSettings):
     intake_turn_events: int = Field(
         16, ge=0, le=100_000, description="events intake validates before it lets another request take a turn "
         "on its event loop (0 = a whole batch at once)",
+    )
+    intake_store_events: int = Field(
+        32, ge=0, le=100_000, description="while other partner organisations are sending too, events intake "
+        "stores in one transaction: a larger request is stored in parts, a quiet partner's request going first "
+        "in between (0 = a whole request at once; alone, a request is always stored at once)",
+    )
+    intake_give_way_s: float = Field(
+        0.05, ge=0, le=1, description="how long (seconds) intake's other work — a busy partner's batches at each "
+        "turn, the Kafka door, the outbox — waits at one turn while a quiet partner's request is in progress "
+        "(0 = no precedence: turns are taken first come)",
     )
     intake_max_skew_s: float = Field(
         300.0, ge=0, le=86_400, description="intake refuses an event whose time is further than this ahead of "

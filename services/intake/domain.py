@@ -278,9 +278,9 @@ def sorting_steps(
             problem = Problem("source", f"organisation '{source_org}' holds no active partner registration")
             out.refused.append(Outcome(index, "rejected", env.id, env.source, env.type, (problem,)))
             continue
-        problem = time_problem(env.time, now, rules, speaker.backfill)
-        if problem is not None:
-            out.refused.append(Outcome(index, "rejected", env.id, env.source, env.type, (problem,)))
+        timing = time_problem(env.time, now, rules, speaker.backfill)
+        if timing is not None:
+            out.refused.append(Outcome(index, "rejected", env.id, env.source, env.type, (timing,)))
             continue
         named_org = getattr(event.data, "organisation_id", None)
         if named_org is not None and not speaker.may_speak_for(named_org):

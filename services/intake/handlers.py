@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -23,12 +24,14 @@ from schemas.envelope import CloudEvent
 from schemas.kafka import kafka_headers
 from schemas.rejected import RejectedRecord
 from services.intake import store
-from services.intake.domain import Outcome, Rules, Sorted, Unparsed, outcomes, sorting_steps
+from services.intake.domain import Canonical, Outcome, Rules, Sorted, Unparsed, outcomes, sorting_steps
 from tsunagu import auth, telemetry, topics
-from tsunagu.consume import batch_subscriber
+from tsunagu.consume import decode_records
+from tsunagu.fairness import FairGate
 from tsunagu.health import ConsumerHealth, batch_failed
 from tsunagu.outbox import OutboxPublisher
-from tsunagu.ratelimit import RateLimiter
+from tsunagu.ratelimit import Holds, RateLimiter
+from tsunagu.service import ServiceSpec
 from tsunagu.settings import Settings
 from tsunagu.telemetry import EventRef, current_of, emit_contact_root, event_spans
 
@@ -37,6 +40,9 @@ log = structlog.get_logger()
 # The reasons intake counts by: the envelope's attributes and every data field of the contract.
 REASONS = frozenset({"event", "conflict", *CloudEvent.model_fields} | {
     f"data.{name}" for t in EVENT_TYPES.values() for m in (t.data_model, t.ingress_model) for name in m.model_fields})
+
+
+KEYS_REMEMBERED = 10_000
 
 
 @dataclass
@@ -48,14 +54,34 @@ class Intake:
     clock: Callable[[], datetime]
     pool: asyncpg.Pool | None = None
     outbox: OutboxPublisher | None = None
-    limiter: RateLimiter | None = None  # the HTTP door's per-partner limits
+    limiter: RateLimiter | None = None  # the HTTP door's per-partner limits (live keys)
+    backfill_limiter: RateLimiter | None = None  # the same for back-fill keys (replays)
+    holds: Holds = field(default_factory=lambda: Holds(time.monotonic))  # keys told to wait
+    gate: FairGate | None = None  # the HTTP door's fair shares; the Kafka door gives way to its urgent requests
+    # the organisation each key hash last authenticated as: for precedence only, never for authorisation
+    key_orgs: dict[bytes, str] = field(default_factory=dict)
+
+    def remember_key(self, key_hash: bytes, org: str | None) -> None:
+        if org is None:
+            self.key_orgs.pop(key_hash, None)
+            return
+        if key_hash not in self.key_orgs and len(self.key_orgs) >= KEYS_REMEMBERED:
+            self.key_orgs.clear()  # more keys than partners have: start afresh rather than grow
+        self.key_orgs[key_hash] = org
     consumer: ConsumerHealth = field(default_factory=ConsumerHealth)  # ingress batches failing: not ready
 
 
+async def _a_turn() -> None:
+    await asyncio.sleep(0)
+
+
 async def accept_events(
-    intake: Intake, raws: list[object], caller: auth.Caller | None, sizes: list[int] | None = None
+    intake: Intake, raws: list[object], caller: auth.Caller | None, sizes: list[int] | None = None,
+    give_way: Callable[[], Awaitable[None]] = _a_turn,
 ) -> tuple[list[Outcome], list[Outcome]]:
     """Returns (outcomes in request order, foreign-source outcomes).
+
+    ``give_way`` is awaited at each turn of the work (tsunagu/fairness.py: urgent requests first).
 
     ``caller`` is the HTTP door's authenticated partner; the Kafka door has none (each source's
     organisation speaks as its active keys allow). When any event names another organisation's
@@ -68,11 +94,16 @@ async def accept_events(
         orgs = {org for raw in raws if isinstance(raw, dict) and (org := partner_org(raw.get("source"))) is not None}
         speaker, speakers = None, (await auth.partner_speakers(intake.pool, orgs) if orgs else {})
     sorted_ = await sorted_in_turns(raws, intake.rules, intake.clock(), intake.settings.intake_turn_events,
-                                    caller=speaker, speakers=speakers, sizes=sizes)
+                                    give_way, caller=speaker, speakers=speakers, sizes=sizes)
     if sorted_.foreign:
         count_rejected(sorted_.foreign, "http")
         return [], sorted_.foreign
-    stored = await store_traced(intake.pool, sorted_)
+    await give_way()
+    # in parts only while another organisation is sending too: alone (a replay), one transaction is fastest
+    part = intake.settings.intake_store_events
+    if intake.gate is None or not intake.gate.shared(caller.org_id if caller is not None else None):
+        part = 0
+    stored = await stored_in_parts(intake.pool, sorted_.canonical, part, give_way)
     if stored.new and intake.outbox is not None:
         intake.outbox.wake()
     results = outcomes(sorted_, stored.new, stored.settled)
@@ -80,38 +111,57 @@ async def accept_events(
     return results, []
 
 
-async def sorted_in_turns(raws: list[object], rules: Rules, now: datetime, turn: int, **who: Any) -> Sorted:
-    """``sort_events``, giving the event loop a turn every ``turn`` events: a large batch costs
-    tens of ms of CPU, and another partner's request then takes its turns meanwhile instead of
-    waiting it out (fair shares: tsunagu/fairness.py bounds how many requests, this how long each
-    holds the loop)."""
+async def sorted_in_turns(raws: list[object], rules: Rules, now: datetime, turn: int,
+                          give_way: Callable[[], Awaitable[None]] = _a_turn, **who: Any) -> Sorted:
+    """``sort_events``, awaiting ``give_way`` every ``turn`` events: a large batch costs tens of ms of
+    CPU, and another partner's request then takes its turns meanwhile instead of waiting it out (fair
+    shares: tsunagu/fairness.py bounds how many requests, this how long each holds the loop, and
+    ``give_way`` lets urgent requests go first)."""
     out = Sorted()
     for index in sorting_steps(raws, rules, now, out, **who):
         if turn and index and index % turn == 0:
-            await asyncio.sleep(0)
+            await give_way()
     return out
 
 
 # --- telemetry (tsunagu/telemetry.py) ------------------------------------------------------------
 
 
-async def store_traced(pool: asyncpg.Pool, sorted_: Sorted) -> store.Stored:
+async def store_traced(pool: asyncpg.Pool, canonical: list[Canonical]) -> store.Stored:
     """``store.store_new`` with an ``intake accept`` span per event in its contact's trace (linked to
     the request); each outbox row carries its event's span on."""
     if not telemetry.get().recording:
-        return await store.store_new(pool, sorted_.canonical)
+        return await store.store_new(pool, canonical)
     refs = [EventRef(c.contact_id, None, {"tsunagu.event.type": c.type, "tsunagu.event.id": c.id})
-            for c in sorted_.canonical]
+            for c in canonical]
     with event_spans("intake accept", refs, kind=SpanKind.INTERNAL) as spans:
-        pairs = zip(sorted_.canonical, spans, strict=True)
-        sorted_.canonical = [replace(c, traceparent=current_of(span)) for c, span in pairs]
-        stored = await store.store_new(pool, sorted_.canonical)
-        for c, span in zip(sorted_.canonical, spans, strict=True):
+        canonical = [replace(c, traceparent=current_of(span)) for c, span in zip(canonical, spans, strict=True)]
+        stored = await store.store_new(pool, canonical)
+        for c, span in zip(canonical, spans, strict=True):
             new = (c.source, c.id) in stored.new
             settled = stored.settled.get(c.index)
             span.set_attribute("tsunagu.outcome", "accepted" if new else settled.status if settled else "duplicate")
             if new and c.type.startswith("jp.tsunagu.contact.received."):
                 emit_contact_root(c.contact_id, getattr(span, "start_time", None))
+    return stored
+
+
+async def stored_in_parts(pool: asyncpg.Pool, canonical: list[Canonical], part: int,
+                          give_way: Callable[[], Awaitable[None]]) -> store.Stored:
+    """``store_traced`` in transactions of at most ``part`` events (0: one for all), awaiting
+    ``give_way`` between them: a large batch then holds the database for a part at a time, and a quiet
+    partner's request goes first in between. Each part is judged after the ones before it are
+    committed, so the ownership rules read the same as in one transaction; if intake stops in between,
+    the parts stored answer as duplicates when the request is sent again."""
+    if not part or len(canonical) <= part:
+        return await store_traced(pool, canonical)
+    stored = store.Stored()
+    for start in range(0, len(canonical), part):
+        if start:
+            await give_way()
+        done = await store_traced(pool, canonical[start:start + part])
+        stored.new |= done.new
+        stored.settled.update(done.settled)
     return stored
 
 
@@ -134,26 +184,43 @@ def count_rejected(results: list[Outcome], door: str) -> None:
         counter.add(1, {"door": door, "reason": reason if reason in REASONS else "other"})
 
 
-def register_ingress(broker: KafkaBroker, intake: Intake) -> None:
+def assigned_in(records: list[Any]) -> set[tuple[str, str]]:
+    """(contact, organisation) of each ``routing.assigned`` among routing's decisions. Only routing writes
+    that topic; a record that is not a canonical event (it should not happen) is skipped, not retried."""
+    out: set[tuple[str, str]] = set()
+    batch = decode_records(records)
+    for event in batch.events:
+        if event.event_type.short == "routing.assigned":
+            data: Any = event.data
+            out.add((data.contact_id, data.organisation_id))
+    return out
+
+
+def register_consumer(spec: ServiceSpec, broker: KafkaBroker, intake: Intake) -> None:
     settings = intake.settings
     headers = {k: v.decode() for k, v in kafka_headers()}
 
-    @broker.subscriber(
-        settings.topic(topics.INGRESS),
-        **batch_subscriber(settings.group("intake")),
+    ingress, decisions = settings.topic(topics.INGRESS), settings.topic(topics.ROUTING_DECISIONS)
+
+    @spec.subscriber(
+        broker, settings,
         title="intake.ingress",
-        description="Partners' events over Kafka: validated like POST /v1/events.",
+        description="Partners' events over Kafka, validated like POST /v1/events; and routing's decisions, "
+        "whose assignments let the assigned organisation report the contact.",
     )
-    async def on_ingress(records: Any) -> None:
+    async def on_records(records: Any) -> None:
+        records = records if isinstance(records, (list, tuple)) else [records]
         try:
-            await _ingress(records)
+            if partners := [r for r in records if r.topic == ingress]:
+                await _ingress(partners)
+            if assignments := [r for r in records if r.topic == decisions]:
+                await store.grant_assigned(intake.pool, assigned_in(assignments))
         except Exception as err:
             await batch_failed(intake.consumer, records, err)
             raise
         intake.consumer.succeeded()
 
-    async def _ingress(records: Any) -> None:
-        records = records if isinstance(records, (list, tuple)) else [records]
+    async def _ingress(records: list[Any]) -> None:
         raws: list[object] = []
         sizes: list[int] = []
         for r in records:
@@ -163,7 +230,8 @@ def register_ingress(broker: KafkaBroker, intake: Intake) -> None:
                 raws.append(decode_json(value))
             except EventInvalid as err:
                 raws.append(Unparsed(err.problems[0].message))
-        results, _ = await accept_events(intake, raws, None, sizes)
+        give_way = intake.gate.give_way if intake.gate is not None else _a_turn
+        results, _ = await accept_events(intake, raws, None, sizes, give_way)
         rejected = [o for o in results if o.status in ("rejected", "conflict")]
         futures = []
         for o in rejected:

@@ -5,6 +5,7 @@ Answers per event: accepted, duplicate, or rejected with the reason (field path 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from typing import Literal
@@ -78,6 +79,16 @@ async def database_away(request: Request, exc: Exception) -> JSONResponse:
     return _error(503, "unavailable", "intake cannot store events right now; retry", headers={"Retry-After": "1"})
 
 
+def _too_many(reason: str, message: str, wait: float) -> JSONResponse:
+    return _error(429, reason, message, headers={"Retry-After": retry_after_header(wait)})
+
+
+def _refuse(intake: Intake, key_hash: bytes, reason: str, message: str, wait: float) -> JSONResponse:
+    """429 with ``Retry-After``; the key is held until then (``tsunagu.ratelimit.Holds``)."""
+    intake.holds.hold(key_hash, float(retry_after_header(wait)), reason)
+    return _too_many(reason, message, wait)
+
+
 def _result(o: Outcome) -> dict:
     # Plain dicts on the hot path (EventResult documents the shape): a batch answers 100s of these.
     return {"index": o.index, "id": o.id, "source": o.source, "type": o.type, "status": o.status,
@@ -136,7 +147,9 @@ _REQUEST_DOC = {
         "the key's organisation or one the key acts for. If any event's `source` names another "
         "organisation, nothing is stored (403). Each partner "
         "organisation may send `TSUNAGU_INTAKE_RATE_PER_S` events a second (bursts up to "
-        "`TSUNAGU_INTAKE_BURST`); beyond that, 429 with `Retry-After` and nothing is stored."
+        "`TSUNAGU_INTAKE_BURST`; back-fill keys `TSUNAGU_INTAKE_BACKFILL_RATE_PER_S`); beyond that, 429 with "
+        "`Retry-After` and nothing is stored, and the key is refused until `Retry-After` has passed (an "
+        "early request is answered 429 after a delay of up to a second, without being read)."
     ),
     response_model=EventsResponse,
     status_code=200,
@@ -152,8 +165,9 @@ _REQUEST_DOC = {
               "with other content, or its contact or referral id belongs to another organisation"},
         422: {"model": EventsResponse, "description": "single event rejected"},
         429: {"model": ErrorResponse, "description": "the organisation's rate limit is reached "
-              "(`rate_limited`), or it has as many requests in progress and waiting as intake gives one "
-              "organisation (`too_many_in_progress`); retry after `Retry-After` seconds (nothing was stored)",
+              "(`rate_limited`: the key is refused until `Retry-After` has passed), or it has as many "
+              "requests in progress and waiting as intake gives one organisation (`too_many_in_progress`); "
+              "retry after `Retry-After` seconds (nothing was stored)",
               "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},
         503: {"model": ErrorResponse, "description": "intake cannot reach its database (e.g. a restart); retry "
               "after `Retry-After` seconds (what was stored meanwhile answers as a duplicate)",
@@ -164,7 +178,18 @@ async def post_events(request: Request, slot: FairSlot) -> JSONResponse:
     intake: Intake = request.app.state.intake
     settings = intake.settings
     api_key = api_key_of(request)
+    key_hash = auth.hash_key(api_key) if api_key else None
+    if key_hash is not None and (held := intake.holds.held(key_hash)) is not None:
+        # told to wait and back early: refused before any database work or reading the body
+        left, reason = held
+        await asyncio.sleep(min(left, intake.holds.tarpit))
+        return _too_many(reason, "this key was told to wait (Retry-After) and is back early; nothing was stored",
+                         left)
+    if key_hash is not None and intake.gate is not None and (seen := intake.key_orgs.get(key_hash)) is not None:
+        slot.expedite(intake.gate, seen)  # a quiet partner's credential lookup already goes first
     caller = await auth.authenticate(intake.pool, api_key) if api_key else None
+    if key_hash is not None:
+        intake.remember_key(key_hash, caller.org_id if caller is not None else None)
     if caller is None:
         return _error(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)",
                       headers={"WWW-Authenticate": "Bearer"})
@@ -172,15 +197,24 @@ async def post_events(request: Request, slot: FairSlot) -> JSONResponse:
         return _error(403, "forbidden", f"a {caller.role} credential cannot publish events")
     # A fair share of this process before anything costly (reading the body on): the slot is held
     # until the answer is ready (tsunagu/fairness.py); a full queue answers 429, nothing stored.
-    if not await slot.take(request.app.state.fair_gate, caller.org_id):
-        return _error(429, "too_many_in_progress", f"organisation '{caller.org_id}' has as many requests in "
-                      "progress as intake gives one organisation (TSUNAGU_INTAKE_ORG_IN_FLIGHT) and more "
-                      "waiting; nothing was stored", headers={"Retry-After": "1"})
+    if intake.gate is not None and not await slot.take(intake.gate, caller.org_id):
+        # not held: once one of its requests in progress is answered, the organisation may send again
+        return _too_many("too_many_in_progress", f"organisation '{caller.org_id}' has as many requests in "
+                         "progress as intake gives one organisation (TSUNAGU_INTAKE_ORG_IN_FLIGHT) and more "
+                         "waiting; nothing was stored", 1.0)
+
+    assert key_hash is not None  # a caller was found by its key
+    limiter = intake.backfill_limiter if caller.backfill else intake.limiter
+    if limiter is not None and (empty := limiter.until_any(caller.org_id)) > 0:
+        # not even one event would fit: refused before the body is read
+        return _refuse(intake, key_hash, "rate_limited", f"organisation '{caller.org_id}' sent more than its "
+                       f"{limiter.rate:g} events a second; nothing was stored", empty)
 
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in (SINGLE, BATCH):
         return _error(415, "unsupported_media_type", f"content type must be {SINGLE} or {BATCH}")
     body = await _read_body(request, settings.max_body_bytes)
+    await slot.give_way()  # parsing a large body is a turn of its own
     if body is None:
         return _error(413, "too_large", f"the body is larger than {settings.max_body_bytes} bytes")
     try:
@@ -202,18 +236,21 @@ async def post_events(request: Request, slot: FairSlot) -> JSONResponse:
             return _error(400, "not_an_event", f"{SINGLE} carries one JSON object; send arrays as {BATCH}")
         raws, sizes = [parsed], [len(body)]
 
-    wait = intake.limiter.take(caller.org_id, len(raws)) if intake.limiter else 0.0
+    slot.charge(len(raws))
+    wait = limiter.take(caller.org_id, len(raws)) if limiter else 0.0
     if wait == float("inf"):
-        return _error(413, "batch_too_large", f"a batch holds at most {intake.limiter.burst:.0f} events "
+        assert limiter is not None
+        return _error(413, "batch_too_large", f"a batch holds at most {limiter.burst:.0f} events "
                       "(TSUNAGU_INTAKE_BURST)")
     if wait > 0:
-        return _error(429, "rate_limited", f"organisation '{caller.org_id}' sent more than its "
-                      f"{intake.limiter.rate:g} events a second; nothing was stored",
-                      headers={"Retry-After": retry_after_header(wait)})
-    results, foreign = await accept_events(intake, raws, caller, sizes)
+        assert limiter is not None
+        return _refuse(intake, key_hash, "rate_limited", f"organisation '{caller.org_id}' sent more than its "
+                       f"{limiter.rate:g} events a second; nothing was stored", wait)
+    results, foreign = await accept_events(intake, raws, caller, sizes, slot.give_way)
     if foreign:
         return _error(403, "foreign_source", f"events may only name sources of organisation '{caller.org_id}'; "
                       "nothing was stored", [_result(o) for o in foreign])
+    await slot.give_way()
     out = [_result(o) for o in results]
     counts = Counter(r["status"] for r in out)
     response = {"accepted": counts["accepted"], "duplicate": counts["duplicate"], "rejected": counts["rejected"],

@@ -6,8 +6,9 @@ transaction that stores a request's events (services/intake/store.py reads and w
   already — until then it is refused, to be sent again). Another organisation's
   ``contact.received`` for the same id is a **conflict** (ids of different organisations must not
   collide), and any other event about it from another organisation is rejected — unless the owner's
-  platform named that organisation as answering it (``contact.answered``): then it may report the
-  contact's answer, end, consultation and referral.
+  platform named that organisation as answering it (``contact.answered``), or routing assigned the
+  contact to one of that organisation's desks (``routing.assigned``, read from routing's decisions:
+  services/intake/handlers.py): then it may report the contact's answer, end, consultation and referral.
 - A referral id belongs to the organisation that first requested it. The same id from another
   organisation, or from the same one with other content, is a **conflict**; the same content again
   (a re-send under a new event id) is a duplicate.
@@ -33,8 +34,9 @@ COLLIDING_CONTACT = ("another organisation already reported a contact with this 
                      "collide with other organisations' (e.g. UUIDs)")
 NOT_YET = ("no contact with this id has been reported yet: send the case system's events after the platform's "
            "(this one may be sent again)")
-NOT_YOURS = ("this contact was reported by another organisation and no answer of that organisation's platform "
-             "names yours")
+NOT_YOURS = ("this contact was reported by another organisation, and neither an answer of that organisation's "
+             "platform nor routing's assignment names yours (if routing has just assigned it to your organisation, "
+             "send this again in a moment)")
 COLLIDING_REFERRAL = "another organisation already requested a referral with this id"
 
 

@@ -1,5 +1,6 @@
 """intake's PostgreSQL: its inbox (every (source, id) ever accepted, with a digest of what it said),
-its outbox, and who first reported each contact and referral id (services/intake/ownership.py).
+its outbox, and who first reported each contact and referral id, with the organisations that may also
+report a contact: named answering by its owner, or assigned it by routing (services/intake/ownership.py).
 
 A request's events are judged, recorded and queued for publishing in one transaction, under a lock
 per contact and referral id they name, so that two requests racing for one id are judged in turn.
@@ -43,12 +44,8 @@ async def store_new(pool: asyncpg.Pool, events: list[Canonical]) -> Stored:
     if not events:
         return Stored()
     async with pool.acquire() as conn, conn.transaction():
-        locks = sorted({f"c:{e.about_contact}" for e in events if e.about_contact is not None}
-                       | {f"r:{e.referral_id}" for e in events if e.referral_id is not None})
-        if locks:
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) WITH ORDINALITY "
-                "AS u(k, n) ORDER BY n", locks)
+        await _lock(conn, [f"c:{e.about_contact}" for e in events if e.about_contact is not None]
+                    + [f"r:{e.referral_id}" for e in events if e.referral_id is not None])
         contacts, referrals = await _claims(conn, events)
         verdict = judge(events, contacts, referrals)
         await _write_claims(conn, verdict.new_contacts, verdict.new_grants, verdict.new_referrals)
@@ -79,6 +76,26 @@ async def store_new(pool: asyncpg.Pool, events: list[Canonical]) -> Stored:
             for e in allowed if (e.source, e.id) in new
         ])
     return Stored(new, settled)
+
+
+async def grant_assigned(pool: asyncpg.Pool, assignments: set[tuple[str, str]]) -> None:
+    """Routing assigned these contacts to these organisations' desks, (contact, organisation): each
+    organisation may now report its contact's answer, end, consultation and referral. Under the same
+    per-contact locks as ``store_new``, taken in the same order; a contact intake never recorded (one
+    reported before claims were kept) is left alone. Applying an assignment again changes nothing."""
+    if not assignments:
+        return
+    async with pool.acquire() as conn, conn.transaction():
+        await _lock(conn, [f"c:{cid}" for cid, _ in assignments])
+        await _write_claims(conn, {}, assignments, {})
+
+
+async def _lock(conn: asyncpg.Connection, keys: list[str]) -> None:
+    """The transaction's advisory locks on these ids, always taken in sorted order (no deadlocks)."""
+    if keys:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) WITH ORDINALITY "
+            "AS u(k, n) ORDER BY n", sorted(set(keys)))
 
 
 async def _claims(conn: asyncpg.Connection, events: list[Canonical]

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.support import T0, contact_received, envelope, field_selected, read_topic, values
+from tests.integration.referral_support import publish
+from tests.support import T0, contact_received, envelope, field_selected, read_topic, until, values
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +89,38 @@ async def test_the_owner_platform_names_who_answered_and_that_organisation_may_t
     assert (await post(intake, "tel", answered("tel", cid, "npo-b"), SINGLE)).status_code == 202
     assert (await post(intake, "npo-b", early, SINGLE)).status_code == 202
     assert (await post(intake, "npo-a", ended("npo-a", cid), SINGLE)).status_code == 422
+
+
+def decision(kind: str, cid: str, n: int, data: dict) -> dict:
+    """A decision as routing publishes it on its topic."""
+    return {"specversion": "1.0", "id": f"routing-{cid}-{n}", "source": "/tsunagu/routing",
+            "type": f"jp.tsunagu.routing.{kind}.v1", "time": (T0 + timedelta(seconds=n)).isoformat(),
+            "subject": cid, "data": {"contact_id": cid, **data}}
+
+
+async def test_the_organisation_routing_assigned_the_contact_to_may_report_it_and_no_other(intake):
+    received = contact_received("tel", 2)
+    cid = received["data"]["contact_id"]
+    assert (await post(intake, "tel", [received, field_selected("tel", 2)])).json()["accepted"] == 2
+    report = answered("npo-b", cid, "npo-b")
+    refused = await post(intake, "npo-b", report, SINGLE)
+    assert refused.status_code == 422 and "routing" in refused.json()["results"][0]["problems"][0]["message"]
+    # on routing's topic: a record that is no event, a decision that assigns nobody, then the assignment
+    await publish(intake.bootstrap, intake.topic("routing.decisions"), [
+        b"not an event",
+        decision("queued", cid, 1, {"field": "loneliness", "queue_position": 1, "priority": 0}),
+        decision("assigned", cid, 2, {"desk_id": "desk-b-1", "organisation_id": "npo-b", "field": "loneliness",
+                                      "reason": "line_freed"}),
+    ])
+
+    async def accepted() -> bool:
+        return (await post(intake, "npo-b", report, SINGLE)).status_code == 202
+
+    await until(accepted, 30, "npo-b's answer accepted after routing assigned it the contact")
+    # the assignment names npo-b only: npo-a still may not report the contact
+    assert (await post(intake, "npo-a", ended("npo-a", cid), SINGLE)).status_code == 422
+    async with httpx.AsyncClient(base_url=intake.url, timeout=30) as client:
+        assert (await client.get("/health/ready")).status_code == 200  # the poison record did not stop it
 
 
 async def test_a_referral_id_another_organisation_used_first_is_a_conflict_never_a_silent_drop(intake):

@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.security.test_rate_limits import stored_ids
+from tests.security.intake_support import stored_ids
 from tests.support import ServiceProcess, contact_received
-from tsunagu import auth, stack
+from tsunagu import auth
 from tsunagu.db import create_pool
 from tsunagu.fairness import FairGate, HeldSlot, held_slot
 from tsunagu.settings import get_settings
+from tsunagu_tools import stack
 
 # --- the gate's rules ------------------------------------------------------------------------------------------
 
@@ -102,6 +103,66 @@ async def test_the_held_slot_is_released_however_the_request_ends():
 async def test_no_gate_when_the_cap_is_zero():
     gate = FairGate(limit=0, per_org=1, queue=0, wait=0)
     assert all([await gate.acquire("npo-a") for _ in range(100)])
+
+
+# --- precedence: a quiet partner's request first, a busy partner's work at its turns ---------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_quiet_partners_request_is_urgent_and_a_busy_partners_is_not_even_one_at_a_time():
+    clock = Clock()
+    gate = FairGate(limit=8, per_org=2, queue=8, wait=60, clock=clock)
+    flood, quiet = HeldSlot(), HeldSlot()
+    assert await flood.take(gate, "flood") and flood.urgent  # nothing known yet: the first is urgent
+    flood.charge(100)
+    flood.release()
+    assert await quiet.take(gate, "quiet") and quiet.urgent  # sent less than the average lately
+    quiet.charge(1)
+    quiet.release()
+    clock.now += 0.2
+    again = HeldSlot()
+    assert await again.take(gate, "flood") and not again.urgent  # alone in progress, but sent the most lately
+    second_quiet = HeldSlot()
+    assert await quiet.take(gate, "quiet") and quiet.urgent
+    assert await second_quiet.take(gate, "quiet") and not second_quiet.urgent  # its first is still in progress
+    for slot in (again, quiet, second_quiet):
+        slot.release()
+    clock.now += 60  # a minute later the flood is forgotten: its next request starts afresh
+    assert gate.usage("flood") < 0.01 and gate.urgent_for("flood")
+
+
+async def test_other_work_gives_way_while_an_urgent_request_is_in_progress_and_only_then():
+    gate = FairGate(limit=8, per_org=2, queue=8, wait=60, give_way_s=60)
+    gate.charge("quiet", 1)
+    gate.charge("flood", 500)
+    busy = HeldSlot()
+    assert await busy.take(gate, "flood") and not busy.urgent
+    await asyncio.wait_for(busy.give_way(), 5)  # nobody urgent: a turn, no wait
+    quiet = HeldSlot()
+    assert await quiet.take(gate, "quiet") and quiet.urgent
+    waiting = asyncio.create_task(busy.give_way())
+    outbox = asyncio.create_task(gate.give_way())  # the outbox's rounds give way too
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and not outbox.done()
+    await asyncio.wait_for(quiet.give_way(), 5)  # the urgent request itself never waits
+    quiet.release()
+    await asyncio.wait_for(asyncio.gather(waiting, outbox), 5)
+    busy.release()
+
+
+async def test_giving_way_is_bounded_so_a_stream_of_urgent_requests_never_stops_the_rest():
+    gate = FairGate(limit=8, per_org=2, queue=8, wait=60, give_way_s=0.01)
+    quiet = HeldSlot()
+    assert await quiet.take(gate, "quiet") and quiet.urgent
+    await asyncio.wait_for(gate.give_way(), 5)  # returns after give_way_s though the urgent one goes on
+    quiet.release()
 
 
 def test_the_defaults_leave_room_for_others():

@@ -16,10 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.security.conftest import LIMITED_BURST, size
+from tests.security.intake_support import stored_ids
 from tests.support import contact_received
 from tsunagu import auth
 from tsunagu.db import create_pool
-from tsunagu.ratelimit import RateLimiter, retry_after_header
+from tsunagu.ratelimit import Holds, RateLimiter, retry_after_header
 from tsunagu.settings import SettingsError, get_settings
 
 
@@ -111,14 +112,6 @@ def batch(org: str, numbers: range) -> bytes:
     return json.dumps([contact_received(org, n) for n in numbers]).encode()
 
 
-async def stored_ids(database_url: str) -> set[str]:
-    pool = await create_pool(database_url)
-    try:
-        return {r["id"] for r in await pool.fetch("SELECT id FROM intake.inbox")}
-    finally:
-        await pool.close()
-
-
 def client_for(secure_stack, key: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=secure_stack.url("intake-limited"), timeout=15, headers={
         "Authorization": f"Bearer {key}", "Content-Type": "application/cloudevents-batch+json"})
@@ -131,14 +124,42 @@ async def test_a_partner_over_its_limit_gets_429_with_retry_after_and_nothing_is
         over = await client.post("/v1/events", content=batch(org, range(3, 6)))
         assert over.status_code == 429
         assert over.json()["error"] == "rate_limited"
-        assert int(over.headers["Retry-After"]) >= 1
-        # what is left still fits; the other partner has its own bucket
-        assert (await client.post("/v1/events", content=batch(org, range(6, 8)))).status_code == 200
+        told = int(over.headers["Retry-After"])
+        assert told >= 1
+        # back before Retry-After: refused at the door, even with what would still fit, the wait not reset
+        early = await client.post("/v1/events", content=batch(org, range(6, 8)))
+        assert early.status_code == 429 and early.json()["error"] == "rate_limited"
+        assert 1 <= int(early.headers["Retry-After"]) <= told
+        # the other partner has its own bucket and is not held
         assert (await other_client.post("/v1/events", content=batch(other, range(0, LIMITED_BURST)))).status_code == 200
-        assert (await client.post("/v1/events", content=batch(org, range(8, 9)))).status_code == 429
+        assert (await other_client.post("/v1/events", content=batch(other, range(5, 6)))).status_code == 429
     ids = await stored_ids(secure_stack.settings.database_url)
-    assert {contact_received(org, n)["id"] for n in (0, 1, 2, 6, 7)} <= ids
-    assert not {contact_received(org, n)["id"] for n in (3, 4, 5, 8)} & ids
+    kept = {contact_received(org, n)["id"] for n in (0, 1, 2)} | {contact_received(other, n)["id"] for n in range(5)}
+    refused = {contact_received(org, n)["id"] for n in range(3, 8)} | {contact_received(other, 5)["id"]}
+    assert kept <= ids and not refused & ids
+
+
+def test_an_empty_bucket_is_seen_without_taking_anything():
+    clock = FakeClock()
+    limiter = RateLimiter(rate=10, burst=20, clock=clock)
+    assert limiter.until_any("npo-a") == 0.0  # a new organisation has its whole burst
+    assert limiter.take("npo-a", 20) == 0.0
+    assert limiter.until_any("npo-a") == pytest.approx(0.1)  # one event's worth at 10 a second
+    assert limiter.until_any("npo-a") == pytest.approx(0.1)  # looking took nothing
+    clock.now += 0.1
+    assert limiter.until_any("npo-a") == 0.0 and limiter.take("npo-a", 1) == 0.0
+
+
+def test_a_held_key_is_held_until_its_wait_is_over_and_only_that_key():
+    clock = FakeClock()
+    holds = Holds(clock)
+    holds.hold(b"a", 2.0, "rate_limited")
+    assert holds.held(b"a") == (2.0, "rate_limited")
+    assert holds.held(b"b") is None
+    clock.now += 1.5
+    assert holds.held(b"a") == (0.5, "rate_limited")
+    clock.now += 0.5
+    assert holds.held(b"a") is None
 
 
 async def test_a_batch_over_the_maximum_is_413_and_an_oversized_event_in_a_batch_is_rejected(secure_stack, partners):
