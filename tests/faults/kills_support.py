@@ -26,7 +26,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer
 
 from services.routing import store as routing_store
-from services.routing.domain import Board, invariant_violations
+from services.routing.domain.board import Board
+from services.routing.domain.invariants import invariant_violations
 from tests.support import ServiceProcess
 from tsunagu.kafka import assign_all_partitions
 
@@ -208,7 +209,7 @@ def line_violations(decisions: list[dict], contact_events: list[dict], lines: di
 
 
 async def board_violations(pool: asyncpg.Pool) -> list[str]:
-    """routing's own invariants (services.routing.domain.invariant_violations) on the board as committed."""
+    """routing's own invariants (services.routing.domain.invariants.invariant_violations) on the board as committed."""
     _, registries = await routing_store.load_registries(pool)
     _, snapshot = await routing_store.read_board(pool)
     return invariant_violations(Board.restore(snapshot, registries))

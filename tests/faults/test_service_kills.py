@@ -49,10 +49,10 @@ from tests.support import ServiceProcess, service_env
 from tsunagu import topics
 from tsunagu.settings import Settings
 from tsunagu_tools.reports import period_report
-from tsunagu_tools.simulate.engine import GroundTruth
 from tsunagu_tools.simulate.report import differences, metrics_figures, period_of
 from tsunagu_tools.simulate.scenario import Scenario, load_scenario
 from tsunagu_tools.simulate.stack import replay_on_stack
+from tsunagu_tools.simulate.truth import GroundTruth
 
 SEED = 20260708
 DAYS = 7.0 if FULL else 0.1  # trial 1 is a week (14,678 attempts); CI replays its first 2.4 hours

@@ -12,9 +12,9 @@ import pytest
 
 from schemas import ContactAnswered, ContactEnded, ContactFieldSelected, ContactReceived
 from services.routing import store
-from services.routing.domain import Board
+from services.routing.domain.board import Board
 from tests.unit.routing_support import T0, registry
-from tsunagu.db import migrate
+from tsunagu.db import INBOX_OUTBOX, migrate
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ async def test_a_board_stored_whole_by_the_version_before_moves_into_one_row_per
         before = tmp_path / "migrations"
         before.mkdir()
         shutil.copy(store.MIGRATIONS / "001_board.sql", before)
-        await migrate(pool, store.SCHEMA, before, inbox_outbox=True)
+        await migrate(pool, store.SCHEMA, INBOX_OUTBOX, before)
         board = Board([REG])
         for at, kind, data in traffic(board):
             board.apply(kind, at, data)

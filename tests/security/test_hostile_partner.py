@@ -30,8 +30,9 @@ from tsunagu import auth, topics
 from tsunagu.db import create_pool
 from tsunagu.kafka import assign_all_partitions
 from tsunagu.settings import Settings
-from tsunagu_tools.simulate.engine import PLATFORM, Engine
+from tsunagu_tools.simulate.engine import Engine
 from tsunagu_tools.simulate.report import counted_report, differences, metrics_figures
+from tsunagu_tools.simulate.router import PLATFORM
 from tsunagu_tools.simulate.scenario import load_scenario
 from tsunagu_tools.simulate.stack import replay_on_stack
 

@@ -26,9 +26,9 @@ from tests.support import ServiceProcess, service_env
 from tsunagu import topics
 from tsunagu.kafka import assign_all_partitions
 from tsunagu.settings import Settings
-from tsunagu_tools.simulate.engine import GroundTruth
 from tsunagu_tools.simulate.scenario import load_scenario
 from tsunagu_tools.simulate.stack import replay_on_stack
+from tsunagu_tools.simulate.truth import GroundTruth
 
 SERVICES = ("intake", "routing", "referral", "metrics")
 SCENARIO = "scenarios/trial1.yaml" if FULL else "scenarios/smoke.yaml"

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from schemas import ContactAbandoned, ContactAnswered, ContactEnded, ContactFieldSelected, ContactReceived
 from schemas.timezone import JST
 from services.routing.desks import parse_registry
-from services.routing.domain import Board, invariant_violations
+from services.routing.domain.board import Board
+from services.routing.domain.invariants import invariant_violations
 
 T0 = datetime(2022, 7, 7, 10, 0, tzinfo=JST)
 

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from schemas import ContactAnswered, ContactEnded, ContactFieldSelected, ContactReceived
 from schemas.timezone import JST
-from services.routing.domain import GAP, Board, invariant_violations
+from services.routing.domain.board import Board
+from services.routing.domain.clock import GAP
+from services.routing.domain.invariants import invariant_violations
 from tests.unit.routing_support import EVERY_DAY, HOURS, LONELY, REG, Script, at, kinds, registry
 
 YEAR_2100 = datetime(2100, 1, 1, tzinfo=JST)

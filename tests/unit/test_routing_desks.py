@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from schemas import FieldCode
 from schemas.timezone import JST
 from services.routing.desks import is_open, parse_registry
-from services.routing.domain import Board
+from services.routing.domain.board import Board
 from services.routing.store import read_document
 
 ROOT = Path(__file__).resolve().parents[2]

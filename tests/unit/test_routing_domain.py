@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas import ContactReceived
-from services.routing.domain import Board
+from services.routing.domain.board import Board
 from tests.unit.routing_support import EVERY_DAY, HARDSHIP_A, HARDSHIP_B, LONELY, Script, at, kinds, registry
 
 

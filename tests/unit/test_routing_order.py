@@ -1,4 +1,4 @@
-"""Routing's order across partitions (services/routing/domain.py, "Time"): timers wait until every
+"""Routing's order across partitions (services/routing/domain/, "Time"): timers wait until every
 stream has been read past them, and in event-time order the decisions do not depend on the order
 the streams are read in."""
 
@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import ContactAnswered, ContactEnded, ContactFieldSelected, ContactReceived, PlatformHeartbeat
-from services.routing.domain import Board, invariant_violations
+from services.routing.domain.board import Board
+from services.routing.domain.invariants import invariant_violations
 from tests.unit.routing_support import HOURS, REG, T0
 
 STREAMS = ["0", "1", "2"]

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from schemas import ContactAbandoned, ContactAnswered, ContactEnded, ContactFieldSelected, ContactReceived
 from services.routing.desks import is_open
-from services.routing.domain import Board, invariant_violations
+from services.routing.domain.board import Board
+from services.routing.domain.invariants import invariant_violations
 from tests.unit.routing_support import T0, registry
 
 FIELDS = ["loneliness", "suicidal", "hardship", "under18"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tsunagu_tools.simulate.engine import DryRouter, Engine, Outgoing, Seen, dry_run
+from tsunagu_tools.simulate.engine import Engine, dry_run
+from tsunagu_tools.simulate.router import DryRouter, Outgoing, Seen
 from tsunagu_tools.simulate.scenario import ROOT, load_scenario
 from tsunagu_tools.simulate.world import arrival_offsets
 

@@ -34,10 +34,12 @@ The rooms:
 - ``http``: the FastAPI/ASGI instrumentation, ``GET /metrics``, the lifespan's lag watch;
 - ``exporters``: JSON-lines files, whether OTLP is asked for;
 - ``prometheus``: one scrape for several workers; ``lag``: consumer lag from the broker;
-- ``runtime``: ``Telemetry``, a process's providers and instruments;
+- ``runtime``: ``Telemetry``, a process's providers and instruments; ``broker`` and ``http`` build on it,
+  and the package hands their functions to it (``runtime.wire``) for ``Telemetry.attach`` and the like;
 - ``process``: ``build`` the providers, and the process's one ``Telemetry`` (``configure``/``get``/``use``).
 """
 
+from tsunagu.telemetry import broker, http, runtime
 from tsunagu.telemetry.broker import EventSpans, QuietBrokerTelemetry
 from tsunagu.telemetry.exporters import FileMetricExporter, FileSpanExporter, otlp_configured, span_record
 from tsunagu.telemetry.http import HEALTH_URLS
@@ -53,6 +55,10 @@ from tsunagu.telemetry.process import HANDLING_BUCKETS, VIEWS, WAIT_BUCKETS, bui
 from tsunagu.telemetry.prometheus import merge_prometheus
 from tsunagu.telemetry.runtime import SCOPE, Telemetry
 from tsunagu.telemetry.spans import EventRef, emit_contact_root, event_spans, traceparent_about, traceparent_for
+
+# Wired from above: runtime is below broker and http, so it does not import them.
+runtime.wire(runtime.Wiring(
+    broker_middlewares=broker.broker_middlewares, instrument_app=http.instrument_app, attach=http.attach))
 
 __all__ = [
     "HANDLING_BUCKETS",

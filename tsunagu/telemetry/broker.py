@@ -8,15 +8,13 @@ per-batch ``process`` span and consume metrics) and then ``EventSpans``; with no
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from faststream import BaseMiddleware
 
 from tsunagu.telemetry.ids import header
+from tsunagu.telemetry.runtime import Telemetry
 from tsunagu.telemetry.spans import EventRef, event_spans
-
-if TYPE_CHECKING:
-    from tsunagu.telemetry.runtime import Telemetry
 
 
 class EventSpans:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import re
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry.trace import Span
 
-if TYPE_CHECKING:
-    from tsunagu.telemetry.runtime import Telemetry
+from tsunagu.telemetry.runtime import Telemetry
 
 HEALTH_URLS = r"/health/,/metrics(\?|$)"  # excluded from HTTP tracing: probes and scrapes every few seconds
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"

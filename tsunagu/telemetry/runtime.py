@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
@@ -19,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 from prometheus_client import CollectorRegistry
 
-from tsunagu.telemetry import prometheus
+import tsunagu.telemetry.prometheus as prometheus
 from tsunagu.telemetry.ids import contact_root
 from tsunagu.telemetry.lag import Lag, consumer_lag
 
@@ -120,26 +121,21 @@ class Telemetry:
         """This process's metrics in the Prometheus text format; with sibling workers, all of theirs."""
         return prometheus.scrape(self.registry, self.snapshot_dir)
 
-    # wiring into FastStream and the app (broker.py, http.py; imported late: they build on this module)
+    # wiring into FastStream and the app: broker.py and http.py build on this module, so it does not
+    # import them; the package hands their functions in once (``wire``, in __init__)
 
     def broker_middlewares(self) -> list[Any]:
         """FastStream's telemetry middleware and ours (``broker.broker_middlewares``)."""
-        from tsunagu.telemetry.broker import broker_middlewares
-
-        return broker_middlewares(self)
+        return _wired().broker_middlewares(self)
 
     def instrument_app(self, app: Any) -> None:
         """HTTP server spans for a FastAPI app: health probes excluded, no query string, no body."""
-        from tsunagu.telemetry.http import instrument_app
-
-        instrument_app(self, app)
+        _wired().instrument_app(self, app)
 
     def attach(self, app: Any, *, scrape_route: bool = False, lag_seconds: float = 5.0) -> None:
         """Instrument a service's app, watch its consumers' lag while it runs and, with
         ``scrape_route``, give it ``GET /metrics`` if it has none."""
-        from tsunagu.telemetry.http import attach
-
-        attach(self, app, scrape_route=scrape_route, lag_seconds=lag_seconds)
+        _wired().attach(self, app, scrape_route=scrape_route, lag_seconds=lag_seconds)
 
     def flush(self) -> None:
         """Export what is pending now (spans, a last metrics snapshot)."""
@@ -157,3 +153,33 @@ class Telemetry:
                 provider.shutdown()
             except Exception:  # noqa: BLE001 - exiting anyway; an exporter away must not block it
                 pass
+
+
+class _Attach(Protocol):
+    def __call__(self, telemetry: Telemetry, app: Any, *, scrape_route: bool = ..., lag_seconds: float = ...) -> None:
+        ...
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The functions that plug a ``Telemetry`` into FastStream (broker.py) and an app (http.py)."""
+
+    broker_middlewares: Callable[[Telemetry], list[Any]]
+    instrument_app: Callable[[Telemetry, Any], None]
+    attach: _Attach
+
+
+_wiring: Wiring | None = None
+
+
+def wire(wiring: Wiring) -> None:
+    """Hand in the functions ``Telemetry.broker_middlewares``/``instrument_app``/``attach`` call (the
+    package does it once, on import)."""
+    global _wiring
+    _wiring = wiring
+
+
+def _wired() -> Wiring:
+    if _wiring is None:
+        raise RuntimeError("tsunagu.telemetry is not wired: import the package, not runtime alone")
+    return _wiring

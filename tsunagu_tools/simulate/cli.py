@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tsunagu.settings import get_settings
-from tsunagu_tools.simulate.engine import GroundTruth, dry_run
+from tsunagu_tools.simulate.engine import dry_run
 from tsunagu_tools.simulate.scenario import load_scenario
+from tsunagu_tools.simulate.truth import GroundTruth
 
 console = Console()
 err_console = Console(stderr=True)

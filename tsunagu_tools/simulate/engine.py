@@ -7,7 +7,7 @@ send an event before it knows every routing decision that could change it. Decis
 callers only through an assignment, and a counsellor needs at least ``pickup_s[0]`` (the
 *lookahead*, > 0) to pick up a ringing call; so an event at time ``t`` depends only on the
 assignments made up to ``t - lookahead``. The engine keeps a model of routing — routing's own
-pure core, ``services.routing.domain.Board``, fed the same events in the same order — and
+pure core, ``services.routing.domain.board.Board``, fed the same events in the same order — and
 synchronises (sends what it has plus a ``platform.heartbeat`` at ``t``, then waits for routing's
 decisions) only when the model says an assignment was made that an action at ``t`` could depend
 on. Quiet stretches and busy desks with no free line therefore cost no round trip at all.
@@ -41,9 +41,9 @@ import heapq
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from schemas import (
     ContactAbandoned,
@@ -53,32 +53,12 @@ from schemas import (
     ContactReceived,
 )
 from schemas.timezone import JST
-from services.routing.domain import Board, Decision
+from services.routing.domain.board import Board
+from services.routing.domain.records import Decision
+from tsunagu_tools.simulate.router import PLATFORM, DryRouter, Outgoing, Router, Seen
 from tsunagu_tools.simulate.scenario import Scenario
+from tsunagu_tools.simulate.truth import Fate, GroundTruth
 from tsunagu_tools.simulate.world import MAX_RINGS, Plan, build_plans
-
-PLATFORM = "tel-platform"  # the telephony platform partner: IVR, call events, heartbeats
-
-
-@dataclass
-class Outgoing:
-    """One event the simulator sends through intake: the partner organisation and the envelope."""
-
-    org: str
-    envelope: dict[str, Any]
-
-
-@dataclass
-class Seen:
-    """A routing decision as the simulator reads it."""
-
-    id: str
-    kind: str
-    contact_id: str
-    at: float  # seconds from the replay's start
-    desk_id: str | None = None
-    organisation_id: str | None = None
-
 
 # Run ahead (pipeline): how many predictions may wait for routing's confirmation before the engine
 # waits, and how long routing may go without confirming any before the replay gives up.
@@ -88,109 +68,6 @@ STALL_S = 60.0
 
 def _key(d: Seen) -> tuple[str, str, str | None, float]:
     return (d.kind, d.contact_id, d.desk_id, round(d.at, 3))
-
-
-class Router(Protocol):
-    async def send(self, events: list[Outgoing]) -> None: ...
-    async def sync(self, until: float, expect: set[str], model: list[Seen]) -> list[Seen]: ...
-    async def decisions(self, timeout_ms: int) -> list[Seen]: ...
-    async def settled(self, until: float) -> bool: ...
-    async def referral_events(self) -> list[dict[str, Any]]: ...
-    async def receiver_action(self, referral_id: str, receiver_id: str, action: str, body: dict | None) -> bool: ...
-
-
-@dataclass
-class Fate:
-    contact_id: str
-    field: str | None
-    outcome: str = "pending"  # ivr | queue | ringing | answered
-    desk_id: str | None = None
-    organisation_id: str | None = None
-    wait_s: float | None = None
-    talk_s: float | None = None
-    offers: int = 0  # assignments routing made for it
-
-
-@dataclass
-class GroundTruth:
-    """What the simulator knows happened: every contact's fate, every raw identifier it sent."""
-
-    scenario: str
-    run: str
-    start: datetime
-    end: datetime
-    registry_version: str
-    fates: dict[str, Fate] = field(default_factory=dict)
-    caller_ids: set[str] = field(default_factory=set)  # raw phone numbers sent to intake
-    consultations: list[dict[str, Any]] = field(default_factory=list)
-    referrals_needed: int = 0
-    acknowledged: int = 0
-    events_sent: int = 0
-    syncs: int = 0
-    late: int = 0
-    unmatched: int = 0
-    decisions: int = 0
-    wall_s: float = 0.0
-    sync_wall_s: float = 0.0
-    # run ahead: a few of the decisions routing and the model disagreed on (kind, contact, desk, time)
-    unmatched_examples: list[tuple[Any, ...]] = field(default_factory=list)
-
-    def describe(self) -> str:
-        """How the replay went, in one line."""
-        return (f"{self.events_sent:,} events through intake, {self.decisions:,} routing decisions "
-                f"({self.unmatched} unmatched), {self.syncs:,} waits for routing, {self.late} late, "
-                f"{self.wall_s:.0f} s")
-
-    def figures(self) -> dict[str, Any]:
-        """The report the metrics service must give for this replay's period, exactly."""
-        fates = list(self.fates.values())
-        by_field: dict[str, dict[str, int]] = {}
-        for f in fates:
-            if f.field is None:
-                continue
-            g = by_field.setdefault(f.field, {"attempts": 0, "connected": 0})
-            g["attempts"] += 1
-            g["connected"] += f.outcome == "answered"
-        attempts = len(fates)
-        connected = sum(f.outcome == "answered" for f in fates)
-        # metrics counts a consultation (and its referral) in the period of its record's event time
-        span = (self.end - self.start).total_seconds()
-        consultations = [c for c in self.consultations if c["at"] < span]
-        return {
-            "attempts": attempts,
-            "connected": connected,
-            "answer_rate": connected / attempts if attempts else None,
-            "abandoned_ivr": sum(f.outcome == "ivr" for f in fates),
-            "abandoned_queue": sum(f.outcome == "queue" for f in fates),
-            "abandoned_ringing": sum(f.outcome == "ringing" for f in fates),
-            "by_field": {k: {**v, "answer_rate": v["connected"] / v["attempts"]} for k, v in sorted(by_field.items())},
-            "consultations": len(consultations),
-            "age_bands": dict(Counter(c["age_band"] for c in consultations)),
-            "categories": dict(Counter(cat for c in consultations for cat in c["categories"])),
-            "referrals": sum(c["referral_needed"] for c in consultations),
-        }
-
-
-class DryRouter:
-    """routing's pure core in-process: the model's decisions are the decisions."""
-
-    async def send(self, events: list[Outgoing]) -> None:
-        return None
-
-    async def sync(self, until: float, expect: set[str], model: list[Seen]) -> list[Seen]:
-        return model
-
-    async def decisions(self, timeout_ms: int) -> list[Seen]:
-        return []
-
-    async def settled(self, until: float) -> bool:
-        return True
-
-    async def referral_events(self) -> list[dict[str, Any]]:
-        return []
-
-    async def receiver_action(self, referral_id: str, receiver_id: str, action: str, body: dict | None) -> bool:
-        return True
 
 
 @dataclass

@@ -11,7 +11,7 @@ from rich.table import Table
 from schemas.codes import FieldCode
 from services.metrics.domain.periods import Period
 from tsunagu_tools.reports import period_report
-from tsunagu_tools.simulate.engine import GroundTruth
+from tsunagu_tools.simulate.truth import GroundTruth
 
 HEADLINE_FIELDS = ("loneliness", "suicidal", "hardship")
 

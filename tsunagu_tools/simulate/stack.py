@@ -38,8 +38,10 @@ from tsunagu import auth, topics
 from tsunagu.db import create_pool
 from tsunagu.kafka import assign_all_partitions
 from tsunagu.settings import Settings
-from tsunagu_tools.simulate.engine import PLATFORM, Engine, GroundTruth, Outgoing, Seen
+from tsunagu_tools.simulate.engine import Engine
+from tsunagu_tools.simulate.router import PLATFORM, Outgoing, Seen
 from tsunagu_tools.simulate.scenario import Scenario
+from tsunagu_tools.simulate.truth import GroundTruth
 
 
 async def _through_restarts(call: Callable[[], Awaitable[httpx.Response]], *, patience_s: float = 300.0
