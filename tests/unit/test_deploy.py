@@ -86,7 +86,7 @@ def test_the_checker_reads_groups_and_topics_from_the_specs(facts):
     assert facts.problems == []
     seen = {name: (spec.group, set(spec.consumes)) for name, spec in facts.specs.items()}
     assert seen == {
-        "intake": ("intake", {"intake.ingress"}),
+        "intake": ("intake", {"intake.ingress", "routing.decisions"}),
         "routing": ("routing", {"contact.events"}),
         "referral": ("referral", {"consultation.events"}),
         "metrics": ("metrics", {"contact.events", "routing.decisions", "consultation.events", "referral.events"}),
@@ -125,10 +125,17 @@ def test_a_group_the_spec_does_not_declare_fails(rendered, facts):
 
 
 def test_a_topic_the_spec_consumes_without_a_trigger_fails(rendered, facts):
-    """A service that comes to consume a second topic (intake, routing's assignments) needs a trigger on it."""
-    spec = with_spec(facts, "intake", consumes=(topics.INGRESS, topics.ROUTING_DECISIONS))
+    """A service that comes to consume another topic needs a trigger on it (intake consumes routing's
+    decisions for its assignments: its ScaledObject has a trigger for each of its two topics)."""
+    spec = with_spec(facts, "routing", consumes=(topics.CONTACT_EVENTS, topics.REFERRAL_EVENTS))
     problems = v.check_overlay("prod", objects=copy.deepcopy(rendered["prod"]), facts=spec)
-    assert has(problems, "ScaledObject/tsunagu-intake", "but intake consumes", "tsunagu.routing.decisions")
+    assert has(problems, "ScaledObject/tsunagu-routing", "but routing consumes", "tsunagu.referral.events")
+
+    def drop_second(objects):
+        del named(objects, "ScaledObject", "tsunagu-intake")["spec"]["triggers"][1]
+
+    assert has(broken(rendered, facts, "prod", drop_second), "ScaledObject/tsunagu-intake", "but intake consumes",
+               "tsunagu.routing.decisions")
 
 
 def test_specs_that_disagree_with_the_settings_or_the_topics_fail(facts):
