@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
+from tests.fakes import known_to
 from tsunagu.settings import Settings
 from tsunagu_tools import stack
 
@@ -69,9 +70,10 @@ def topic_prefix() -> str:
 
 @pytest.fixture
 def make_settings(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> Callable[..., Settings]:
-    """Build Settings for this test's broker, database and topics (3 partitions, free ports)."""
+    """Build Settings for this test's broker, database and topics (3 partitions, free ports); a service's
+    own knobs with its class first: ``make_settings(ReferralSettings, referral_clock="event_time")``."""
 
-    def make(**overrides: object) -> Settings:
+    def make(cls: type[Settings] = Settings, /, **overrides: object) -> Settings:
         values: dict[str, object] = {
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "DATABASE_URL": database_url,
@@ -83,7 +85,7 @@ def make_settings(kafka_bootstrap: str, database_url: str, topic_prefix: str) ->
             # database_url / kafka_bootstrap_servers are read through their env-style aliases
             alias = {"database_url": "DATABASE_URL", "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS"}
             values[alias.get(key, key)] = value
-        return Settings(**values)  # type: ignore[arg-type]
+        return cls(**known_to(cls, values))  # type: ignore[arg-type]
 
     return make
 

@@ -26,10 +26,21 @@ from tsunagu.outbox import Outgoing
 from tsunagu.settings import Settings
 
 
-def fake_settings(**overrides: Any) -> Settings:
-    """Settings for a broker that is never dialled (``TestKafkaBroker`` replaces its transport)."""
-    values: dict[str, Any] = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "topic_prefix": "unit.", **overrides}
-    return Settings(**values)
+def fake_settings(cls: type[Settings] = Settings, /, **overrides: Any) -> Settings:
+    """Settings for a broker that is never dialled (``TestKafkaBroker`` replaces its transport); ``cls``:
+    a service's (its ``SPEC.settings``) when the code under test reads its own knobs."""
+    values: dict[str, Any] = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "topic_prefix": "unit.",
+                              **known_to(cls, overrides)}
+    return cls(**values)
+
+
+def known_to(cls: type[Settings], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides``, refused when one is no field of ``cls`` (it would be ignored: a service's knob
+    given to the shared settings)."""
+    unknown = set(overrides) - set(cls.model_fields) - {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+    if unknown:
+        raise TypeError(f"{sorted(unknown)} are not settings of {cls.__name__}")
+    return overrides
 
 
 class FakeConnection:

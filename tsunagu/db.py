@@ -1,8 +1,9 @@
 """PostgreSQL plumbing: the pool factory and per-service schema migrations.
 
 Each service owns one schema and a ``migrations/`` folder of numbered ``.sql`` files beside
-its ``store.py``. ``migrate`` applies the ones not yet applied, under an advisory lock so
-that several instances starting at once do not race.
+its ``store.py``; a service that publishes applies the kit's inbox/outbox folder into the same
+schema first. ``migrate`` applies the files not yet applied, under an advisory lock so that
+several instances starting at once do not race.
 
 Every pool checks the server first: tsunagu needs PostgreSQL 18 (metrics writes ``RETURNING old.*,
 new.*``, which older servers refuse batch after batch), so a service, a CLI command or a migration on
@@ -84,25 +85,33 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, attemp
     raise AssertionError("unreachable")
 
 
-async def migrate(
-    pool: asyncpg.Pool, schema: str, folder: Path | None, *, inbox_outbox: bool = False
-) -> list[str]:
-    """Apply the numbered SQL files in ``folder`` to ``schema``; returns the names applied.
+# The inbox and outbox every publishing service keeps in its own schema (tsunagu.inbox, tsunagu.outbox).
+INBOX_OUTBOX = Path(__file__).parent / "migrations" / "inbox_outbox"
+# Folders of the kit applied inside the schemas of others: their steps are recorded as ``<folder>/<file>``,
+# so that they never collide with the service's own numbered files in the same ``schema_migrations``.
+SHARED_FOLDERS = (INBOX_OUTBOX,)
+# The names the inbox/outbox steps were recorded under when they were DDL strings of the kit, not files:
+# a schema that holds the old name has the step; nothing is applied twice.
+RECORDED_BEFORE = {
+    "inbox_outbox/001_inbox_outbox.sql": "000_inbox_outbox",
+    "inbox_outbox/002_outbox_traceparent.sql": "000_outbox_traceparent",
+    "inbox_outbox/003_outbox_published.sql": "000_outbox_published",
+    "inbox_outbox/004_outbox_every_partition.sql": "000_outbox_every_partition",
+}
 
-    ``inbox_outbox`` first creates the service's inbox and outbox tables (tsunagu.inbox,
-    tsunagu.outbox), as migration ``000_inbox_outbox``.
+
+def steps_of(folder: Path) -> list[tuple[str, str]]:
+    """The numbered ``.sql`` files of ``folder`` in order, as (recorded name, SQL)."""
+    prefix = f"{folder.name}/" if folder in SHARED_FOLDERS else ""
+    return [(prefix + path.name, path.read_text()) for path in sorted(folder.glob("*.sql"))]
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, *folders: Path) -> list[str]:
+    """Apply the numbered SQL files of ``folders``, in that order, to ``schema``; returns the names applied.
+
+    A publishing service passes ``INBOX_OUTBOX`` first, then its own folder.
     """
-    from tsunagu.inbox import INBOX_DDL
-    from tsunagu.outbox import OUTBOX_DDL, OUTBOX_FANOUT_DDL, OUTBOX_RETAIN_DDL, OUTBOX_TRACE_DDL
-
-    steps: list[tuple[str, str]] = []
-    if inbox_outbox:
-        steps.append(("000_inbox_outbox", INBOX_DDL + OUTBOX_DDL))
-        steps.append(("000_outbox_traceparent", OUTBOX_TRACE_DDL))
-        steps.append(("000_outbox_published", OUTBOX_RETAIN_DDL))
-        steps.append(("000_outbox_every_partition", OUTBOX_FANOUT_DDL))
-    if folder is not None:
-        steps += [(path.name, path.read_text()) for path in sorted(folder.glob("*.sql"))]
+    steps = [step for folder in folders for step in steps_of(folder)]
     lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
     applied: list[str] = []
     async with pool.acquire() as conn:
@@ -116,7 +125,7 @@ async def migrate(
             )
             done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
             for name, sql in steps:
-                if name in done:
+                if name in done or RECORDED_BEFORE.get(name) in done:
                     continue
                 async with conn.transaction():
                     await conn.execute(f'SET LOCAL search_path TO "{schema}"')
@@ -126,4 +135,3 @@ async def migrate(
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
     return applied
-

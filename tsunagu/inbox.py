@@ -1,6 +1,7 @@
 """The inbox: which events a service has already consumed, so redelivery changes nothing.
 
-Each service's first migration creates ``<schema>.inbox`` with ``INBOX_DDL``. Inside the
+The table is ``<schema>.inbox``, created by the kit's inbox/outbox migrations
+(``tsunagu/migrations/inbox_outbox``, ``tsunagu.db.INBOX_OUTBOX``). Inside the
 transaction that applies a batch, ``claim_new`` records the batch's (source, id) pairs and
 returns those not seen before: only they are applied.
 """
@@ -8,16 +9,6 @@ returns those not seen before: only they are applied.
 from __future__ import annotations
 
 import asyncpg
-
-INBOX_DDL = """
-CREATE TABLE inbox (
-    source      text NOT NULL,
-    id          text NOT NULL,
-    type        text NOT NULL,
-    received_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (source, id)
-);
-"""
 
 
 async def claim_new(

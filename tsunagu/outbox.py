@@ -6,8 +6,8 @@ the table onto the topics. An event leaves the outbox only after the broker ackn
 crash between the ack and the delete publishes it again on restart — with the same CloudEvents
 id, which every consumer de-duplicates — so nothing is lost and nothing is counted twice.
 
-Each service's first migration creates its outbox with ``OUTBOX_DDL``; ``OUTBOX_TRACE_DDL`` adds the
-``traceparent`` column to outboxes created before it (tsunagu.db.migrate applies both).
+The table and its later columns are numbered migrations of the kit, ``tsunagu/migrations/inbox_outbox``
+(``tsunagu.db.INBOX_OUTBOX``), applied inside each publishing service's schema before its own.
 
 Tracing: a row stores the W3C traceparent of the span that enqueued it (tsunagu/telemetry.py) and
 the publisher sends it as the record's ``traceparent`` header, so the consumer's span continues the
@@ -35,30 +35,6 @@ log = structlog.get_logger()
 
 # A round gives way (``give_way``) before every this many records it hands to the producer.
 SENDS_PER_TURN = 64
-
-OUTBOX_DDL = """
-CREATE TABLE outbox (
-    seq     bigserial PRIMARY KEY,
-    topic   text NOT NULL,   -- short topic name, e.g. contact.events
-    key     text NOT NULL,
-    value   bytea NOT NULL
-);
-"""
-
-# Idempotent: outboxes created before tracing gain the column, new ones get it here too.
-OUTBOX_TRACE_DDL = "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
-
-# A record for every partition of its topic (``Outgoing.every_partition``): a partner platform's
-# heartbeat marks time for all of them (routing's watermark, services/routing/domain.py).
-OUTBOX_FANOUT_DDL = "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS every_partition boolean NOT NULL DEFAULT false;"
-
-# Retention (``outbox_retain_seconds``): a published record stays, marked, for a while, so that it can
-# be published again when the broker lost it (an in-memory broker restarted: see deploy/README.md,
-# "When the broker restarts"). Only the unpublished rows are the queue.
-OUTBOX_RETAIN_DDL = """
-ALTER TABLE outbox ADD COLUMN IF NOT EXISTS published_at timestamptz;
-CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
-"""
 
 
 async def forget_published(conn: asyncpg.Connection) -> int:

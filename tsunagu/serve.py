@@ -31,7 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tsunagu import telemetry
 from tsunagu.logging import configure_logging
-from tsunagu.settings import get_settings
+from tsunagu.settings import Settings, get_settings
 
 # The services, by their specs' names; the local stack starts each as its own process. The kit never
 # imports a service: the runner finds `services/<name>/app.py` by that name, and its SPEC must say so.
@@ -39,11 +39,17 @@ SERVICES: tuple[str, ...] = ("intake", "routing", "referral", "metrics")
 APP_MODULE = "services.{name}.app"  # holds SPEC (a tsunagu.service.ServiceSpec) and create_app(settings)
 
 
-def load_factory(service: str):
+def load_service(service: str):
+    """The service's app module: its SPEC and its ``create_app(settings)``."""
     module = importlib.import_module(APP_MODULE.format(name=service))
     if module.SPEC.name != service:
         raise SystemExit(f"{module.__name__}: its SPEC is named {module.SPEC.name!r}, not {service!r}")
-    return module.create_app
+    return module
+
+
+def settings_of(service: str) -> Settings:
+    """The settings the service starts with: the shared ones and its own (its SPEC's class)."""
+    return get_settings(load_service(service).SPEC.settings)
 
 
 def scrape_dir(settings, service: str) -> Path | None:
@@ -119,11 +125,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 def build_app():
     """uvicorn's factory, run in each worker process: the service comes from the environment."""
     service = os.environ["TSUNAGU_SERVICE"]
-    settings = get_settings()
+    settings = settings_of(service)
     configure_logging(settings, service)
     # after the fork: exporters' threads and the providers belong to this worker
     tel = telemetry.configure(service, settings.telemetry_dir, snapshot_dir=scrape_dir(settings, service))
-    app = load_factory(service)(settings)
+    app = load_service(service).create_app(settings)
     # GET /metrics on every service in dev; in prod only metrics' own (the others push OTLP, and
     # intake's port faces partners)
     tel.attach(app, scrape_route=settings.env == "dev", lag_seconds=settings.consumer_lag_seconds)
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) != 1 or args[0] not in SERVICES:
         raise SystemExit(f"usage: python -m tsunagu.serve {{{','.join(SERVICES)}}}")
     service = args[0]
-    settings = get_settings()
+    settings = settings_of(service)
     configure_logging(settings, service)
     os.environ["TSUNAGU_SERVICE"] = service
     snapshots = scrape_dir(settings, service)

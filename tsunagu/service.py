@@ -1,9 +1,9 @@
 """What a service is, as data (``ServiceSpec``), and the one app skeleton every service runs in.
 
 A spec declares a service's name, its consumer group, the topics it consumes and produces, its HTTP
-port's setting and its migrations. The subscriber takes its topics and group from the spec
-(``ServiceSpec.subscriber``), the lifespan its migrations, and the deploy checks read the same specs
-instead of the code. ``service_app`` is the lifespan every service shares:
+port's setting, its settings class and its migrations. The subscriber takes its topics and group from
+the spec (``ServiceSpec.subscriber``), the runner its settings class, the lifespan its migrations, and
+the deploy checks read the same specs instead of the code. ``service_app`` is the lifespan every service shares:
 
     pool -> migrations -> outbox (if any) -> Hooks.prepare -> broker (consuming) -> Hooks.consuming
     ... serve ...
@@ -29,7 +29,7 @@ from faststream.kafka import KafkaBroker
 
 from tsunagu import auth, topics
 from tsunagu.consume import batch_subscriber
-from tsunagu.db import create_pool, migrate
+from tsunagu.db import INBOX_OUTBOX, create_pool, migrate
 from tsunagu.health import Check, health_router, service_checks
 from tsunagu.kafka import make_broker
 from tsunagu.outbox import running_outbox
@@ -44,7 +44,13 @@ class Migrations:
 
     schema: str
     folder: Path | None
-    inbox_outbox: bool = False  # the service's inbox and outbox tables come first
+    inbox_outbox: bool = False  # the kit's inbox and outbox tables (tsunagu.db.INBOX_OUTBOX) come first
+
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        """The folders ``migrate`` applies to ``schema``, in order."""
+        kit = (INBOX_OUTBOX,) if self.inbox_outbox else ()
+        return kit + ((self.folder,) if self.folder is not None else ())
 
 
 AUTH = Migrations(auth.SCHEMA, auth.MIGRATIONS)  # the callers' credentials: every service checks them
@@ -61,6 +67,7 @@ class ServiceSpec:
     produces: tuple[str, ...]
     migrations: tuple[Migrations, ...]  # applied in order at every start
     group_setting: str | None = None  # a Settings field that renames the group (a rebuild: metrics)
+    settings: type[Settings] = Settings  # the shared settings and its own (services/<name>/settings.py)
 
     def __post_init__(self) -> None:
         unknown = set(self.consumes + self.produces) - set(topics.ALL)
@@ -76,7 +83,7 @@ class ServiceSpec:
 
     @property
     def default_port(self) -> int:
-        return int(Settings.model_fields[self.port_setting].default)
+        return int(self.settings.model_fields[self.port_setting].default)
 
     @property
     def schema(self) -> str:
@@ -137,7 +144,7 @@ class Hooks:
 async def apply_migrations(pool: asyncpg.Pool, migrations: tuple[Migrations, ...]) -> list[str]:
     applied: list[str] = []
     for m in migrations:
-        applied += await migrate(pool, m.schema, m.folder, inbox_outbox=m.inbox_outbox)
+        applied += await migrate(pool, m.schema, *m.folders)
     return applied
 
 

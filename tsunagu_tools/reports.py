@@ -22,6 +22,7 @@ from services.metrics import catchup, reports
 from services.metrics.domain.counting import NO_FIELD
 from services.metrics.domain.periods import Period, PeriodError, resolve_period
 from services.metrics.periods_file import periods_of
+from services.metrics.settings import MetricsSettings
 from services.metrics.store.fold_mode import is_live
 from tsunagu.db import create_pool
 from tsunagu.settings import get_settings
@@ -64,7 +65,7 @@ def _refuse_while_rebuilding(dsn: str) -> None:
 
 def _period(period: str | None, start: str | None, end: str | None) -> Period:
     try:
-        return resolve_period(periods_of(get_settings()), period, start, end)
+        return resolve_period(periods_of(get_settings(MetricsSettings)), period, start, end)
     except PeriodError as err:
         err_console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None

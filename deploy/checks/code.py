@@ -52,7 +52,9 @@ def code_facts(given: Iterable[ServiceSpec] | None = None) -> CodeFacts:
         specs, problems = service_specs()
     else:
         specs, problems = {s.name: s for s in given}, []
-    defaults = {name: f.default for name, f in Settings.model_fields.items()}
+    # the shared settings' defaults and each service's own (its spec's settings class)
+    defaults = {name: f.default for cls in (Settings, *(s.settings for s in specs.values()))
+                for name, f in cls.model_fields.items()}
     for spec in specs.values():
         if spec.group_setting and defaults.get(spec.group_setting) != spec.group:
             problems.append(f"code: {spec.name}'s group is {spec.group!r}, but {spec.group_setting} defaults "
@@ -83,8 +85,9 @@ PLACEHOLDERS = {"DATABASE_URL": "postgresql://placeholder@localhost/tsunagu",
                 "TSUNAGU_CALLER_KEY_SECRET": "placeholder-secret-placeholder-secret-0123456789"}
 
 
-def pod_settings(env: dict[str, str], from_secrets: list[str]) -> Settings | str:
-    """The settings a pod starts with (its Secrets stand in as placeholders), or why it would not start."""
+def pod_settings(env: dict[str, str], from_secrets: list[str], cls: type[Settings] = Settings) -> Settings | str:
+    """The settings a pod starts with (``cls``: its service's, ``spec.settings``; its Secrets stand in as
+    placeholders), or why it would not start."""
     from tsunagu.settings import SettingsError, get_settings
 
     full = dict(env)
@@ -92,6 +95,6 @@ def pod_settings(env: dict[str, str], from_secrets: list[str]) -> Settings | str
         full[name] = PLACEHOLDERS.get(name, "placeholder")
     with environment({k: v for k, v in full.items() if "$(" not in v}):
         try:
-            return get_settings()
+            return get_settings(cls)
         except (SettingsError, SystemExit) as err:
             return f"settings: {str(err).replace(chr(10), ' ')}"

@@ -157,7 +157,7 @@ def check_services(r: Rendered, facts: CodeFacts) -> list[str]:
         problems += check_pod(r, spec, dep, c)
         env, from_secrets = config_env(r, c)
         problems += check_env(r, spec, dep, c, env, from_secrets)
-        settings = pod_settings(env, from_secrets)
+        settings = pod_settings(env, from_secrets, spec.settings)
         if isinstance(settings, str):
             problems.append(f"{where}: {settings}")
             continue

@@ -13,11 +13,11 @@ from services.intake.domain import Rules
 from services.intake.handlers import Intake, register_consumer
 from services.intake.http import DATABASE_AWAY, database_away
 from services.intake.http import router as events_router
+from services.intake.settings import IntakeSettings
 from tsunagu import topics
 from tsunagu.fairness import FairGate
 from tsunagu.ratelimit import RateLimiter
 from tsunagu.service import AUTH, Hooks, Migrations, Outbox, ServiceSpec, service_app
-from tsunagu.settings import Settings
 
 log = structlog.get_logger()
 
@@ -28,6 +28,7 @@ SPEC = ServiceSpec(
     consumes=(topics.INGRESS, topics.ROUTING_DECISIONS),  # partners' events; routing's assignments (grants)
     produces=(topics.CONTACT_EVENTS, topics.CONSULTATION_EVENTS, topics.REJECTED),
     migrations=(AUTH, Migrations(store.SCHEMA, store.MIGRATIONS, inbox_outbox=True)),
+    settings=IntakeSettings,
 )
 
 
@@ -35,7 +36,7 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: IntakeSettings) -> FastAPI:
     rules = Rules(
         caller_secret=settings.caller_secret(),
         default_region=settings.default_region,

@@ -126,7 +126,7 @@ class Canonical:
 
 # Published once to each partition of its topic rather than by key: a platform's heartbeat says "time
 # has reached t" to routing, which fires a timer only once every partition has been read past it
-# (services/routing/domain.py, the watermark).
+# (services/routing/domain/, the watermark).
 EVERY_PARTITION = frozenset({"platform.heartbeat"})
 
 

@@ -25,6 +25,7 @@ from schemas.kafka import kafka_headers
 from schemas.rejected import RejectedRecord
 from services.intake import store
 from services.intake.domain import Canonical, Outcome, Rules, Sorted, Unparsed, outcomes, sorting_steps
+from services.intake.settings import IntakeSettings
 from tsunagu import auth, telemetry, topics
 from tsunagu.consume import decode_records
 from tsunagu.fairness import FairGate
@@ -32,7 +33,6 @@ from tsunagu.health import ConsumerHealth, batch_failed
 from tsunagu.outbox import OutboxPublisher
 from tsunagu.ratelimit import Holds, RateLimiter
 from tsunagu.service import ServiceSpec
-from tsunagu.settings import Settings
 from tsunagu.telemetry import EventRef, current_of, emit_contact_root, event_spans
 
 log = structlog.get_logger()
@@ -49,7 +49,7 @@ KEYS_REMEMBERED = 10_000
 class Intake:
     """What the handlers need, built in the app's lifespan."""
 
-    settings: Settings
+    settings: IntakeSettings
     rules: Rules
     clock: Callable[[], datetime]
     pool: asyncpg.Pool | None = None

@@ -16,7 +16,7 @@ import asyncpg
 
 from services.intake.domain import Canonical, Outcome, conflict_problem, differing
 from services.intake.ownership import ContactClaim, ReferralClaim, judge
-from tsunagu.db import migrate
+from tsunagu.db import INBOX_OUTBOX, migrate
 from tsunagu.outbox import Outgoing, enqueue
 from tsunagu.telemetry import traceparent_about
 
@@ -25,7 +25,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def migrate_schema(pool: asyncpg.Pool) -> list[str]:
-    return await migrate(pool, SCHEMA, MIGRATIONS, inbox_outbox=True)
+    return await migrate(pool, SCHEMA, INBOX_OUTBOX, MIGRATIONS)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from services.metrics.handlers import Metrics, register_consumer, rejected_publi
 from services.metrics.http import PeriodProblem, period_problem
 from services.metrics.http import router as metrics_router
 from services.metrics.periods_file import periods_of
+from services.metrics.settings import MetricsSettings
 from services.metrics.store.callers import derive_links, links_pending
 from services.metrics.store.fold_mode import is_live
 from services.metrics.store.gauges import live_figures
@@ -29,7 +30,6 @@ from tsunagu import auth, topics
 from tsunagu import telemetry as process_telemetry
 from tsunagu.http_errors import install_database_away
 from tsunagu.service import AUTH, Hooks, Migrations, ServiceSpec, service_app
-from tsunagu.settings import Settings
 
 log = structlog.get_logger()
 
@@ -41,6 +41,7 @@ SPEC = ServiceSpec(
     consumes=(topics.CONTACT_EVENTS, topics.ROUTING_DECISIONS, topics.CONSULTATION_EVENTS, topics.REFERRAL_EVENTS),
     produces=(topics.REJECTED,),
     migrations=(AUTH, Migrations(SCHEMA, MIGRATIONS, inbox_outbox=True)),
+    settings=MetricsSettings,
 )
 
 __all__ = ["SPEC", "create_app", "periods_of"]
@@ -78,7 +79,7 @@ async def move_links(metrics: Metrics, every: float) -> None:
             log.warning("caller_links_not_derived", error=type(err).__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: MetricsSettings) -> FastAPI:
     telemetry = OpsTelemetry(telemetry=process_telemetry.get())  # one meter: business, handler and lag metrics
     metrics = Metrics(settings=settings, telemetry=telemetry, clock=wall_clock)
     broker = SPEC.make_broker(settings)

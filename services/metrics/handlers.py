@@ -37,6 +37,7 @@ from schemas.rejected import RejectedRecord, rejected_record
 from services.metrics.catchup import CatchUp
 from services.metrics.domain.facts import Facts, fold
 from services.metrics.domain.periods import TIME_OUT_OF_RANGE, time_problem
+from services.metrics.settings import MetricsSettings
 from services.metrics.store.facts import FactRows, apply_facts_only, fact_rows
 from services.metrics.store.fold_mode import DeriveInProgress, live_for_batch
 from services.metrics.store.rollups import apply_rows
@@ -58,7 +59,7 @@ log = structlog.get_logger()
 class Metrics:
     """What the handler needs, filled in by the app's lifespan."""
 
-    settings: Settings
+    settings: MetricsSettings
     telemetry: OpsTelemetry
     pool: asyncpg.Pool | None = None
     consumed: int = field(default=0)  # new events applied by this process

@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 
 from services.metrics.domain.periods import Period, parse_instant
-from tsunagu.settings import Settings, SettingsError
+from services.metrics.settings import MetricsSettings
+from tsunagu.settings import SettingsError
 
 DEFAULT_PERIODS = Path(__file__).parents[2] / "config" / "periods.yaml"
 
@@ -23,7 +24,7 @@ def load_periods(path: Path) -> dict[str, Period]:
     return periods
 
 
-def periods_of(settings: Settings) -> dict[str, Period]:
+def periods_of(settings: MetricsSettings) -> dict[str, Period]:
     """The periods of the file the settings name, else of the project's config (none when it is absent)."""
     path = settings.metrics_periods_file or DEFAULT_PERIODS
     if not path.exists():

@@ -18,10 +18,10 @@ from services.referral import store
 from services.referral.directory import generated
 from services.referral.handlers import Referrals, Scanner, policy_of, register_consumer
 from services.referral.http import router as referrals_router
+from services.referral.settings import ReferralSettings
 from tsunagu import topics
 from tsunagu.http_errors import install_database_away
 from tsunagu.service import AUTH, Hooks, Migrations, Outbox, ServiceSpec, service_app
-from tsunagu.settings import Settings
 
 log = structlog.get_logger()
 
@@ -32,10 +32,11 @@ SPEC = ServiceSpec(
     consumes=(topics.CONSULTATION_EVENTS,),
     produces=(topics.REFERRAL_EVENTS, topics.REJECTED),
     migrations=(AUTH, Migrations(store.SCHEMA, store.MIGRATIONS, inbox_outbox=True)),
+    settings=ReferralSettings,
 )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: ReferralSettings) -> FastAPI:
     referrals = Referrals(settings=settings, policy=policy_of(settings))
     broker = SPEC.make_broker(settings)
     register_consumer(SPEC, broker, referrals)

@@ -43,6 +43,7 @@ from services.referral.domain import (
     from_request,
     open_referral,
 )
+from services.referral.settings import ReferralSettings
 from tsunagu import telemetry, topics
 from tsunagu.consume import decode_records
 from tsunagu.health import ConsumerHealth, batch_failed
@@ -50,7 +51,6 @@ from tsunagu.inbox import claim_new
 from tsunagu.logging import event_fields
 from tsunagu.outbox import OutboxPublisher, Outgoing, enqueue
 from tsunagu.service import ServiceSpec
-from tsunagu.settings import Settings
 from tsunagu.telemetry import traceparent_about
 
 log = structlog.get_logger()
@@ -67,7 +67,7 @@ def wall_clock() -> datetime:
 class Referrals:
     """What the handlers, the scanner and the API share; the pool and outbox come from the lifespan."""
 
-    settings: Settings
+    settings: ReferralSettings
     policy: DeadlinePolicy
     pool: asyncpg.Pool | None = None
     outbox: OutboxPublisher | None = None
@@ -91,7 +91,7 @@ class Referrals:
             self.outbox.wake()
 
 
-def policy_of(settings: Settings) -> DeadlinePolicy:
+def policy_of(settings: ReferralSettings) -> DeadlinePolicy:
     return DeadlinePolicy(
         imminent_minutes=settings.referral_imminent_ack_minutes,
         urgent_hours=settings.referral_urgent_ack_hours,

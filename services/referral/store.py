@@ -23,7 +23,7 @@ from schemas.registry import event_type
 from services.referral.directory import ContactPoint, Directory, Organization, Schedule, Service
 from services.referral.domain import Change, Receiver, Referral, Status, prefecture_row
 from tsunagu import topics
-from tsunagu.db import migrate
+from tsunagu.db import INBOX_OUTBOX, migrate
 from tsunagu.outbox import Outgoing, enqueue
 from tsunagu.telemetry import traceparent_about
 
@@ -34,7 +34,7 @@ S = SCHEMA
 
 
 async def migrate_schema(pool: asyncpg.Pool) -> list[str]:
-    return await migrate(pool, SCHEMA, MIGRATIONS, inbox_outbox=True)
+    return await migrate(pool, SCHEMA, INBOX_OUTBOX, MIGRATIONS)
 
 
 # --- events ------------------------------------------------------------------------------------

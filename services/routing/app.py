@@ -19,10 +19,11 @@ from fastapi import FastAPI
 from services.routing import store
 from services.routing.handlers import Routing, register_consumer
 from services.routing.http import router as live_router
+from services.routing.settings import RoutingSettings
 from tsunagu import telemetry, topics
 from tsunagu.http_errors import install_database_away
 from tsunagu.service import AUTH, Hooks, Migrations, Outbox, ServiceSpec, service_app
-from tsunagu.settings import Settings, SettingsError
+from tsunagu.settings import SettingsError
 
 log = structlog.get_logger()
 
@@ -33,6 +34,7 @@ SPEC = ServiceSpec(
     consumes=(topics.CONTACT_EVENTS,),
     produces=(topics.ROUTING_DECISIONS,),
     migrations=(AUTH, Migrations(store.SCHEMA, store.MIGRATIONS, inbox_outbox=True)),
+    settings=RoutingSettings,
 )
 
 GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation (Python's default: 700)
@@ -54,7 +56,7 @@ async def apply_configured_registries(routing: Routing) -> list[str]:
     return applied
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: RoutingSettings) -> FastAPI:
     routing = Routing(settings=settings)
     routing.observe_lines(telemetry.get().meter)
     broker = SPEC.make_broker(settings)

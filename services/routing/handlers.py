@@ -24,7 +24,9 @@ from schemas import ValidatedEvent
 from schemas.kafka import encode_value
 from services.routing import store
 from services.routing.desks import Registry
-from services.routing.domain import Board, Decision, board_time
+from services.routing.domain.board import Board
+from services.routing.domain.clock import board_time
+from services.routing.domain.records import Decision
 from tsunagu import telemetry, topics
 from tsunagu.consume import decode_records
 from tsunagu.health import ConsumerHealth, batch_failed

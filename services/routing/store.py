@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 
 from services.routing.desks import Registry, parse_registry
-from tsunagu.db import migrate
+from tsunagu.db import INBOX_OUTBOX, migrate
 from tsunagu.outbox import Outgoing
 
 SCHEMA = "routing"
@@ -37,7 +37,7 @@ class VersionConflict(ValueError):
 
 
 async def migrate_schema(pool: asyncpg.Pool) -> list[str]:
-    return await migrate(pool, SCHEMA, MIGRATIONS, inbox_outbox=True)
+    return await migrate(pool, SCHEMA, INBOX_OUTBOX, MIGRATIONS)
 
 
 def read_document(path: Path) -> dict[str, Any]:

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from services.metrics import handlers
 from services.metrics.handlers import Metrics, apply_batch
+from services.metrics.settings import MetricsSettings
 from services.metrics.store.fold_mode import derive_and_go_live
 from services.metrics.telemetry import OpsTelemetry
 from tests.integration.metrics_support import records_of, rollup_rows, synthetic_log
 from tests.integration.rollups_support import LOG, consume, every_figure, fresh_schema
-from tsunagu.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ class Died(Exception):
 @pytest.fixture
 def metrics_of(pool):
     def make(live: bool = True) -> Metrics:
-        metrics = Metrics(settings=Settings(), telemetry=OpsTelemetry(), pool=pool)
+        metrics = Metrics(settings=MetricsSettings(), telemetry=OpsTelemetry(), pool=pool)
         metrics.live = live  # else read from the schema's fold_mode, 'catch_up' in a new schema
         return metrics
     return make

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from tsunagu.db import create_pool, migrate
+from tsunagu.db import INBOX_OUTBOX, create_pool, migrate
 from tsunagu.outbox import forget_published
 
 
@@ -13,7 +13,7 @@ async def test_only_published_records_are_dropped_in_every_outbox(database_url: 
     pool = await create_pool(database_url)
     try:
         for schema in ("intake", "routing"):
-            await migrate(pool, schema, None, inbox_outbox=True)
+            await migrate(pool, schema, INBOX_OUTBOX)
             await pool.execute(
                 f'INSERT INTO "{schema}".outbox (topic, key, value, published_at) VALUES '
                 "('contact.events', 'a', '\\x7b7d', now()), ('contact.events', 'b', '\\x7b7d', now()), "

@@ -13,6 +13,7 @@ import pytest
 from services.referral import store
 from services.referral.directory import generated
 from services.referral.handlers import Referrals, apply_batch, escalate_due, policy_of
+from services.referral.settings import ReferralSettings
 from tests.integration.referral_support import consultation
 from tests.support import T0
 from tsunagu.db import create_pool
@@ -25,7 +26,8 @@ def records(events: list[dict]) -> list[SimpleNamespace]:
             for i, e in enumerate(events)]
 
 
-async def test_racing_scanners_escalate_each_missed_deadline_once(settings):
+async def test_racing_scanners_escalate_each_missed_deadline_once(make_settings):
+    settings = make_settings(ReferralSettings)
     pools = [await create_pool(settings.database_url) for _ in range(2)]
     try:
         await store.migrate_schema(pools[0])
@@ -53,7 +55,7 @@ async def test_racing_scanners_escalate_each_missed_deadline_once(settings):
 
 async def test_on_event_time_no_deadline_is_due_before_the_first_event_is_consumed(make_settings):
     # a scan that fell back to the wall clock here would find the first batch's referrals years overdue
-    settings = make_settings(referral_clock="event_time")
+    settings = make_settings(ReferralSettings, referral_clock="event_time")
     pool = await create_pool(settings.database_url)
     try:
         await store.migrate_schema(pool)

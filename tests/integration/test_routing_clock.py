@@ -16,8 +16,9 @@ import yaml
 
 from schemas import validate_event
 from services.routing import store
-from services.routing.domain import GAP
+from services.routing.domain.clock import GAP
 from services.routing.handlers import Routing
+from services.routing.settings import RoutingSettings
 from tests.integration.routing_support import (
     PLATFORM,
     decisions,
@@ -28,12 +29,11 @@ from tests.integration.routing_support import (
     routing_rig_fixture,  # noqa: F401 - registers the routing_rig fixture
 )
 from tests.support import T0, read_topic
-from tsunagu.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 YEAR_2100 = datetime(2100, 1, 1, tzinfo=UTC)
-LEAD = timedelta(seconds=Settings().routing_max_clock_lead_s)
+LEAD = timedelta(seconds=RoutingSettings().routing_max_clock_lead_s)
 
 
 def s(seconds: float) -> datetime:
@@ -66,7 +66,7 @@ async def pool_fixture(database_url):
 
 
 def routing_at(pool, wall: datetime) -> Routing:
-    routing = Routing(settings=Settings(), pool=pool, wall=lambda: wall)
+    routing = Routing(settings=RoutingSettings(), pool=pool, wall=lambda: wall)
     routing.streams = frozenset({"0", "1"})
     return routing
 

@@ -10,9 +10,9 @@ import yaml
 from schemas import validate_event
 from services.routing import store
 from services.routing.handlers import Routing
+from services.routing.settings import RoutingSettings
 from tests.integration.routing_support import desk_registry, field_selected, heartbeat, received
 from tests.support import T0
-from tsunagu.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ async def pool_fixture(database_url):
 
 
 async def routing_on(pool, order: str) -> Routing:
-    routing = Routing(settings=Settings(routing_order=order), pool=pool)
+    routing = Routing(settings=RoutingSettings(routing_order=order), pool=pool)
     routing.streams = frozenset({"0", "1"})
     return routing
 

@@ -175,26 +175,24 @@ async def test_log_lines_name_the_event_and_join_the_contacts_trace(traced_run):
 
 
 async def test_an_outbox_created_before_tracing_gains_the_traceparent_column_once(database_url):
-    from tsunagu.db import migrate
-    from tsunagu.inbox import INBOX_DDL
-    from tsunagu.outbox import OUTBOX_DDL, Outgoing, enqueue
+    from tsunagu.db import INBOX_OUTBOX, migrate
+    from tsunagu.outbox import Outgoing, enqueue
 
     traceparent = format_traceparent(contact_root("c-2"))
     pool = await create_pool(database_url)
     try:
         async with pool.acquire() as conn:  # the schema as an earlier release left it
-            await conn.execute('CREATE SCHEMA "old"; SET search_path TO "old";' + INBOX_DDL + OUTBOX_DDL)
+            await conn.execute('CREATE SCHEMA "old"; SET search_path TO "old";'
+                               + (INBOX_OUTBOX / "001_inbox_outbox.sql").read_text())
             await conn.execute('CREATE TABLE "old".schema_migrations (name text PRIMARY KEY, '
                                "applied_at timestamptz NOT NULL DEFAULT now())")
             await conn.execute("""INSERT INTO "old".schema_migrations (name) VALUES ('000_inbox_outbox')""")
             await conn.execute("""INSERT INTO "old".outbox (topic, key, value) VALUES ('contact.events', 'c-1', '')""")
-        assert await migrate(pool, "old", None, inbox_outbox=True) == ["000_outbox_traceparent",
-                                                                         "000_outbox_published",
-                                                                         "000_outbox_every_partition"]
-        assert await migrate(pool, "old", None, inbox_outbox=True) == []
-        assert await migrate(pool, "new", None, inbox_outbox=True) == ["000_inbox_outbox", "000_outbox_traceparent",
-                                                                         "000_outbox_published",
-                                                                         "000_outbox_every_partition"]
+        later = ["inbox_outbox/002_outbox_traceparent.sql", "inbox_outbox/003_outbox_published.sql",
+                 "inbox_outbox/004_outbox_every_partition.sql"]
+        assert await migrate(pool, "old", INBOX_OUTBOX) == later
+        assert await migrate(pool, "old", INBOX_OUTBOX) == []
+        assert await migrate(pool, "new", INBOX_OUTBOX) == ["inbox_outbox/001_inbox_outbox.sql", *later]
         async with pool.acquire() as conn, conn.transaction():
             await enqueue(conn, "old", [Outgoing("contact.events", "c-2", b"{}", traceparent)])
         rows = await pool.fetch('SELECT key, traceparent FROM "old".outbox ORDER BY seq')

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from services.intake.settings import IntakeSettings
 from tests.security.intake_support import stored_ids
 from tests.support import ServiceProcess, contact_received
 from tsunagu import auth
@@ -166,7 +167,7 @@ async def test_giving_way_is_bounded_so_a_stream_of_urgent_requests_never_stops_
 
 
 def test_the_defaults_leave_room_for_others():
-    settings = get_settings()
+    settings = get_settings(IntakeSettings)
     assert settings.intake_org_in_flight < settings.intake_in_flight
 
 

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.intake.settings import IntakeSettings
 from tests.security.conftest import LIMITED_BURST, size
 from tests.security.intake_support import stored_ids
 from tests.support import contact_received
@@ -90,8 +91,8 @@ def test_what_a_partner_gets_through_never_exceeds_the_burst_plus_the_rate_times
 
 def test_settings_refuse_a_burst_smaller_than_a_full_batch():
     with pytest.raises(SettingsError, match="TSUNAGU_INTAKE_BURST"):
-        get_settings(intake_burst=10, max_batch_events=500)
-    assert get_settings(intake_burst=10, max_batch_events=500, intake_rate_per_s=0).intake_burst == 10
+        get_settings(IntakeSettings, intake_burst=10, max_batch_events=500)
+    assert get_settings(IntakeSettings, intake_burst=10, max_batch_events=500, intake_rate_per_s=0).intake_burst == 10
 
 
 # --- through HTTP: the second intake process of the stack, with a burst of 5 and (practically) no refill ---------

@@ -50,7 +50,7 @@ def fake_store(monkeypatch: pytest.MonkeyPatch) -> FakeIntakeStore:
 
 
 def intake_on_fakes() -> Intake:
-    settings = fake_settings()
+    settings = fake_settings(SPEC.settings)
     rules = Rules(caller_secret=b"s" * 32, max_event_bytes=4096)
     # the test events are of the trial's week; the partners' keys may back-fill it
     return Intake(settings=settings, rules=rules, clock=lambda: T0 + timedelta(days=1), pool=FakePool())

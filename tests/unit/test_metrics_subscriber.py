@@ -17,7 +17,7 @@ NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
 async def test_a_record_that_is_not_a_canonical_event_is_set_aside_onto_the_rejected_topic():
-    settings = fake_settings()
+    settings = fake_settings(SPEC.settings)
     metrics = Metrics(settings=settings, telemetry=OpsTelemetry(), pool=FakePool(), clock=lambda: NOW)
     broker = SPEC.make_broker(settings)
     metrics.publish_aside = rejected_publisher(broker, settings)

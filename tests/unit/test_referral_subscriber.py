@@ -76,7 +76,7 @@ def outbox(monkeypatch: pytest.MonkeyPatch) -> FakeOutbox:
 
 
 def referrals_on_fakes(outbox: FakeOutbox) -> Referrals:
-    settings = fake_settings()
+    settings = fake_settings(SPEC.settings)
     return Referrals(settings=settings, policy=policy_of(settings), pool=FakePool(), outbox=outbox)
 
 

@@ -66,7 +66,7 @@ def fake_store(monkeypatch: pytest.MonkeyPatch) -> FakeRoutingStore:
 
 
 def routing_on_fakes(outbox: FakeOutbox) -> Routing:
-    routing = Routing(settings=fake_settings(), pool=FakePool(), outbox=outbox)
+    routing = Routing(settings=fake_settings(SPEC.settings), pool=FakePool(), outbox=outbox)
     routing.streams = frozenset({"0"})  # the in-memory broker puts every record in partition 0
     return routing
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.metrics.settings import MetricsSettings
 from tsunagu import topics
 from tsunagu.service import AUTH, Migrations, ServiceSpec
 from tsunagu.settings import Settings
@@ -26,8 +27,8 @@ class Broker:
         return "subscriber"
 
 
-def settings(**overrides: Any) -> Settings:
-    return Settings(topic_prefix="t.", consumer_group_prefix="run1-", **overrides)
+def settings(cls: type[Settings] = Settings, /, **overrides: Any) -> Settings:
+    return cls(topic_prefix="t.", consumer_group_prefix="run1-", **overrides)
 
 
 def test_the_subscriber_takes_its_group_and_topics_from_the_spec():
@@ -58,8 +59,8 @@ def test_a_topic_outside_the_spec_is_refused():
 
 def test_a_group_setting_renames_the_group():
     metrics = dataclasses.replace(SPEC, name="metrics", group="metrics", group_setting="metrics_consumer_group")
-    assert metrics.consumer_group(settings()) == "run1-metrics"
-    assert metrics.consumer_group(settings(metrics_consumer_group="metrics-v2")) == "run1-metrics-v2"
+    assert metrics.consumer_group(settings(MetricsSettings)) == "run1-metrics"
+    assert metrics.consumer_group(settings(MetricsSettings, metrics_consumer_group="metrics-v2")) == "run1-metrics-v2"
 
 
 def test_the_port_is_the_services_setting():

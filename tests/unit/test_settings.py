@@ -56,3 +56,15 @@ def test_production_accepts_a_real_secret_and_never_shows_it(monkeypatch):
     settings = get_settings()
     assert settings.caller_secret() == secret.encode()
     assert secret not in repr(settings)
+
+
+def test_a_services_own_knob_is_read_and_checked_by_that_service_alone(monkeypatch):
+    from tsunagu.serve import settings_of
+
+    monkeypatch.setenv("TSUNAGU_INTAKE_BURST", "10")  # below a full batch: intake must not start
+    with pytest.raises(SettingsError, match="TSUNAGU_INTAKE_BURST"):
+        settings_of("intake")
+    monkeypatch.setenv("TSUNAGU_ROUTING_ORDER", "event_time")
+    routing = settings_of("routing")
+    assert routing.routing_order == "event_time"  # type: ignore[attr-defined]
+    assert not hasattr(routing, "intake_burst") and not hasattr(get_settings(), "routing_order")
