@@ -1,4 +1,6 @@
-"""Run one service as its own process: ``python -m tsunagu.serve intake``.
+"""How a service runs as its own process: ``build`` makes its app in each worker, ``run`` starts
+uvicorn. Which services exist, and the command that starts one (``python -m services intake``), are
+the services' own (``services/run.py``): the kit never imports a service or loads one by name.
 
 uvicorn serves each service with ``GuardedHttpToolsProtocol``: its own HTTP/1.1 protocol (httptools)
 plus two bounds it lacks against connections that hold on without finishing a request (slowloris):
@@ -19,40 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
-import os
 import shutil
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tsunagu import telemetry
 from tsunagu.logging import configure_logging
+from tsunagu.service import ServiceSpec
 from tsunagu.settings import Settings, get_settings
 
-# The services, by their specs' names; the local stack starts each as its own process. The kit never
-# imports a service: the runner finds `services/<name>/app.py` by that name, and its SPEC must say so.
-SERVICES: tuple[str, ...] = ("intake", "routing", "referral", "metrics")
-APP_MODULE = "services.{name}.app"  # holds SPEC (a tsunagu.service.ServiceSpec) and create_app(settings)
 
-
-def load_service(service: str):
-    """The service's app module: its SPEC and its ``create_app(settings)``."""
-    module = importlib.import_module(APP_MODULE.format(name=service))
-    if module.SPEC.name != service:
-        raise SystemExit(f"{module.__name__}: its SPEC is named {module.SPEC.name!r}, not {service!r}")
-    return module
-
-
-def settings_of(service: str) -> Settings:
-    """The settings the service starts with: the shared ones and its own (its SPEC's class)."""
-    return get_settings(load_service(service).SPEC.settings)
-
-
-def scrape_dir(settings, service: str) -> Path | None:
+def scrape_dir(settings: Settings, service: str) -> Path | None:
     """With several workers, where they leave their metrics so that one scrape shows them all."""
     if settings.workers <= 1:
         return None
@@ -122,39 +106,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def build_app():
-    """uvicorn's factory, run in each worker process: the service comes from the environment."""
-    service = os.environ["TSUNAGU_SERVICE"]
-    settings = settings_of(service)
-    configure_logging(settings, service)
+def build(spec: ServiceSpec, create_app: Callable[[Any], FastAPI], settings: Settings) -> FastAPI:
+    """A service's app, in the worker process that serves it (uvicorn's factory calls this)."""
+    configure_logging(settings, spec.name)
     # after the fork: exporters' threads and the providers belong to this worker
-    tel = telemetry.configure(service, settings.telemetry_dir, snapshot_dir=scrape_dir(settings, service))
-    app = load_service(service).create_app(settings)
+    tel = telemetry.configure(spec.name, settings.telemetry_dir, snapshot_dir=scrape_dir(settings, spec.name))
+    app = create_app(settings)
     # GET /metrics on every service in dev; in prod only metrics' own (the others push OTLP, and
     # intake's port faces partners)
     tel.attach(app, scrape_route=settings.env == "dev", lag_seconds=settings.consumer_lag_seconds)
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] not in SERVICES:
-        raise SystemExit(f"usage: python -m tsunagu.serve {{{','.join(SERVICES)}}}")
-    service = args[0]
-    settings = settings_of(service)
-    configure_logging(settings, service)
-    os.environ["TSUNAGU_SERVICE"] = service
-    snapshots = scrape_dir(settings, service)
+def run(spec: ServiceSpec, settings: Settings, factory: str) -> None:
+    """Serve the service until it is stopped. ``factory``: the import string of a function that calls
+    ``build`` (uvicorn imports it in every worker)."""
+    configure_logging(settings, spec.name)
+    snapshots = scrape_dir(settings, spec.name)
     if snapshots is not None:  # a new start counts from zero, as a single process would
         shutil.rmtree(snapshots, ignore_errors=True)
     uvicorn.run(
-        "tsunagu.serve:build_app",
+        factory,
         factory=True,
         # Several workers share the port; each runs the service's consumers in the same group
         # (partitions split between them) and its own outbox publisher.
         workers=settings.workers if settings.workers > 1 else None,
         host=settings.http_host,
-        port=settings.service_port(service),
+        port=settings.service_port(spec.name),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
@@ -166,7 +144,3 @@ def main(argv: list[str] | None = None) -> None:
         # and respawned in a loop before they ever served
         timeout_worker_healthcheck=30,
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -60,7 +60,7 @@ AUTH = Migrations(auth.SCHEMA, auth.MIGRATIONS)  # the callers' credentials: eve
 class ServiceSpec:
     """A service, declared: what the runner, the lifespan, the subscriber and the deploy checks read."""
 
-    name: str  # the process (`python -m tsunagu.serve <name>`), its client ids, its logs
+    name: str  # the process (`python -m services <name>`), its client ids, its logs
     summary: str
     group: str  # its consumer group, before Settings.consumer_group_prefix
     consumes: tuple[str, ...]  # short topic names (tsunagu.topics), all in ``group``
@@ -155,13 +155,14 @@ def service_app(spec: ServiceSpec, settings: Settings, holder: Any, broker: Kafk
     """The FastAPI app of a service: the shared lifespan around ``hooks`` and the health routes
     (database, broker, outbox, consumer, plus ``checks``). ``holder`` is the service's state object
     (``holder.pool``, ``holder.outbox`` are set here); the caller adds its own routes."""
-    if not settings.database_url:
+    database_url = settings.database_url
+    if not database_url:
         raise SettingsError(f"{spec.name} needs DATABASE_URL (`tsunagu up` sets it for the local stack)")
     hooks = hooks or Hooks()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = holder.pool = app.state.pool = await create_pool(settings.database_url)
+        pool = holder.pool = app.state.pool = await create_pool(database_url)
         fields: dict[str, object] = {}
         try:
             migrations = await (hooks.migrate(pool) if hooks.migrate else apply_migrations(pool, spec.migrations))

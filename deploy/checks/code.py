@@ -1,10 +1,9 @@
 """What the code declares, read by importing it: the services' specs (``services/<name>/app.py``'s
-SPEC, named by tsunagu.serve), the topics, the settings' defaults, the health routes — and the
+SPEC, listed in services/run.py), the topics, the settings' defaults, the health routes — and the
 settings a pod would start with, computed by tsunagu.settings itself."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,15 +28,15 @@ class CodeFacts:
 
 
 def service_specs() -> tuple[dict[str, ServiceSpec], list[str]]:
-    """The SPEC of each service tsunagu.serve runs, and what is wrong with them."""
-    from tsunagu.serve import APP_MODULE, SERVICES
+    """The SPEC of each service ``python -m services`` runs (services/run.py), and what is wrong with them."""
+    from services.run import APPS
 
     specs: dict[str, ServiceSpec] = {}
     problems: list[str] = []
-    for name in SERVICES:
-        spec = getattr(importlib.import_module(APP_MODULE.format(name=name)), "SPEC", None)
+    for name, module in APPS.items():
+        spec = getattr(module, "SPEC", None)
         if not isinstance(spec, ServiceSpec) or spec.name != name:
-            problems.append(f"code: {APP_MODULE.format(name=name)}.SPEC is not the ServiceSpec of {name}")
+            problems.append(f"code: {module.__name__}.SPEC is not the ServiceSpec of {name}")
             continue
         specs[name] = spec
     return specs, problems

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.run import SERVICES
 from tests.support import T0, contact_received, envelope, field_selected, read_topic, values
-from tsunagu.serve import SERVICES
 from tsunagu_tools import stack
 
 pytestmark = pytest.mark.e2e

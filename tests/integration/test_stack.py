@@ -18,8 +18,8 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.run import SERVICES
 from tsunagu import topics
-from tsunagu.serve import SERVICES
 from tsunagu.settings import Settings
 from tsunagu_tools import stack
 

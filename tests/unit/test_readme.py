@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.main import get_command
 
-from tsunagu.serve import SERVICES, load_service
+from services.run import APPS
 from tsunagu.settings import Settings
 from tsunagu_tools.cli import app
 
@@ -21,7 +21,7 @@ def env_name(field: str) -> str:
 
 def test_every_setting_is_documented_in_the_readme():
     # the shared settings and each service's own (its spec's class)
-    classes = (Settings, *(load_service(name).SPEC.settings for name in SERVICES))
+    classes = (Settings, *(module.SPEC.settings for module in APPS.values()))
     missing = [env_name(f) for cls in classes for f in cls.model_fields if env_name(f) not in README]
     assert not missing
 

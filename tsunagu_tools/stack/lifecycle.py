@@ -7,7 +7,7 @@ import asyncio
 import shutil
 from dataclasses import dataclass
 
-from tsunagu.serve import SERVICES
+from services.run import SERVICES
 from tsunagu.settings import Settings
 from tsunagu_tools.stack.processes import (
     port_open,

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from tsunagu.serve import SERVICES
+from services.run import SERVICES
 from tsunagu.settings import Settings
 
 BROKER = "broker"
