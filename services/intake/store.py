@@ -2,8 +2,9 @@
 its outbox, and who first reported each contact and referral id, with the organisations that may also
 report a contact: named answering by its owner, or assigned it by routing (services/intake/ownership.py).
 
-A request's events are judged, recorded and queued for publishing in one transaction, under a lock
-per contact and referral id they name, so that two requests racing for one id are judged in turn.
+The events of one call — a request, or a part of a large one (``stored_in_parts`` in handlers.py) —
+are judged, recorded and queued for publishing in one transaction, under a lock per contact and
+referral id they name, so that two requests racing for one id are judged in turn.
 """
 
 from __future__ import annotations
