@@ -96,7 +96,7 @@ class FairGate:
                 if value * math.exp(-(now - at) / USAGE_TAU_S) < 0.01:
                     del self._usage[other]
 
-    def shared(self, org: str | None) -> bool:
+    def shared(self, org: str) -> bool:
         """Another organisation than ``org`` sent something lately (an event or more, decayed): work
         that can be cut into parts is, so that it goes in turns with theirs."""
         return any(other != org and self.usage(other) >= 1.0 for other in self._usage)

@@ -99,9 +99,11 @@ async def accept_events(
         count_rejected(sorted_.foreign, "http")
         return [], sorted_.foreign
     await give_way()
-    # in parts only while another organisation is sending too: alone (a replay), one transaction is fastest
+    # The HTTP door stores in parts only while another organisation is sending too: alone (a replay), one
+    # transaction is fastest. The Kafka door never does: it pulls at its own pace, and parts made its
+    # batches 3.5x slower (a commit each) while it gives way at its turns all the same.
     part = intake.settings.intake_store_events
-    if intake.gate is None or not intake.gate.shared(caller.org_id if caller is not None else None):
+    if caller is None or intake.gate is None or not intake.gate.shared(caller.org_id):
         part = 0
     stored = await stored_in_parts(intake.pool, sorted_.canonical, part, give_way)
     if stored.new and intake.outbox is not None:
