@@ -117,7 +117,7 @@ class ServiceProcess:
 
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services", self.service],
+            [sys.executable, "-m", f"services.{self.service}"],
             env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout

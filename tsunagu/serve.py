@@ -1,6 +1,7 @@
-"""How a service runs as its own process: ``build`` makes its app in each worker, ``run`` starts
-uvicorn. Which services exist, and the command that starts one (``python -m services intake``), are
-the services' own (``services/run.py``): the kit never imports a service or loads one by name.
+"""How a service runs as its own process: ``python -m services.intake`` runs the service's
+``__main__``, which calls ``main`` with its spec; uvicorn then calls the service's ``build_app`` in
+each worker, which calls ``app_of``. The kit never imports a service or loads one by name: each
+service hands its own spec and factory over.
 
 uvicorn serves each service with ``GuardedHttpToolsProtocol``: its own HTTP/1.1 protocol (httptools)
 plus two bounds it lacks against connections that hold on without finishing a request (slowloris):
@@ -116,6 +117,16 @@ def build(spec: ServiceSpec, create_app: Callable[[Any], FastAPI], settings: Set
     # intake's port faces partners)
     tel.attach(app, scrape_route=settings.env == "dev", lag_seconds=settings.consumer_lag_seconds)
     return app
+
+
+def app_of(spec: ServiceSpec, create_app: Callable[[Any], FastAPI]) -> FastAPI:
+    """``build`` with the settings the spec names (the shared ones and the service's own)."""
+    return build(spec, create_app, get_settings(spec.settings))
+
+
+def main(spec: ServiceSpec, factory: str) -> None:
+    """A service's ``__main__``: serve it with the settings its spec names."""
+    run(spec, get_settings(spec.settings), factory)
 
 
 def run(spec: ServiceSpec, settings: Settings, factory: str) -> None:

@@ -60,7 +60,7 @@ AUTH = Migrations(auth.SCHEMA, auth.MIGRATIONS)  # the callers' credentials: eve
 class ServiceSpec:
     """A service, declared: what the runner, the lifespan, the subscriber and the deploy checks read."""
 
-    name: str  # the process (`python -m services <name>`), its client ids, its logs
+    name: str  # the process (`python -m services.<name>`), its client ids, its logs
     summary: str
     group: str  # its consumer group, before Settings.consumer_group_prefix
     consumes: tuple[str, ...]  # short topic names (tsunagu.topics), all in ``group``

@@ -1,5 +1,5 @@
 """What the code declares, read by importing it: the services' specs (``services/<name>/app.py``'s
-SPEC, listed in services/run.py), the topics, the settings' defaults, the health routes — and the
+SPEC, listed in tsunagu_tools/services.py), the topics, the settings' defaults, the health routes — and the
 settings a pod would start with, computed by tsunagu.settings itself."""
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ class CodeFacts:
 
 
 def service_specs() -> tuple[dict[str, ServiceSpec], list[str]]:
-    """The SPEC of each service ``python -m services`` runs (services/run.py), and what is wrong with them."""
-    from services.run import APPS
+    """The SPEC of each service (tsunagu_tools/services.py; each runs as ``python -m services.<name>``),
+    and what is wrong with them."""
+    from tsunagu_tools.services import APPS
 
     specs: dict[str, ServiceSpec] = {}
     problems: list[str] = []

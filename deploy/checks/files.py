@@ -99,10 +99,11 @@ def check_dockerfile(path: Path = DOCKERFILE, makefile: Path = ROOT / "Makefile"
         if w in ("ENV", "ARG") and SECRET_NAME.search(rest.split("=")[0]):
             problems.append(f"{where}: {w} {rest.split('=')[0]} looks like a secret baked into the image")
     starts = " ".join(rest for w, rest in final if w in ("ENTRYPOINT", "CMD"))
-    if not re.search(r"python.*-m.*\bservices\b", starts):
-        problems.append(f"{where}: the image does not start python -m services")
-    if not (ROOT / "services" / "__main__.py").is_file():
-        problems.append("services/__main__.py (the image's entry point) does not exist")
+    if not re.search(r"python.*-m.*\bservices\.[a-z]+\b", starts):
+        problems.append(f"{where}: the image does not start python -m services.<name>")
+    for module in sorted({m for m in re.findall(r"\bservices\.([a-z]+)\b", starts)}):
+        if not (ROOT / "services" / module / "__main__.py").is_file():
+            problems.append(f"services/{module}/__main__.py (the image's entry point) does not exist")
     for w, rest in final:
         if w == "COPY" and "--from" not in rest:
             for src in rest.split()[:-1]:

@@ -136,7 +136,7 @@ def check_services(r: Rendered, facts: CodeFacts) -> list[str]:
         name = f"tsunagu-{spec.name}"
         dep = deployments.get(name)
         if dep is None:
-            problems.append(f"Deployment/{name}: missing (a service of services/run.py)")
+            problems.append(f"Deployment/{name}: missing (a service of tsunagu_tools/services.py)")
             continue
         where, template = ref(dep), dep["spec"]["template"]
         if not selects(dep["spec"].get("selector"), template.get("metadata", {}).get("labels") or {}):
@@ -148,8 +148,8 @@ def check_services(r: Rendered, facts: CodeFacts) -> list[str]:
             problems.append(f"{where}: no container named {spec.name}")
             continue
         argv = list(c.get("command") or []) + list(c.get("args") or [])
-        if argv != ["python", "-m", "services", spec.name]:
-            problems.append(f"{where}: runs {argv}, not python -m services {spec.name}")
+        if argv != ["python", "-m", f"services.{spec.name}"]:
+            problems.append(f"{where}: runs {argv}, not python -m services.{spec.name}")
         if r.image and c.get("image") != r.image:
             problems.append(f"{where}: image {c.get('image')} is not the overlay's {r.image}")
         if split_image(str(c.get("image")))[0] == IMAGE:
@@ -173,7 +173,7 @@ def check_services(r: Rendered, facts: CodeFacts) -> list[str]:
                 problems.append(f"{where}: {probe_name} is {got_path} on {got_port}, not {path} on {port}")
         problems += check_service_objects(r, spec, dep, port, settings)
     for extra in set(deployments) - {f"tsunagu-{s}" for s in facts.specs}:
-        problems.append(f"Deployment/{extra}: not a service of services/run.py")
+        problems.append(f"Deployment/{extra}: not a service of tsunagu_tools/services.py")
     for so in r.of("ScaledObject"):
         target = so["spec"]["scaleTargetRef"]
         if target.get("kind", "Deployment") != "Deployment" or target.get("name") not in deployments:

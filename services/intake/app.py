@@ -14,7 +14,7 @@ from services.intake.handlers import Intake, register_consumer
 from services.intake.http import DATABASE_AWAY, database_away
 from services.intake.http import router as events_router
 from services.intake.settings import IntakeSettings
-from tsunagu import topics
+from tsunagu import serve, topics
 from tsunagu.fairness import FairGate
 from tsunagu.ratelimit import RateLimiter
 from tsunagu.service import AUTH, Hooks, Migrations, Outbox, ServiceSpec, service_app
@@ -64,3 +64,8 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     for exc in DATABASE_AWAY:
         app.add_exception_handler(exc, database_away)
     return app
+
+
+def build_app() -> FastAPI:
+    """uvicorn's factory in each worker process (``python -m services.intake``)."""
+    return serve.app_of(SPEC, create_app)

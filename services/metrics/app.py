@@ -26,7 +26,7 @@ from services.metrics.store.gauges import live_figures
 from services.metrics.store.schema import MIGRATIONS, migrate_schema
 from services.metrics.store.sql import SCHEMA
 from services.metrics.telemetry import OpsTelemetry
-from tsunagu import auth, topics
+from tsunagu import auth, serve, topics
 from tsunagu import telemetry as process_telemetry
 from tsunagu.http_errors import install_database_away
 from tsunagu.service import AUTH, Hooks, Migrations, ServiceSpec, service_app
@@ -135,3 +135,8 @@ def create_app(settings: MetricsSettings) -> FastAPI:
         return Response(telemetry.scrape(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
+
+
+def build_app() -> FastAPI:
+    """uvicorn's factory in each worker process (``python -m services.metrics``)."""
+    return serve.app_of(SPEC, create_app)

@@ -19,7 +19,7 @@ from services.referral.directory import generated
 from services.referral.handlers import Referrals, Scanner, policy_of, register_consumer
 from services.referral.http import router as referrals_router
 from services.referral.settings import ReferralSettings
-from tsunagu import topics
+from tsunagu import serve, topics
 from tsunagu.http_errors import install_database_away
 from tsunagu.service import AUTH, Hooks, Migrations, Outbox, ServiceSpec, service_app
 
@@ -66,3 +66,8 @@ def create_app(settings: ReferralSettings) -> FastAPI:
     app.include_router(referrals_router)
     install_database_away(app)  # 503 + Retry-After + JSON while PostgreSQL is away
     return app
+
+
+def build_app() -> FastAPI:
+    """uvicorn's factory in each worker process (``python -m services.referral``)."""
+    return serve.app_of(SPEC, create_app)

@@ -20,7 +20,7 @@ from services.routing import store
 from services.routing.handlers import Routing, register_consumer
 from services.routing.http import router as live_router
 from services.routing.settings import RoutingSettings
-from tsunagu import telemetry, topics
+from tsunagu import serve, telemetry, topics
 from tsunagu.http_errors import install_database_away
 from tsunagu.service import AUTH, Hooks, Migrations, Outbox, ServiceSpec, service_app
 from tsunagu.settings import SettingsError
@@ -89,3 +89,8 @@ def create_app(settings: RoutingSettings) -> FastAPI:
     app.include_router(live_router)
     install_database_away(app)  # 503 + Retry-After + JSON while PostgreSQL is away
     return app
+
+
+def build_app() -> FastAPI:
+    """uvicorn's factory in each worker process (``python -m services.routing``)."""
+    return serve.app_of(SPEC, create_app)

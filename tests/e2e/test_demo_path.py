@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.run import SERVICES
 from tests.support import T0, contact_received, envelope, field_selected, read_topic, values
 from tsunagu_tools import stack
+from tsunagu_tools.services import SERVICES
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""A service process (here referral, run by ``python -m services``) does not hold connections
+"""A service process (here referral, run by ``python -m services.referral``) does not hold connections
 that never finish their request: a partial request line, partial headers, a partial body or nothing
 at all is closed after ``TSUNAGU_HTTP_REQUEST_READ_SECONDS``; connections beyond
 ``TSUNAGU_HTTP_MAX_CONNECTIONS`` are closed at once. The tests only assert "closed before N seconds"

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.run import SERVICES
 from tsunagu import topics
 from tsunagu.settings import Settings
 from tsunagu_tools import stack
+from tsunagu_tools.services import SERVICES
 
 pytestmark = pytest.mark.integration
 

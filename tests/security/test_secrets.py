@@ -56,7 +56,7 @@ def test_intake_started_in_prod_without_its_secret_refuses_to_start(clean_env, t
     env = {k: v for k, v in os.environ.items() if not k.startswith("TSUNAGU_")}
     env |= {"TSUNAGU_ENV": "prod", "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
             "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
-    done = subprocess.run([sys.executable, "-m", "services", "intake"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "services.intake"], env=env, capture_output=True,
                           text=True, timeout=60, cwd=tmp_path)
     assert done.returncode != 0
     assert "TSUNAGU_CALLER_KEY_SECRET" in done.stdout + done.stderr

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from typer.main import get_command
 
-from services.run import APPS
 from tsunagu.settings import Settings
 from tsunagu_tools.cli import app
+from tsunagu_tools.services import APPS
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 MAKEFILE = (Path(__file__).parents[2] / "Makefile").read_text()

@@ -59,7 +59,7 @@ def test_production_accepts_a_real_secret_and_never_shows_it(monkeypatch):
 
 
 def test_a_services_own_knob_is_read_and_checked_by_that_service_alone(monkeypatch):
-    from services.run import settings_of
+    from tsunagu_tools.services import settings_of
 
     monkeypatch.setenv("TSUNAGU_INTAKE_BURST", "10")  # below a full batch: intake must not start
     with pytest.raises(SettingsError, match="TSUNAGU_INTAKE_BURST"):

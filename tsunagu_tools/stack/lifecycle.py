@@ -7,8 +7,8 @@ import asyncio
 import shutil
 from dataclasses import dataclass
 
-from services.run import SERVICES
 from tsunagu.settings import Settings
+from tsunagu_tools.services import SERVICES
 from tsunagu_tools.stack.processes import (
     port_open,
     process_alive,

@@ -89,7 +89,7 @@ def start_service(settings: Settings, service: str, runtime: Runtime, telemetry:
             f"port {port} is already in use: pick another with TSUNAGU_{service.upper()}_PORT"
         )
     log = log_path(settings, service)
-    proc = spawn([sys.executable, "-m", "services", service], log, service_env(runtime, telemetry, replay))
+    proc = spawn([sys.executable, "-m", f"services.{service}"], log, service_env(runtime, telemetry, replay))
     return Part(service, "service", True, url, proc.pid, port, process_started(proc.pid), str(log), replay=replay)
 
 

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from services.run import SERVICES
 from tsunagu.settings import Settings
+from tsunagu_tools.services import SERVICES
 
 BROKER = "broker"
 POSTGRES = "postgres"
