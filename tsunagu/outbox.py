@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.kafka import kafka_headers
 from tsunagu import telemetry
+from tsunagu.db import SERVER_SETTINGS
 from tsunagu.kafka import make_producer
 from tsunagu.settings import Settings
 from tsunagu.telemetry import traceparent_for
@@ -92,8 +93,8 @@ async def create_outbox_pool(dsn: str, max_size: int = 2) -> asyncpg.Pool:
     of records already acknowledged by the broker, and losing one to a server crash only republishes
     them with the same ids (consumers de-duplicate). It saves a disk flush per round; the services'
     own transactions stay synchronous."""
-    return await asyncpg.create_pool(dsn, min_size=1, max_size=max_size,
-                                     server_settings={"synchronous_commit": "off"}, reset=_keep_session)
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, reset=_keep_session,
+                                     server_settings=SERVER_SETTINGS | {"synchronous_commit": "off"})
 
 
 @contextlib.asynccontextmanager
