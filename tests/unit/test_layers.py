@@ -1,4 +1,5 @@
-"""The floors hold: schemas → the kit (tsunagu/) → services → tools (tsunagu_tools/), arrows only downwards."""
+"""The floors hold: schemas → the kit (tsunagu/) → services → tools (tsunagu_tools/), arrows only downwards;
+connectors (tsunagu_connectors/) stand beside, on the contract alone."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ def test_no_service_imports_the_tools():
 def test_the_contract_imports_nothing_of_ours_above_it():
     ours = {"tsunagu", "services", "tsunagu_tools"}
     assert not {m: n & ours for m, n in imported_packages("schemas").items() if n & ours}
+
+
+def test_connectors_speak_only_the_contract():
+    """A connector is a partner's agent: it reaches tsunagu through intake's HTTP door, never its code."""
+    ours = {"tsunagu", "services", "tsunagu_tools"}
+    assert not {m: n & ours for m, n in imported_packages("tsunagu_connectors").items() if n & ours}
 
 
 def test_a_missing_local_group_says_how_to_install_it():
