@@ -27,7 +27,7 @@ import structlog
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from tsunagu import auth, topics
+from tsunagu import api_docs, auth, topics
 from tsunagu.consume import batch_subscriber
 from tsunagu.db import INBOX_OUTBOX, create_pool, migrate
 from tsunagu.health import Check, health_router, service_checks
@@ -153,7 +153,8 @@ def service_app(spec: ServiceSpec, settings: Settings, holder: Any, broker: Kafk
                 checks: Mapping[str, Check] | None = None,
                 state: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> FastAPI:
     """The FastAPI app of a service: the shared lifespan around ``hooks`` and the health routes
-    (database, broker, outbox, consumer, plus ``checks``). ``holder`` is the service's state object
+    (database, broker, outbox, consumer, plus ``checks``), its OpenAPI document with the key's schemes
+    and its offline ``/docs`` and ``/redoc`` (tsunagu.api_docs). ``holder`` is the service's state object
     (``holder.pool``, ``holder.outbox`` are set here); the caller adds its own routes."""
     database_url = settings.database_url
     if not database_url:
@@ -189,7 +190,10 @@ def service_app(spec: ServiceSpec, settings: Settings, holder: Any, broker: Kafk
             await pool.close()
             log.info(f"{spec.name}_stopped", **(hooks.stopped() if hooks.stopped else {}))
 
-    app = FastAPI(title=f"tsunagu {spec.name}", version="1", summary=spec.summary, lifespan=lifespan)
+    # the documents and their pages from this host, the key's schemes declared (tsunagu.api_docs)
+    app = FastAPI(title=f"tsunagu {spec.name}", version="1", summary=spec.summary, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    api_docs.install(app)
     app.state.spec = spec
     app.include_router(health_router(spec.name, service_checks(holder, broker) | dict(checks or {}), state))
     return app
