@@ -1,0 +1,298 @@
+"""The LINE Messaging API connector: X-Line-Signature, conversations opened by a person's message and
+closed by silence or blocking, what it refuses, and the receiver's answers (intake faked here; the real
+one in tests/integration/test_connector_webhooks.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from tsunagu_connectors import line
+from tsunagu_connectors.client import IntakeRefused
+from tsunagu_connectors.report import SendReport
+from tsunagu_connectors.webhooks import State
+
+SAMPLES = Path(line.__file__).parent / "samples" / "line"
+CONFIG = line.load_config(SAMPLES / "mapping.yaml")
+SECRET = "channel-secret-0123"
+USER = "U4af4980629" + "0" * 22
+T0 = 1657155600000  # 2022-07-07 10:00 JST
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+def body(*events: dict) -> bytes:
+    return json.dumps({"destination": "U" + "f" * 32, "events": list(events)}).encode()
+
+
+def message(event_id: str, minutes: float, user: str = USER, text: str = "つらい", redelivery: bool = False) -> dict:
+    return {"type": "message", "mode": "active", "timestamp": T0 + int(minutes * 60_000),
+            "webhookEventId": event_id, "deliveryContext": {"isRedelivery": redelivery},
+            "source": {"type": "user", "userId": user}, "replyToken": "r", "message": {"type": "text", "id": "1",
+                                                                                   "text": text}}
+
+
+def map_all(bodies: list[bytes], config: line.LineConfig = CONFIG, state: State | None = None) -> list[dict]:
+    state = state or State()
+    events: list[dict] = []
+    for raw in bodies:
+        mapped = line.map_webhook(raw, "npo-a", config, state)
+        assert not mapped.unmapped, mapped.unmapped
+        for keep in mapped.commit:
+            keep()
+        events += mapped.events
+    return events
+
+
+def short(e: dict) -> str:
+    return e["type"].removeprefix("jp.tsunagu.").removesuffix(".v1")
+
+
+# --- the signature ---------------------------------------------------------------------------------
+
+
+def test_the_signature_is_base64_hmac_sha256_of_the_raw_body_with_the_channel_secret():
+    # computed apart from the code: printf '%s' BODY | openssl dgst -sha256 -hmac SECRET -binary | base64
+    raw = b'{"destination":"xxxxxxxxxx","events":[]}'
+    assert line.signature(SECRET, raw) == "zkfvM5aGDIzehkaxYPJU3mBpdYXVQa0EZ3W38uDbgXo="
+    assert line.signature_valid(SECRET, raw, "zkfvM5aGDIzehkaxYPJU3mBpdYXVQa0EZ3W38uDbgXo=")
+    # the raw bytes are signed: the same JSON spelt otherwise is another body
+    assert not line.signature_valid(SECRET, b'{"destination": "xxxxxxxxxx", "events": []}',
+                                    "zkfvM5aGDIzehkaxYPJU3mBpdYXVQa0EZ3W38uDbgXo=")
+    assert not line.signature_valid("another-secret", raw, "zkfvM5aGDIzehkaxYPJU3mBpdYXVQa0EZ3W38uDbgXo=")
+
+
+# --- mapping ---------------------------------------------------------------------------------------
+
+
+def test_a_persons_first_message_opens_a_chat_contact_without_a_caller():
+    events = map_all([sample("01-message.json")])
+    assert [short(e) for e in events] == ["contact.received", "contact.field_selected"]
+    received, chosen = events
+    assert received["data"] == {"contact_id": received["subject"], "channel": "chat", "caller_id": None}
+    assert chosen["data"] == {"contact_id": received["subject"], "field": "loneliness", "menu_position": 0}
+    assert received["time"] == "2022-07-07T10:00:00+09:00" and received["source"] == "/partners/npo-a/line"
+
+
+def test_the_samples_make_two_contacts_for_one_person_and_none_for_follows_groups_or_verification():
+    events = map_all([sample(p.name) for p in sorted(SAMPLES.glob("*.json"))])
+    received = [e for e in events if short(e) == "contact.received"]
+    # the redelivered opening message is sent again with the same id (a duplicate at intake)
+    assert len(received) == 3 and received[0] == received[1]
+    assert received[2]["subject"] != received[0]["subject"]
+    assert received[2]["time"] == "2022-07-07T10:50:00+09:00"
+
+
+def test_messages_within_the_silence_belong_to_the_open_contact():
+    events = map_all([body(message("e1", 0)), body(message("e2", 29)), body(message("e3", 58))])
+    assert [short(e) for e in events] == ["contact.received", "contact.field_selected"]
+
+
+def test_a_message_after_the_silence_opens_a_new_contact():
+    events = map_all([body(message("e1", 0)), body(message("e2", 20)), body(message("e3", 50.5))])
+    received = [e for e in events if short(e) == "contact.received"]
+    assert len(received) == 2 and received[0]["subject"] != received[1]["subject"]
+    config = line.config_from({"silence_minutes": 60})
+    assert len(map_all([body(message("e1", 0)), body(message("e2", 20)), body(message("e3", 50.5))], config)) == 1
+
+
+def test_messages_of_one_body_are_taken_in_order_and_people_apart():
+    other = "U" + "b" * 32
+    events = map_all([body(message("e1", 0), message("e2", 1), message("e3", 2, user=other))])
+    assert [short(e) for e in events] == ["contact.received", "contact.field_selected"] * 2
+    assert events[0]["subject"] != events[2]["subject"]
+
+
+def test_blocking_the_account_closes_the_conversation():
+    unfollow = {"type": "unfollow", "mode": "active", "timestamp": T0 + 120_000, "webhookEventId": "u1",
+                "deliveryContext": {"isRedelivery": False}, "source": {"type": "user", "userId": USER}}
+    events = map_all([body(message("e1", 0)), body(unfollow), body(message("e2", 3))])
+    received = [e for e in events if short(e) == "contact.received"]
+    assert len(received) == 2
+
+
+def test_a_redelivered_event_has_the_same_ids_and_content():
+    state = State()
+    first = map_all([body(message("e1", 0))], state=state)
+    map_all([body(message("e2", 5))], state=state)
+    again = map_all([body(message("e1", 0, redelivery=True))], state=state)
+    assert again == first
+
+
+def test_a_conversation_is_kept_only_once_committed():
+    state = State()
+    uncommitted = line.map_webhook(body(message("e1", 0)), "npo-a", CONFIG, state)
+    retried_as_new = line.map_webhook(body(message("e2", 1)), "npo-a", CONFIG, state)
+    assert uncommitted.events and retried_as_new.events  # the first was never stored: the second opens
+    assert uncommitted.events[0]["subject"] != retried_as_new.events[0]["subject"]
+
+
+def test_no_user_id_and_no_message_text_leaves_the_connector():
+    state = State()
+    events = map_all([body(message("e1", 0, text="死にたい 090-1234-5678"))], state=state)
+    text = json.dumps(events, ensure_ascii=False)
+    assert USER not in text and "4af4980629" not in text and "死にたい" not in text and "1234-5678" not in text
+    stored = state._db.execute("SELECT key, value FROM state").fetchall()
+    assert stored and USER not in json.dumps(stored)
+
+
+def test_ids_differ_between_partners_and_carry_no_line_value():
+    a = map_all([body(message("01FZ74A0TDDPYRVKNK77XKC3ZR", 0))])
+    b = line.map_webhook(body(message("01FZ74A0TDDPYRVKNK77XKC3ZR", 0)), "npo-b", CONFIG, State()).events
+    assert a[0]["id"] != b[0]["id"] and a[0]["subject"] != b[0]["subject"]
+    assert "01FZ74" not in a[0]["id"] and a[0]["id"].startswith("line-ev-")
+
+
+def test_without_a_field_in_the_config_only_the_contact_is_sent():
+    events = map_all([body(message("e1", 0))], line.config_from({"channel": "sns", "region": "13"}))
+    assert [short(e) for e in events] == ["contact.received"]
+    assert events[0]["data"]["channel"] == "sns" and events[0]["data"]["region"] == "13"
+
+
+@pytest.mark.parametrize("event", [
+    {"type": "follow", "timestamp": T0, "webhookEventId": "f1", "source": {"type": "user", "userId": USER}},
+    {"type": "postback", "timestamp": T0, "webhookEventId": "p1", "source": {"type": "user", "userId": USER}},
+    {**message("g1", 0), "source": {"type": "group", "groupId": "C" + "a" * 32, "userId": USER}},
+    {**message("r1", 0), "source": {"type": "room", "roomId": "R" + "a" * 32}},
+])
+def test_events_that_are_not_a_persons_consultation_are_left_aside(event):
+    mapped = line.map_webhook(body(event), "npo-a", CONFIG, State())
+    assert (mapped.events, mapped.unmapped, mapped.ignored) == ([], [], 1)
+
+
+@pytest.mark.parametrize(("raw", "where", "reason"), [
+    (b"not json", "body", "the body is not JSON"),
+    (b"\xff\xfe", "body", "the body is not JSON"),
+    (b'{"destination": "x"}', "body", "the body has no events list"),
+    (b"[]", "body", "the body has no events list"),
+    (body("message"), "event 0", "not an event object"),
+    (body({**message("e1", 0), "webhookEventId": None}), "event 0", "no webhookEventId"),
+    (body({**message("e1", 0), "timestamp": "1657155600000"}), "event 0", "no valid timestamp"),
+    (body({**message("e1", 0), "timestamp": True}), "event 0", "no valid timestamp"),
+    (body({**message("e1", 0), "source": None}), "event 0", "no source"),
+    (body({**message("e1", 0), "source": {"type": "user"}}), "event 0", "no source.userId"),
+])
+def test_a_body_that_cannot_be_mapped_says_where_and_why_without_its_content(raw, where, reason):
+    mapped = line.map_webhook(raw, "npo-a", CONFIG, State())
+    assert mapped.events == [] and mapped.commit == []
+    (unmapped,) = mapped.unmapped
+    assert (unmapped.where, unmapped.reason.split(" (")[0]) == (where, reason)
+    assert USER not in str(unmapped) and "つらい" not in str(unmapped)
+
+
+def test_one_unmappable_event_refuses_the_whole_body():
+    state = State()
+    mapped = line.map_webhook(body(message("e1", 0), {**message("e2", 1), "timestamp": None}), "npo-a", CONFIG, state)
+    assert mapped.events == [] and [str(u) for u in mapped.unmapped] == ["event 1: no valid timestamp (milliseconds)"]
+
+
+@pytest.mark.parametrize(("raw", "message_"), [
+    ({"silence_minutes": 0}, "silence_minutes"),
+    ({"silence_minutes": "soon"}, "silence_minutes"),
+    ({"channel": "fax"}, "channel"),
+    ({"field": "astrology"}, "field"),
+    ({"menu_position": 10}, "menu_position"),
+])
+def test_a_config_with_unknown_codes_is_refused_at_start(raw, message_):
+    with pytest.raises(ValueError, match=message_):
+        line.config_from(raw)
+
+
+# --- the receiver ----------------------------------------------------------------------------------
+
+
+class FakeIntake:
+    def __init__(self, status: str = "accepted", refuse: bool = False) -> None:
+        self.sent: list[list[dict]] = []
+        self.status = status
+        self.refuse = refuse
+
+    def __call__(self, events: list[dict]) -> SendReport:
+        if self.refuse:
+            raise IntakeRefused("intake did not take the batch")
+        self.sent.append(events)
+        report = SendReport()
+        report.add([{"id": e["id"], "status": self.status, "problems": []} for e in events])
+        return report
+
+
+def post(client: TestClient, raw: bytes, signature: str | None = "sign"):
+    headers = {"Content-Type": "application/json"}
+    if signature == "sign":
+        headers["X-Line-Signature"] = line.signature(SECRET, raw)
+    elif signature is not None:
+        headers["X-Line-Signature"] = signature
+    return client.post("/line/webhook", content=raw, headers=headers)
+
+
+def receiver(intake: FakeIntake, state: State | None = None) -> TestClient:
+    return TestClient(line.create_app(CONFIG, "npo-a", SECRET, intake, state or State()))
+
+
+def test_a_signed_webhook_is_answered_200_once_intake_stored_its_events():
+    intake = FakeIntake()
+    answer = post(receiver(intake), sample("01-message.json"))
+    assert answer.status_code == 200 and answer.json()["accepted"] == 2
+    assert [short(e) for e in intake.sent[0]] == ["contact.received", "contact.field_selected"]
+
+
+def test_the_consoles_verification_request_is_answered_200_with_nothing_sent():
+    intake = FakeIntake()
+    assert post(receiver(intake), sample("00-verify.json")).status_code == 200 and intake.sent == []
+
+
+@pytest.mark.parametrize(("signature", "status"), [(None, 401), ("", 401), ("bm90IGl0", 403)])
+def test_an_unsigned_or_wrongly_signed_webhook_is_refused_and_nothing_sent(signature, status):
+    intake = FakeIntake()
+    assert post(receiver(intake), sample("01-message.json"), signature).status_code == status
+    assert intake.sent == []
+
+
+def test_a_body_changed_after_signing_is_refused():
+    intake = FakeIntake()
+    good = line.signature(SECRET, sample("01-message.json"))
+    forged = sample("01-message.json").replace(b"1657155600000", b"1657155600001")
+    assert post(receiver(intake), forged, good).status_code == 403 and intake.sent == []
+
+
+def test_an_unmappable_body_is_answered_422_and_nothing_sent():
+    intake = FakeIntake()
+    answer = post(receiver(intake), body({**message("e1", 0), "webhookEventId": ""}))
+    assert answer.status_code == 422 and answer.json()["unmapped"] == ["event 0: no webhookEventId"]
+    assert intake.sent == []
+
+
+def test_when_intake_does_not_store_the_conversation_is_not_kept_and_line_retries():
+    state = State()
+    assert post(receiver(FakeIntake(refuse=True), state), body(message("e1", 0))).status_code == 503
+    assert post(receiver(FakeIntake(status="conflict"), state), body(message("e1", 0))).status_code == 502
+    assert state.get(line.conversation_key("npo-a", USER)) is None
+    assert post(receiver(FakeIntake(), state), body(message("e1", 0))).status_code == 200
+    assert state.get(line.conversation_key("npo-a", USER))["opening"] == "e1"
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+def test_check_prints_the_samples_events():
+    files = [str(p) for p in sorted(SAMPLES.glob("*.json"))]
+    result = CliRunner().invoke(line.app, ["check", "--config", str(SAMPLES / "mapping.yaml"), "--partner", "npo-a",
+                                           *files])
+    assert result.exit_code == 0, result.output
+    kinds = [short(json.loads(x)) for x in result.output.splitlines()]
+    assert kinds == ["contact.received", "contact.field_selected"] * 3
+    assert "U4af4980629" not in result.output and "話を聞いて" not in result.output
+
+
+def test_check_exits_1_naming_the_file_and_event_it_cannot_map(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(body({**message("e1", 0), "source": {"type": "user"}}))
+    result = CliRunner().invoke(line.app, ["check", "--config", str(SAMPLES / "mapping.yaml"), "--partner", "npo-a",
+                                           str(bad)])
+    assert result.exit_code == 1 and "bad.json: event 0: no source.userId" in result.output

@@ -1,0 +1,199 @@
+"""What the webhook connectors share: a platform POSTs its own event, the connector checks the
+platform's signature, maps, sends to intake, and answers 200 only once intake has stored every event —
+so the platform's own retry is the recovery for any failure on the way, and a retried callback is a
+duplicate at intake, never a double count.
+
+Answers (the platform only reads the status; the body says why, never what the body held):
+
+- 401 no signature header, 403 a wrong one: nothing is mapped or sent;
+- 422 a body the connector cannot map (record and reason, no content): nothing of it is sent;
+- 503 intake unreachable or refusing the request (e.g. a revoked key), 502 intake rejected an event:
+  the platform retries later, and what was stored answers as a duplicate then;
+- 200 every event stored (accepted or duplicate), or nothing to send (events tsunagu does not count).
+
+The connectors keep a little state of their own (when a task was answered, when a chat conversation
+opened) in a SQLite file, written only after intake stored the events it led to: a request that fails
+leaves it untouched, and the platform's retry finds it as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from schemas.codes import LabelledCode
+from tsunagu_connectors.client import IntakeClient, IntakeRefused
+from tsunagu_connectors.report import SendReport, Unmapped
+
+log = logging.getLogger("tsunagu_connectors.webhooks")
+
+DEFAULT_INTAKE_URL = "http://127.0.0.1:8081"  # the local stack's intake (tsunagu/settings.py, intake_port)
+KEY_ENV = "TSUNAGU_API_KEY"
+# A webhook must answer within the platform's timeout (Twilio: 15 s; LINE: a few seconds): a few tries
+# at intake, then 503 and the platform's own retry, rather than holding the request.
+WEBHOOK_ATTEMPTS = 3
+
+Send = Callable[[list[dict[str, Any]]], SendReport]
+
+
+class SecretMissing(ValueError):
+    """A key, token or secret the connector needs was given neither as a file nor in the environment."""
+
+
+def read_secret(path: Path | None, env: str, what: str) -> str:
+    """A secret from its file (first line) or the environment variable ``env``; never from the command
+    line, where it would show in the process list and the shell's history."""
+    if path is not None:
+        value = path.read_text(encoding="utf-8").strip()
+    else:
+        value = os.environ.get(env, "").strip()
+    if not value:
+        raise SecretMissing(f"{what}: give a file or set {env}")
+    return value
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A mapping config file: a YAML mapping at the top."""
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: the mapping config must be a YAML mapping")
+    return loaded
+
+
+C = TypeVar("C", bound=LabelledCode)
+
+
+def code_of(code_list: type[C], value: object, where: str) -> C:
+    """The code of ``code_list`` spelt ``value``, or a config error naming where and what is allowed."""
+    for member in code_list:
+        if member.value == value:
+            return member
+    raise ValueError(f"{where}: one of {[m.value for m in code_list]}")
+
+
+def signatures_match(expected: str, given: str) -> bool:
+    """Constant-time comparison, so the answer's timing tells a forger nothing of the signature."""
+    return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
+
+
+@dataclass
+class Mapped:
+    """What one webhook body became: the events to send, the records that could not be mapped, how
+    many records were left aside on purpose (events tsunagu does not count), and the state changes to
+    keep once intake stored the events."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    unmapped: list[Unmapped] = field(default_factory=list)
+    ignored: int = 0
+    commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+class State:
+    """A small key → JSON store in SQLite (one table), safe to use from the event loop and the thread
+    pool. Keys are digests of the platform's ids, never the ids themselves (a LINE user id is personal
+    data)."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        with self._lock, self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                             "value = excluded.value", (key, json.dumps(value)))
+
+    def delete(self, key: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM state WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def intake_sender(intake_url: str, key: str, **client_options: Any) -> Send:
+    """A ``Send`` that posts to intake with the partner's key (a few attempts; see WEBHOOK_ATTEMPTS)."""
+    client = IntakeClient(intake_url, key, attempts=WEBHOOK_ATTEMPTS, **client_options)
+    return client.send
+
+
+def _answer(status: int, **body: Any) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+async def deliver(mapped: Mapped, send: Send) -> JSONResponse:
+    """Send what a body mapped to and answer as the module docstring says; keep its state only when
+    intake stored every event."""
+    if mapped.unmapped:
+        for u in mapped.unmapped:
+            log.warning("webhook record not mapped: %s", u)
+        return _answer(422, error="unmapped", unmapped=[str(u) for u in mapped.unmapped])
+    report = SendReport()
+    if mapped.events:
+        try:
+            report = await run_in_threadpool(send, mapped.events)
+        except IntakeRefused as err:
+            log.error("intake did not store the webhook's events: %s", str(err)[:200])
+            return _answer(503, error="intake_unavailable")
+        if not report.ok:
+            for event_id, problems in report.refused.items():
+                log.error("intake refused event %s at %s", event_id, [p.get("path") for p in problems])
+            return _answer(502, error="intake_refused", refused=sorted(report.refused))
+    for keep in mapped.commit:
+        keep()
+    return _answer(200, sent=len(mapped.events), accepted=report.counts["accepted"],
+                   duplicate=report.counts["duplicate"], ignored=mapped.ignored)
+
+
+Verify = Callable[[Request, bytes], int | None]
+MapBody = Callable[[Request, bytes], Mapped]
+
+
+def webhook_app(path: str, verify: Verify, map_body: MapBody, send: Send) -> Starlette:
+    """The partner's webhook receiver: one POST route. Requests are handled one at a time, so two
+    callbacks about the same task or person never race over the connector's state (a partner's volume
+    is a few events a second)."""
+    one_at_a_time = asyncio.Lock()
+
+    async def receive(request: Request) -> JSONResponse:
+        body = await request.body()
+        refused = verify(request, body)
+        if refused is not None:
+            log.warning("webhook refused: signature %s", "missing" if refused == 401 else "wrong")
+            return _answer(refused, error="signature_missing" if refused == 401 else "signature_invalid")
+        async with one_at_a_time:
+            return await deliver(map_body(request, body), send)
+
+    async def live(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "live"})
+
+    return Starlette(routes=[Route(path, receive, methods=["POST"]), Route("/health/live", live)])
+
+
+def serve(app: Starlette, host: str, port: int) -> None:
+    """Run the receiver with uvicorn (one worker: the state is one process's)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="info")
