@@ -1,9 +1,17 @@
 """The envelope every tsunagu event travels in: CloudEvents 1.0, structured mode.
 
 Required attributes are the CloudEvents ones plus ``time`` and ``subject`` (tsunagu always
-needs event time and the contact or referral the event is about). Optional extensions are
-limited to those tsunagu uses: ``partitionkey`` (Kafka binding) and ``traceparent`` /
-``tracestate`` (distributed tracing). Anything else is refused.
+needs event time and the contact or referral the event is about). The model knows only the
+extensions tsunagu uses: ``partitionkey`` (Kafka binding) and ``traceparent`` / ``tracestate``
+(distributed tracing), and refuses any other attribute: a canonical event on a tsunagu topic
+carries nothing else, and ``datacontenttype`` there is exactly ``application/json``.
+
+A partner's event may carry other extensions (CloudEvents lets any producer add them): intake
+accepts it, drops each such extension before it validates the event against this model — an
+extension could hold anything, so it never travels past intake — and names it in its answer as
+ignored. An attribute whose name is not a CloudEvents attribute name (``ATTRIBUTE_NAME_PATTERN``:
+lower-case ASCII letters and digits, at most 20 characters as the specification recommends) is
+still refused, as is ``data_base64`` (tsunagu's data is JSON).
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from schemas.schema_rules import string_branch
+
 TIME_OFFSET_MESSAGE = "time must carry a UTC offset, e.g. 2022-07-07T10:00:00+09:00"
 TYPE_PATTERN = r"^jp\.tsunagu\.[a-z_]+\.[a-z_]+\.v[0-9]+$"
 # Printable ASCII without spaces: no NUL, no control character, no lone surrogate reaches a topic or a table.
@@ -24,6 +34,8 @@ TRACESTATE_PATTERN = r"^[\x20-\x7E]*$"
 # RFC 3986 URI-reference characters (percent-encoding included); no spaces, no controls.
 SOURCE_PATTERN = r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$"
 TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+# CloudEvents 1.0 attribute names: lower-case a-z and 0-9; "SHOULD NOT exceed 20 characters", held as a rule.
+ATTRIBUTE_NAME_PATTERN = r"^[a-z0-9]{1,20}$"
 
 _PARTNER_SOURCE = re.compile(r"^/partners/([^/]+)(?:/|$)")
 
@@ -118,17 +130,22 @@ class CloudEvent(BaseModel):
         description="対象（contact_id または referral_id）/ the contact or referral the event is about",
     )
     datacontenttype: Literal["application/json"] = "application/json"
+    # string_branch: pydantic drops the pattern of an optional field whose type carries a validator from
+    # the JSON Schema (it still checks it); the schema is told again.
     dataschema: Annotated[str, NoPhone] | None = Field(default=None, min_length=1, max_length=500,
-                                                         pattern=SOURCE_PATTERN)
+                                                         pattern=SOURCE_PATTERN,
+                                                         json_schema_extra=string_branch(pattern=SOURCE_PATTERN))
     partitionkey: Annotated[str, NoPhone] | None = Field(
         default=None,
         min_length=1,
         max_length=200,
         pattern=SUBJECT_PATTERN,
+        json_schema_extra=string_branch(pattern=SUBJECT_PATTERN),
         description="Kafka のキー（省略時は subject）/ Kafka key; the subject when absent",
     )
     traceparent: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN, description="W3C traceparent")
     tracestate: Annotated[str, NoPhone] | None = Field(default=None, max_length=512, pattern=TRACESTATE_PATTERN,
+                                                       json_schema_extra=string_branch(pattern=TRACESTATE_PATTERN),
                                                        description="W3C tracestate")
     data: dict[str, Any] = Field(description="イベント種別ごとのデータ / the type's data")
 

@@ -16,6 +16,11 @@ with no dependency on header handling (Kafka headers are easy to drop in connect
 mirrors). It is also byte-for-byte the HTTP body partners already send, so intake forwards
 what it validated. The cost — attributes inside the JSON instead of headers — is a few dozen
 bytes per record and is irrelevant at our volumes.
+
+This is what tsunagu *publishes*. On the ingress topic intake reads partners' records in either
+content mode of the Kafka binding — structured, or binary (``ce_*`` headers, ``content-type`` =
+``datacontenttype``, the data as the value, ``partitionkey`` from the record key) — and publishes
+each accepted event as above, without the extensions it does not use.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
@@ -30,6 +30,7 @@ from schemas import (
     split_region,
     validate_event,
 )
+from schemas.envelope import ATTRIBUTE_NAME_PATTERN, CloudEvent, looks_like_phone
 from schemas.kafka import encode_value
 from tsunagu.speaker import Speaker
 
@@ -51,6 +52,16 @@ class Unparsed:
     """A record whose bytes were not JSON; ``message`` says where, never what."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class Framed:
+    """An event read from a binding's headers (binary content mode) whose binding already found problems
+    (a header that is not UTF-8, data that is not JSON): it is refused with them, naming its id, source
+    and type when those are well formed."""
+
+    event: dict[str, Any]
+    problems: tuple[Problem, ...]
 
 
 class CallerIdInvalid(ValueError):
@@ -100,6 +111,7 @@ class Outcome:
     source: str | None = None
     type: str | None = None
     problems: tuple[Problem, ...] = ()
+    ignored: tuple[str, ...] = ()  # extension attributes intake dropped at its door (at_the_door)
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,7 @@ class Sorted:
     refused: list[Outcome] = field(default_factory=list)  # rejected or duplicate within the request
     foreign: list[Outcome] = field(default_factory=list)  # sources of another organisation
     copies: dict[int, int] = field(default_factory=dict)  # index of a repeat within the request -> the first's
+    ignored: dict[int, tuple[str, ...]] = field(default_factory=dict)  # index -> extensions dropped (at_the_door)
 
 
 @dataclass(frozen=True)
@@ -167,6 +180,100 @@ def time_problem(at: datetime, now: datetime, rules: Rules, backfill: bool) -> P
         return Problem("time", f"time is more than {rules.horizon.total_seconds() / 86400:g} days in the past: "
                        "a past period is replayed with a back-fill key (tsunagu credentials issue --backfill)")
     return None
+
+
+# --- the door: extensions and media-type parameters (CloudEvents 1.0) -----------------------------
+
+ATTRIBUTES = frozenset(CloudEvent.model_fields)  # what the envelope knows, extensions tsunagu uses included
+_ATTRIBUTE_NAME = re.compile(ATTRIBUTE_NAME_PATTERN).match
+_ECHOABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}").fullmatch  # a name short and plain enough to repeat back
+JSON_MEDIA = "application/json"
+NOT_AN_ATTRIBUTE_NAME = ("is not a CloudEvents attribute name (lower-case letters a-z and digits 0-9, "
+                         "at most 20 characters)")
+NOT_JSON_DATA = ("tsunagu's data is JSON: the data's media type must be application/json or a +json type "
+                 "(charset utf-8 if any)")
+
+
+def media_type(value: str) -> tuple[str, dict[str, str]]:
+    """``type/subtype`` lower-cased and the parameters (names lower-cased, quotes removed) of a media-type
+    expression (RFC 9110 8.3.1), e.g. ``application/json; charset=utf-8``."""
+    kind, *params = value.split(";")
+    out: dict[str, str] = {}
+    for param in params:
+        name, _, val = param.partition("=")
+        val = val.strip()
+        if len(val) >= 2 and val[0] == val[-1] == '"':
+            val = val[1:-1]
+        out[name.strip().lower()] = val
+    return kind.strip().lower(), out
+
+
+def utf8_charset(params: Mapping[str, str]) -> bool:
+    """No charset, or UTF-8: JSON exchanged between systems is UTF-8 (RFC 8259 8.1)."""
+    charset = params.get("charset")
+    return charset is None or charset.lower() in ("utf-8", "utf8")
+
+
+def is_json_media(value: str) -> bool:
+    """``application/json`` or a ``+json`` type (RFC 6839), parameters allowed, a charset only if UTF-8."""
+    kind, params = media_type(value)
+    return (kind == JSON_MEDIA or ("/" in kind and kind.endswith("+json"))) and utf8_charset(params)
+
+
+def attribute_name_problem(name: object) -> Problem | None:
+    """Why a name sent as an attribute is refused (None: a well-formed extension name). The name is
+    repeated back only when it is plain and holds no phone number: it is input too."""
+    if isinstance(name, str) and _ATTRIBUTE_NAME(name) and not looks_like_phone(name):
+        return None
+    if name == "data_base64":
+        return Problem("data_base64", "tsunagu's data is JSON: send it as data, not data_base64")
+    if isinstance(name, str) and _ECHOABLE(name) and not looks_like_phone(name):
+        return Problem(name, f"'{name}' {NOT_AN_ATTRIBUTE_NAME}")
+    return Problem("", f"an attribute name {NOT_AN_ATTRIBUTE_NAME}, nor may one hold a phone number")
+
+
+def at_the_door(raw: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...], tuple[Problem, ...]]:
+    """A partner's event as the contract's model reads it: (the event, the extensions dropped, problems).
+
+    An extension tsunagu does not use is dropped and named (it could hold anything: it goes no further
+    than intake's door); a name that is no CloudEvents attribute name is a problem. A JSON
+    ``datacontenttype`` with parameters (``application/json; charset=utf-8``) or of a ``+json`` type is
+    written as plain ``application/json``: the canonical envelope stays as strict as the contract. The
+    usual event has neither and costs a set difference (the batch path is intake's hot path)."""
+    declared = raw.get("datacontenttype")
+    known = ATTRIBUTES.issuperset(raw)  # no set built for the usual event
+    if known and (declared is None or declared == JSON_MEDIA):
+        return raw, (), ()
+    extra = frozenset() if known else raw.keys() - ATTRIBUTES
+    ignored: list[str] = []
+    problems: list[Problem] = []
+    for name in raw:
+        if name in extra:
+            problem = attribute_name_problem(name)
+            if problem is None:
+                ignored.append(name)
+            else:
+                problems.append(problem)
+    event = {k: v for k, v in raw.items() if k not in extra} if extra else dict(raw)
+    if isinstance(declared, str) and declared != JSON_MEDIA:
+        if is_json_media(declared):
+            event["datacontenttype"] = JSON_MEDIA
+        else:
+            problems.append(Problem("datacontenttype", NOT_JSON_DATA))
+            del event["datacontenttype"]
+    return event, tuple(ignored), tuple(problems)
+
+
+def door_refusal(index: int, event: dict[str, Any], problems: tuple[Problem, ...], validate: bool) -> Outcome:
+    """The outcome of an event refused at the door: its problems first, then (``validate``) the contract's
+    own; id, source and type named as the contract's validation names them (only when well formed)."""
+    try:
+        valid = validate_event(event, form="ingress")
+    except EventInvalid as err:
+        more = tuple(err.problems) if validate else ()
+        return Outcome(index, "rejected", err.id, err.source, err.type, problems + more)
+    env = valid.envelope
+    return Outcome(index, "rejected", env.id, env.source, env.type, problems)
 
 
 def _digest(value: Any) -> str:
@@ -251,6 +358,17 @@ def sorting_steps(
         if isinstance(raw, Unparsed):
             out.refused.append(Outcome(index, "rejected", problems=(Problem("", raw.message),)))
             continue
+        framing: tuple[Problem, ...] = ()
+        if isinstance(raw, Framed):
+            framing, raw = raw.problems, raw.event
+        if isinstance(raw, dict):
+            raw, ignored, problems = at_the_door(raw)
+            if ignored:
+                out.ignored[index] = ignored
+            if framing or problems:
+                # a binding's problems (data not JSON, …) would only be echoed by the contract's: not repeated
+                out.refused.append(door_refusal(index, raw, framing + problems, validate=not framing))
+                continue
         try:
             event = validate_event(raw, form="ingress")
         except EventInvalid as err:
@@ -345,4 +463,7 @@ def outcomes(sorted_: Sorted, stored: set[tuple[str, str]],
         status = "duplicate" if original.status in ("accepted", "duplicate") else original.status
         problems = () if status == "duplicate" else original.problems
         results.append(Outcome(index, status, original.id, original.source, original.type, problems))
+    if sorted_.ignored:
+        results = [replace(o, ignored=sorted_.ignored[o.index]) if o.index in sorted_.ignored else o
+                   for o in results]
     return sorted(results, key=lambda o: o.index)

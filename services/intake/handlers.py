@@ -1,6 +1,7 @@
 """intake's two doors share one path: sort the events, store the new ones, answer per event.
 
-``accept_events`` is what both the HTTP route and the Kafka ingress subscriber call.
+``accept_events`` is what both the HTTP route and the Kafka ingress subscriber call; the subscriber reads
+each record in the content mode its headers say (structured or binary: services/intake/bindings.py).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import structlog
 from faststream.kafka import KafkaBroker
 from opentelemetry.trace import SpanKind
 
-from schemas import EVENT_TYPES, EventInvalid, decode_json, partner_org
+from schemas import EVENT_TYPES, partner_org
 from schemas.envelope import CloudEvent
 from schemas.kafka import kafka_headers
 from schemas.rejected import RejectedRecord
 from services.intake import store
-from services.intake.domain import Canonical, Outcome, Rules, Sorted, Unparsed, outcomes, sorting_steps
+from services.intake.bindings import event_from_kafka
+from services.intake.domain import Canonical, Outcome, Rules, Sorted, outcomes, sorting_steps
 from services.intake.settings import IntakeSettings
 from tsunagu import auth, telemetry, topics
 from tsunagu.consume import decode_records
@@ -226,12 +228,10 @@ def register_consumer(spec: ServiceSpec, broker: KafkaBroker, intake: Intake) ->
         raws: list[object] = []
         sizes: list[int] = []
         for r in records:
-            value = r.value or b""
-            sizes.append(len(value))
-            try:
-                raws.append(decode_json(value))
-            except EventInvalid as err:
-                raws.append(Unparsed(err.problems[0].message))
+            carried = getattr(r, "headers", None) or ()
+            # binary mode carries the attributes in headers: they count towards the event's size
+            sizes.append(len(r.value or b"") + sum(len(v or b"") for name, v in carried if name[:3].lower() == "ce_"))
+            raws.append(event_from_kafka(carried, r.key, r.value))
         give_way = intake.gate.give_way if intake.gate is not None else _a_turn
         results, _ = await accept_events(intake, raws, None, sizes, give_way)
         rejected = [o for o in results if o.status in ("rejected", "conflict")]

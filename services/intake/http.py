@@ -1,6 +1,8 @@
-"""POST /v1/events: partners' events over HTTP, one CloudEvent or a batch.
+"""POST /v1/events: partners' events over HTTP, one CloudEvent or a batch, in each content mode of
+the CloudEvents HTTP binding (structured, batch, binary: services/intake/bindings.py).
 
-Answers per event: accepted, duplicate, or rejected with the reason (field path and message).
+Answers per event: accepted, duplicate, or rejected with the reason (field path and message), and the
+extension attributes intake ignored.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from schemas import EventInvalid, decode_json
+from services.intake.bindings import BATCH, STRUCTURED, Unsupported, event_from_http_binary, http_mode
 from services.intake.domain import Outcome
 from services.intake.handlers import Intake, accept_events
 from tsunagu import auth
@@ -23,8 +26,7 @@ from tsunagu.fairness import FairSlot
 from tsunagu.http_auth import api_key_of
 from tsunagu.ratelimit import retry_after_header
 
-SINGLE = "application/cloudevents+json"
-BATCH = "application/cloudevents-batch+json"
+SINGLE = STRUCTURED
 
 router = APIRouter(tags=["events"])
 
@@ -44,6 +46,9 @@ class EventResult(BaseModel):
         "conflict (the id is taken: by this (source, id) with other content, or a contact or referral id "
         "another organisation reported first)")
     problems: list[ProblemOut] = []
+    ignored: list[str] = Field(
+        default=[], description="extension attributes of the event that intake did not take (any but partitionkey, "
+        "traceparent and tracestate): valid CloudEvents, but tsunagu forwards none of them, whatever the status")
 
 
 class EventsResponse(BaseModel):
@@ -92,7 +97,7 @@ def _refuse(intake: Intake, key_hash: bytes, reason: str, message: str, wait: fl
 def _result(o: Outcome) -> dict:
     # Plain dicts on the hot path (EventResult documents the shape): a batch answers 100s of these.
     return {"index": o.index, "id": o.id, "source": o.source, "type": o.type, "status": o.status,
-            "problems": [{"path": p.path, "message": p.message} for p in o.problems]}
+            "problems": [{"path": p.path, "message": p.message} for p in o.problems], "ignored": list(o.ignored)}
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -119,16 +124,31 @@ def _event_sizes(events: list[object], body_bytes: int, limit: int) -> list[int]
             for e in events]
 
 
+_CE_HEADERS = {"specversion": "`1.0`", "id": "the event id", "source": "`/partners/<org>/<system>`",
+               "type": "`jp.tsunagu.<entity>.<verb>.v1`", "time": "RFC 3339 with a UTC offset",
+               "subject": "the contact or referral id", "dataschema": "optional",
+               "partitionkey": "optional", "traceparent": "optional", "tracestate": "optional"}
+
 _REQUEST_DOC = {
+    "parameters": [
+        {"name": f"ce-{name}", "in": "header", "required": False, "schema": {"type": "string"},
+         "description": f"binary mode only: the `{name}` attribute, percent-encoded (HTTP binding 3.1.3.2) — {what}"}
+        for name, what in _CE_HEADERS.items()
+    ],
     "requestBody": {
         "required": True,
-        "description": "One CloudEvent (structured JSON) or a JSON array of CloudEvents. "
+        "description": "One CloudEvent in structured mode, a JSON array of CloudEvents (batch mode; it may be "
+        "empty), or one CloudEvent in binary mode: its attributes in `ce-*` headers (`ce-specversion` marks "
+        "the mode), its data as the body with the data's own JSON Content-Type. Media-type parameters "
+        "(`; charset=utf-8`) are accepted. Extension attributes other than partitionkey, traceparent and "
+        "tracestate are accepted, not forwarded, and named in the event's `ignored`. "
         "Schemas per event type: schemas/jsonschema/ and schemas/asyncapi.yaml.",
         "content": {
             SINGLE: {"schema": {"type": "object"}},
             BATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/json": {"schema": {"type": "object", "description": "binary mode: the event's data"}},
         },
-    }
+    },
 }
 
 
@@ -141,11 +161,12 @@ _REQUEST_DOC = {
         "(source, id) and stored durably before the answer: an accepted event reaches the "
         "canonical topic even if intake stops right after answering. A single event answers 202 "
         "(accepted), 200 (duplicate), 409 (conflict) or 422 (rejected); a batch answers 200 with one "
-        "result per event. An event's time must lie within `TSUNAGU_INTAKE_MAX_SKEW_S` ahead of intake's "
-        "clock and `TSUNAGU_INTAKE_HORIZON_S` behind it (older only with a back-fill key); a contact or "
-        "referral id belongs to the organisation that reported it first, and `data.organisation_id` must be "
-        "the key's organisation or one the key acts for. If any event's `source` names another "
-        "organisation, nothing is stored (403). Each partner "
+        "result per event (an empty batch: 200 with none). Structured, batch and binary content mode of the "
+        "CloudEvents HTTP binding are read. An event's time must lie within `TSUNAGU_INTAKE_MAX_SKEW_S` "
+        "ahead of intake's clock and `TSUNAGU_INTAKE_HORIZON_S` behind it (older only with a back-fill key); "
+        "a contact or referral id belongs to the organisation that reported it first, and "
+        "`data.organisation_id` must be the key's organisation or one the key acts for. If any event's "
+        "`source` names another organisation, nothing is stored (403). Each partner "
         "organisation may send `TSUNAGU_INTAKE_RATE_PER_S` events a second (bursts up to "
         "`TSUNAGU_INTAKE_BURST`; back-fill keys `TSUNAGU_INTAKE_BACKFILL_RATE_PER_S`); beyond that, 429 with "
         "`Retry-After` and nothing is stored, and the key is refused until `Retry-After` has passed (an "
@@ -155,15 +176,18 @@ _REQUEST_DOC = {
     status_code=200,
     openapi_extra=_REQUEST_DOC,
     responses={
-        202: {"model": EventsResponse, "description": "single event accepted"},
-        400: {"model": ErrorResponse, "description": "the body is not JSON, or not the shape the content type says"},
+        202: {"model": EventsResponse, "description": "single event accepted (structured or binary mode)"},
+        400: {"model": ErrorResponse, "description": "the body is not JSON, or not the shape the content type says "
+              "(structured and batch mode; in binary mode the event is rejected instead, 422)"},
         401: {"model": ErrorResponse, "description": "no valid API key"},
         403: {"model": ErrorResponse, "description": "not a partner key, or an event names another organisation"},
         413: {"model": ErrorResponse, "description": "body or batch too large"},
-        415: {"model": ErrorResponse, "description": "content type other than the two CloudEvents JSON formats"},
+        415: {"model": ErrorResponse, "description": "neither of the two CloudEvents JSON formats nor binary mode "
+              "(a `ce-specversion` header), or a charset other than UTF-8"},
         409: {"model": EventsResponse, "description": "single event in conflict: its (source, id) was accepted "
               "with other content, or its contact or referral id belongs to another organisation"},
-        422: {"model": EventsResponse, "description": "single event rejected"},
+        422: {"model": EventsResponse, "description": "single event rejected (structured or binary mode; a binary "
+              "event whose Content-Type is not JSON too)"},
         429: {"model": ErrorResponse, "description": "the organisation's rate limit is reached "
               "(`rate_limited`: the key is refused until `Retry-After` has passed), or it has as many "
               "requests in progress and waiting as intake gives one organisation (`too_many_in_progress`); "
@@ -210,31 +234,36 @@ async def post_events(request: Request, slot: FairSlot) -> JSONResponse:
         return _refuse(intake, key_hash, "rate_limited", f"organisation '{caller.org_id}' sent more than its "
                        f"{limiter.rate:g} events a second; nothing was stored", empty)
 
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in (SINGLE, BATCH):
-        return _error(415, "unsupported_media_type", f"content type must be {SINGLE} or {BATCH}")
+    mode = http_mode(request.headers.get("content-type"), "ce-specversion" in request.headers)
+    if isinstance(mode, Unsupported):
+        return _error(415, "unsupported_media_type", mode.message)
     body = await _read_body(request, settings.max_body_bytes)
     await slot.give_way()  # parsing a large body is a turn of its own
     if body is None:
         return _error(413, "too_large", f"the body is larger than {settings.max_body_bytes} bytes")
-    try:
-        parsed = decode_json(body)
-    except EventInvalid as err:
-        return _error(400, "malformed_json", err.problems[0].message)
-
-    if content_type == BATCH:
-        if not isinstance(parsed, list):
-            return _error(400, "not_a_batch", "a batch must be a JSON array of CloudEvents")
-        if not parsed:
-            return _error(400, "empty_batch", "the batch is empty")
-        if len(parsed) > settings.max_batch_events:
-            return _error(413, "batch_too_large",
-                          f"a batch holds at most {settings.max_batch_events} events; this one has {len(parsed)}")
-        raws, sizes = parsed, _event_sizes(parsed, len(body), settings.max_event_bytes)
+    raws: list[object]
+    sizes: list[int] | None
+    if mode == "binary":
+        # one event, whatever the body holds: a body that is no JSON is that event's problem (422)
+        raws, sizes = [event_from_http_binary(request.headers.raw, body)], [len(body)]
     else:
-        if not isinstance(parsed, dict):
-            return _error(400, "not_an_event", f"{SINGLE} carries one JSON object; send arrays as {BATCH}")
-        raws, sizes = [parsed], [len(body)]
+        try:
+            parsed = decode_json(body)
+        except EventInvalid as err:
+            return _error(400, "malformed_json", err.problems[0].message)
+        if mode == "batch":
+            if not isinstance(parsed, list):
+                return _error(400, "not_a_batch", "a batch must be a JSON array of CloudEvents")
+            if not parsed:  # the JSON batch format: a batch MAY be empty
+                return JSONResponse({"accepted": 0, "duplicate": 0, "rejected": 0, "conflict": 0, "results": []})
+            if len(parsed) > settings.max_batch_events:
+                return _error(413, "batch_too_large",
+                              f"a batch holds at most {settings.max_batch_events} events; this one has {len(parsed)}")
+            raws, sizes = parsed, _event_sizes(parsed, len(body), settings.max_event_bytes)
+        else:
+            if not isinstance(parsed, dict):
+                return _error(400, "not_an_event", f"{SINGLE} carries one JSON object; send arrays as {BATCH}")
+            raws, sizes = [parsed], [len(body)]
 
     slot.charge(len(raws))
     wait = limiter.take(caller.org_id, len(raws)) if limiter else 0.0
@@ -256,6 +285,6 @@ async def post_events(request: Request, slot: FairSlot) -> JSONResponse:
     response = {"accepted": counts["accepted"], "duplicate": counts["duplicate"], "rejected": counts["rejected"],
                 "conflict": counts["conflict"], "results": out}
     status = 200
-    if content_type == SINGLE:
+    if mode != "batch":
         status = {"accepted": 202, "duplicate": 200, "rejected": 422, "conflict": 409}[out[0]["status"]]
     return JSONResponse(response, status_code=status)
