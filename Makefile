@@ -12,7 +12,7 @@ LOGS_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit lint check schemas asyncapi bench up down status logs
+.PHONY: help install demo test test-unit lint check schemas asyncapi bench up down status logs contract-deps
 
 help: ## List the targets
 	@echo "usage: make TARGET"
@@ -30,6 +30,15 @@ $(SYNCED): pyproject.toml uv.lock
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --group dev --group local
 	@touch $@
 
+# The contract check's Node packages (ajv in strict mode, tests/contract), from their lock file: Node 20+ and npm.
+CONTRACT_DEPS := tests/contract/node_modules/.installed
+$(CONTRACT_DEPS): tests/contract/package.json tests/contract/package-lock.json
+	@command -v npm >/dev/null || { echo "the contract check needs Node.js 20+ and npm (e.g. apt-get install nodejs npm)" >&2; exit 1; }
+	cd tests/contract && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+contract-deps: $(CONTRACT_DEPS) ## Install the contract check's Node packages (ajv; tests/contract, npm ci)
+
 install: $(SYNCED) ## Create .venv and install the locked dependencies (dev tools and the local stack's embedded broker and PostgreSQL included)
 
 demo: $(SYNCED) ## The main job: replay the #9999 trial's first week three ways through the local stack (DEMO_ARGS=--stop / --days 1 / --fresh)
@@ -40,7 +49,7 @@ calibrate: $(SYNCED) ## Replay scenarios/trial1.yaml through the stack (tsunagu 
 	$(BIN)/tsunagu up --replay
 	$(BIN)/python -m tsunagu_tools.simulate.calibrate check scenarios/trial1.yaml
 
-test: $(SYNCED) ## Run the tests; they start their own broker and PostgreSQL (PYTEST_ARGS=... to add)
+test: $(SYNCED) $(CONTRACT_DEPS) ## Run the tests; they start their own broker and PostgreSQL (PYTEST_ARGS=... to add)
 	$(BIN)/pytest tests -q -rs $(PYTEST_ARGS)
 
 .PHONY: verify-security
@@ -51,7 +60,7 @@ verify-security: $(SYNCED) ## Abuse and bad input: OpenAPI fuzzing, event fuzzin
 verify-faults: $(SYNCED) ## Faults: services killed, PostgreSQL and the broker restarted, a consumer paused, during a replay (VERIFY_SIZE=full for full size)
 	TSUNAGU_VERIFY_SIZE=$(or $(VERIFY_SIZE),ci) $(BIN)/pytest tests/faults -q -rs $(PYTEST_ARGS)
 
-test-unit: $(SYNCED) ## The fast tests: pure rules and subscribers on FastStream's in-memory broker; no servers started
+test-unit: $(SYNCED) $(CONTRACT_DEPS) ## The fast tests: pure rules and subscribers on FastStream's in-memory broker; no servers started
 	$(BIN)/pytest tests/unit -q -rs $(PYTEST_ARGS)
 
 lint: $(SYNCED) ## Check the code with ruff

@@ -34,7 +34,15 @@ from schemas.codes import (
     Urgency,
 )
 from schemas.envelope import NoPhone
-from schemas.municipalities import MunicipalityCode, PrefectureCode, split_region
+from schemas.municipalities import PREFECTURE_CODES, MunicipalityCode, PrefectureCode, split_region
+from schemas.schema_rules import (
+    REGION_PATTERN,
+    caller_id_rules,
+    legal_basis_rules,
+    not_blank_pattern,
+    prefecture_of_municipality_rules,
+    string_branch,
+)
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$"), NoPhone]
 Seconds = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False, description="秒 / seconds")]
@@ -70,17 +78,21 @@ class ContactReceivedIngress(EventData):
     ``prefecture`` / ``municipality``.
     """
 
+    model_config = ConfigDict(json_schema_extra=caller_id_rules)
+
     contact_id: Id
     channel: Channel
     caller_id: str | None = Field(
         default=None,
         min_length=1,
         max_length=64,
+        json_schema_extra=string_branch(pattern=not_blank_pattern),
         description="発信者番号またはプラットフォームの利用者ID（非通知は null）/ raw phone number or "
         "platform user id; null when withheld. Never leaves intake.",
     )
     region: Annotated[str, AfterValidator(_region)] | None = Field(
         default=None,
+        json_schema_extra=string_branch(pattern=REGION_PATTERN),
         description="都道府県コード（2桁）または市区町村コード（6桁）/ 2-digit prefecture or 6-digit "
         "municipality code, when known",
     )
@@ -88,6 +100,8 @@ class ContactReceivedIngress(EventData):
 
 class ContactReceived(EventData):
     """着信 / a contact arrived (canonical form: pseudonymised caller, split region)."""
+
+    model_config = ConfigDict(json_schema_extra=prefecture_of_municipality_rules(PREFECTURE_CODES))
 
     contact_id: Id
     channel: Channel
@@ -215,6 +229,8 @@ class Consent(EventData):
 
 class LegalBasis(EventData):
     """提供の根拠 / why the person's information may be passed on."""
+
+    model_config = ConfigDict(json_schema_extra=legal_basis_rules())
 
     kind: LegalBasisKind
     consent: Consent | None = None

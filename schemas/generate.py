@@ -19,16 +19,23 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from schemas.envelope import CloudEvent
+from schemas.envelope import ATTRIBUTE_NAME_PATTERN, CloudEvent
 from schemas.kafka import CONTENT_TYPE
 from schemas.registry import EVENT_TYPES, TOPICS, EventType
 from schemas.rejected import RejectedRecord
+from schemas.schema_rules import open_to_extensions, partner_source
 
 ROOT = Path(__file__).resolve().parent
 JSONSCHEMA_DIR = "jsonschema"
 ASYNCAPI_FILE = "asyncapi.yaml"
 REJECTED_SCHEMA_FILE = "rejected-record.json"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# AsyncAPI 3.0 names JSON Schema formats application/schema+json;version=<draft>; it lists draft-07 as the one
+# every tool must read and lets a document name others. Ours are 2020-12, and say so.
+SCHEMA_FORMAT = "application/schema+json;version=2020-12"
+# Annotations of ours in the schemas (JSON Schema 2020-12 lets unknown keywords be annotations; a strict
+# validator is told about them: ajv.addVocabulary(ANNOTATION_KEYWORDS), schemas/README.md).
+ANNOTATION_KEYWORDS = ("x-tsunagu", "x-labels")
 TOPIC_PREFIX = "tsunagu."
 INGRESS_TOPIC = "intake.ingress"
 REJECTED_TOPIC = "intake.rejected"
@@ -91,8 +98,13 @@ def _camel(dotted: str) -> str:
     return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
 
 
+def has_ingress_form(event_type: EventType) -> bool:
+    """Partners send this type: it has an ingress schema (open envelope; for contact.received, other data)."""
+    return event_type.producer == "partner"
+
+
 def schema_file(event_type: EventType, form: str = "canonical") -> str:
-    suffix = ".ingress" if form == "ingress" and event_type.ingress_model is not event_type.data_model else ""
+    suffix = ".ingress" if form == "ingress" and has_ingress_form(event_type) else ""
     return f"{event_type.type}{suffix}.json"
 
 
@@ -103,7 +115,11 @@ def _model_schema(model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Any
 
 
 def event_schema(event_type: EventType, form: str = "canonical") -> dict[str, Any]:
-    """The JSON Schema of one whole event: the envelope with this type's data."""
+    """The JSON Schema of one whole event: the envelope with this type's data.
+
+    The canonical form is what tsunagu publishes on its topics: a closed envelope. The ingress form is what
+    a partner sends to intake: the envelope also takes extension attributes (intake drops them) and its
+    source must be the partner's own, /partners/<org>/<system>."""
     envelope, defs = _model_schema(CloudEvent)
     data_model = event_type.model_for(form)  # type: ignore[arg-type]
     data_schema, data_defs = _model_schema(data_model)
@@ -118,11 +134,8 @@ def event_schema(event_type: EventType, form: str = "canonical") -> dict[str, An
         f"data.{event_type.key_field} と同じ値 / must equal data.{event_type.key_field}"
     )
     envelope["properties"]["data"] = {"$ref": f"#/$defs/{data_model.__name__}"}
-    form_note = (
-        " (ingress form, as partners send it)"
-        if schema_file(event_type, form).endswith(".ingress.json")
-        else ""
-    )
+    ingress = schema_file(event_type, form).endswith(".ingress.json")
+    form_note = " (ingress form, as partners send it)" if ingress else ""
     envelope.update(
         {
             "$schema": JSON_SCHEMA_DIALECT,
@@ -139,6 +152,9 @@ def event_schema(event_type: EventType, form: str = "canonical") -> dict[str, An
             },
         }
     )
+    if ingress:
+        open_to_extensions(envelope, ATTRIBUTE_NAME_PATTERN)
+        partner_source(envelope)
     return envelope
 
 
@@ -167,7 +183,7 @@ def _message(name: str, title: str, summary: str, key: str, payload_file: str, c
             }
         },
         "payload": {
-            "schemaFormat": "application/schema+json;version=draft-07",
+            "schemaFormat": SCHEMA_FORMAT,
             "schema": {"$ref": f"./{JSONSCHEMA_DIR}/{payload_file}"},
         },
     }
@@ -189,17 +205,17 @@ def asyncapi() -> dict[str, Any]:
             t.type, title, f"{t.type} (producer: {t.producer})", key, schema_file(t), CONTENT_TYPE
         )
         by_topic.setdefault(t.topic, []).append(name)
-        if t.producer == "partner":
-            ingress_name = name + "Ingress" if t.ingress_model is not t.data_model else name
-            if ingress_name != name:
-                messages[ingress_name] = _message(
-                    t.type,
-                    f"{title}（パートナー送信形 / ingress form）",
-                    f"{t.type} as partners send it, before pseudonymisation",
-                    key,
-                    schema_file(t, "ingress"),
-                    CONTENT_TYPE,
-                )
+        if has_ingress_form(t):
+            ingress_name = name + "Ingress"
+            before = ", before pseudonymisation" if t.ingress_model is not t.data_model else ""
+            messages[ingress_name] = _message(
+                t.type,
+                f"{title}（パートナー送信形 / ingress form）",
+                f"{t.type} as partners send it{before}; extension attributes allowed, intake drops them",
+                key,
+                schema_file(t, "ingress"),
+                CONTENT_TYPE,
+            )
             by_topic[INGRESS_TOPIC].append(ingress_name)
     messages["rejectedRecord"] = _message(
         "tsunagu.intake.rejected",
@@ -265,7 +281,7 @@ def render() -> dict[str, str]:
     files: dict[str, str] = {}
     for t in EVENT_TYPES.values():
         files[f"{JSONSCHEMA_DIR}/{schema_file(t)}"] = _json_text(event_schema(t))
-        if t.ingress_model is not t.data_model:
+        if has_ingress_form(t):
             files[f"{JSONSCHEMA_DIR}/{schema_file(t, 'ingress')}"] = _json_text(event_schema(t, "ingress"))
     files[f"{JSONSCHEMA_DIR}/{REJECTED_SCHEMA_FILE}"] = _json_text(rejected_schema())
     doc = copy.deepcopy(asyncapi())

@@ -19,9 +19,12 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
+from schemas.schema_rules import MUNICIPALITY_PATTERN
+
 _WEIGHTS = (6, 5, 4, 3, 2)
 _DIGITS = frozenset("0123456789")
 _PREFECTURE_CODES = frozenset(f"{n:02d}" for n in range(1, 48))
+PREFECTURE_CODES: frozenset[str] = _PREFECTURE_CODES  # "01".."47"
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,10 @@ MunicipalityCode = Annotated[
     str,
     AfterValidator(_validate_municipality),
     Field(
+        # The runtime pattern stays loose so that its messages say what is wrong (check digit, prefecture
+        # row, not in the list); the published schema says all a pattern can.
         pattern=r"^[0-9]{6}$",
+        json_schema_extra={"pattern": MUNICIPALITY_PATTERN},
         description="市区町村コード（JIS X 0402、検査数字付き6桁）/ municipality code (JIS X 0402, 6 digits "
         "with check digit, in the official list)",
     ),
