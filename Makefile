@@ -66,7 +66,7 @@ test-unit: $(SYNCED) $(CONTRACT_DEPS) ## The fast tests: pure rules and subscrib
 lint: $(SYNCED) ## Check the code with ruff
 	$(BIN)/ruff check .
 
-check: $(SYNCED) lint ## ruff, then mypy in strict mode on schemas/, tsunagu/ and every service's domain ([tool.mypy] in pyproject.toml)
+check: $(SYNCED) lint ## ruff, then mypy in strict mode on schemas/, tsunagu/, tsunagu_connectors/ and every service's domain ([tool.mypy] in pyproject.toml)
 	$(BIN)/mypy
 
 .PHONY: k8s-validate

@@ -1,4 +1,5 @@
-"""The ``tsunagu`` command: the local stack (up, status, down, logs), credentials and the demo."""
+"""The ``tsunagu`` command: the local stack (up, status, down, logs), credentials, the demo and the
+partners' connectors (``tsunagu connect``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tsunagu.settings import SettingsError, get_settings
+from tsunagu_connectors.cli import connect_app
 from tsunagu_tools import reports, stack, trace
 from tsunagu_tools.credentials import credentials_app
 from tsunagu_tools.desks import desks_app
@@ -32,6 +34,7 @@ app.command("plan")(reports.plan)
 app.add_typer(directory_app, name="directory")  # referral's directory of receivers
 app.command("simulate")(simulate_cli.simulate)  # the trial replay (issue 6)
 app.command("trace")(trace.trace)  # one contact's trace from `tsunagu up --telemetry` files (issue 7)
+app.add_typer(connect_app, name="connect")  # partners' platforms → intake (tsunagu_connectors/)
 
 console = Console()
 err_console = Console(stderr=True)
