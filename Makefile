@@ -12,7 +12,7 @@ LOGS_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit lint check schemas asyncapi bench up down status logs contract-deps
+.PHONY: help install demo connectors-demo test test-unit lint check schemas asyncapi bench up down status logs contract-deps
 
 help: ## List the targets
 	@echo "usage: make TARGET"
@@ -43,6 +43,9 @@ install: $(SYNCED) ## Create .venv and install the locked dependencies (dev tool
 
 demo: $(SYNCED) ## The main job: replay the #9999 trial's first week three ways through the local stack (DEMO_ARGS=--stop / --days 1 / --fresh)
 	$(BIN)/tsunagu demo $(DEMO_ARGS)
+
+connectors-demo: $(SYNCED) ## Each connector's documented sample through the local stack to figures, beside the platform's own count (DEMO_ARGS=--stop)
+	$(BIN)/tsunagu connectors-demo $(DEMO_ARGS)
 
 .PHONY: calibrate
 calibrate: $(SYNCED) ## Replay scenarios/trial1.yaml through the stack (tsunagu up --replay) and check it against the published figures

@@ -52,6 +52,8 @@ from tsunagu_connectors.webhooks import (
     intake_sender,
     load_yaml,
     read_secret,
+    send_saved,
+    sent_summary,
     serve,
     signatures_match,
     webhook_app,
@@ -319,4 +321,28 @@ def check_command(
         for e in mapped.events:
             typer.echo(json.dumps(e, ensure_ascii=False))
     if failed:
+        raise typer.Exit(1)
+
+
+@app.command("send")
+def send_command(
+    config: ConfigOption,
+    partner: PartnerOption,
+    bodies: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
+                                                 help="webhook bodies (JSON), one per file")],
+    intake_url: Annotated[str, typer.Option("--intake-url", envvar="TSUNAGU_INTAKE_URL")] = DEFAULT_INTAKE_URL,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help=f"partner API key (or env {KEY_ENV})")] = None,
+) -> None:
+    """Send saved webhook bodies to intake as the receiver would, in the order given: your own saved copies
+    of LINE's webhook requests (e.g. from while the receiver was down), so no signature is checked.
+    Conversations carry across the files; sending them again answers duplicate. Exit 1 at the first body
+    that cannot be mapped or stored (nothing after it is sent)."""
+    cfg = load_config(config)
+    key = read_secret(key_file, KEY_ENV, "the partner API key")
+    state = State()
+    answers = send_saved(bodies, lambda body: map_webhook(body, partner, cfg, state), intake_sender(intake_url, key))
+    for path, status, answer in answers:
+        typer.echo(f"{path.name}: {status} {json.dumps(answer, ensure_ascii=False)}", err=status != 200)
+    typer.echo(sent_summary(answers, len(bodies)))
+    if any(status != 200 for _, status, _ in answers):
         raise typer.Exit(1)

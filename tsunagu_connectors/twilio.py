@@ -51,6 +51,8 @@ from tsunagu_connectors.webhooks import (
     intake_sender,
     load_yaml,
     read_secret,
+    send_saved,
+    sent_summary,
     serve,
     signatures_match,
     webhook_app,
@@ -419,4 +421,29 @@ def check_command(
         for e in mapped.events:
             typer.echo(json.dumps(redacted(e), ensure_ascii=False))
     if failed:
+        raise typer.Exit(1)
+
+
+@app.command("send")
+def send_command(
+    config: ConfigOption,
+    partner: PartnerOption,
+    callbacks: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
+                                                    help="form-encoded callback bodies, one per file")],
+    intake_url: Annotated[str, typer.Option("--intake-url", envvar="TSUNAGU_INTAKE_URL")] = DEFAULT_INTAKE_URL,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help=f"partner API key (or env {KEY_ENV})")] = None,
+) -> None:
+    """Send saved callback bodies to intake as the receiver would, in the order given: your own saved
+    copies of TaskRouter's callbacks (e.g. from while the receiver was down), so no signature is checked.
+    Sending them again answers duplicate. Exit 1 at the first that cannot be mapped or stored (nothing
+    after it is sent)."""
+    cfg = load_config(config)
+    key = read_secret(key_file, KEY_ENV, "the partner API key")
+    state = State()
+    answers = send_saved(callbacks, lambda body: map_callback(dict(form_params(body)), partner, cfg, state),
+                         intake_sender(intake_url, key))
+    for path, status, body in answers:
+        typer.echo(f"{path.name}: {status} {json.dumps(body, ensure_ascii=False)}", err=status != 200)
+    typer.echo(sent_summary(answers, len(callbacks)))
+    if any(status != 200 for _, status, _ in answers):
         raise typer.Exit(1)

@@ -197,3 +197,25 @@ def serve(app: Starlette, host: str, port: int) -> None:
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def send_saved(callbacks: list[Path], map_one: Callable[[bytes], Mapped],
+               send: Send) -> list[tuple[Path, int, dict[str, Any]]]:
+    """Each saved callback through what the receiver does for a request once its signature is checked
+    (map, send, keep the state only when intake stored every event), in order; stops at the first one
+    not answered 200, since a later callback may rest on it (an end on its answer). Returns each file's
+    status and answer."""
+    answers: list[tuple[Path, int, dict[str, Any]]] = []
+    for path in callbacks:
+        response = asyncio.run(deliver(map_one(path.read_bytes()), send))
+        answers.append((path, response.status_code, json.loads(bytes(response.body))))
+        if response.status_code != 200:
+            break
+    return answers
+
+
+def sent_summary(answers: list[tuple[Path, int, dict[str, Any]]], files: int) -> str:
+    """One line for the person sending: what intake stored, and how many files got that far."""
+    stored = [body for _, status, body in answers if status == 200]
+    accepted, duplicate = sum(b["accepted"] for b in stored), sum(b["duplicate"] for b in stored)
+    return f"intake: {accepted} accepted, {duplicate} duplicate; {len(stored)} of {files} files sent"

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from tsunagu.settings import SettingsError, get_settings
 from tsunagu_connectors.cli import connect_app
-from tsunagu_tools import reports, stack, trace
+from tsunagu_tools import connectors_demo, reports, stack, trace
 from tsunagu_tools.credentials import credentials_app
 from tsunagu_tools.desks import desks_app
 from tsunagu_tools.directory import directory_app
@@ -35,6 +35,7 @@ app.add_typer(directory_app, name="directory")  # referral's directory of receiv
 app.command("simulate")(simulate_cli.simulate)  # the trial replay (issue 6)
 app.command("trace")(trace.trace)  # one contact's trace from `tsunagu up --telemetry` files (issue 7)
 app.add_typer(connect_app, name="connect")  # partners' platforms → intake (tsunagu_connectors/)
+app.command("connectors-demo")(connectors_demo.connectors_demo)  # each connector's sample → figures
 
 console = Console()
 err_console = Console(stderr=True)

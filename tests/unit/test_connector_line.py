@@ -296,3 +296,47 @@ def test_check_exits_1_naming_the_file_and_event_it_cannot_map(tmp_path):
     result = CliRunner().invoke(line.app, ["check", "--config", str(SAMPLES / "mapping.yaml"), "--partner", "npo-a",
                                            str(bad)])
     assert result.exit_code == 1 and "bad.json: event 0: no source.userId" in result.output
+
+
+# --- send: saved webhook bodies, no signature ------------------------------------------------------
+
+
+def send_with(intake: FakeIntake, monkeypatch, *files: str):
+    """``line send`` with intake faked, the key from the environment."""
+    seen: list[tuple[str, str]] = []
+
+    def sender(url: str, key: str) -> FakeIntake:
+        seen.append((url, key))
+        return intake
+
+    monkeypatch.setattr(line, "intake_sender", sender)
+    monkeypatch.setenv("TSUNAGU_API_KEY", "tsg_env_key")
+    result = CliRunner().invoke(line.app, ["send", "--config", str(SAMPLES / "mapping.yaml"), "--partner", "npo-a",
+                                           "--intake-url", "http://intake.test", *files])
+    return result, seen
+
+
+def test_send_sends_the_saved_bodies_as_the_receiver_would_with_conversations_across_files(monkeypatch):
+    intake = FakeIntake()
+    files = sorted(SAMPLES.glob("*.json"))
+    result, seen = send_with(intake, monkeypatch, *map(str, files))
+    assert result.exit_code == 0, result.output
+    assert seen == [("http://intake.test", "tsg_env_key")]
+    sent = [e for batch in intake.sent for e in batch]
+    assert sent == map_all([f.read_bytes() for f in files])  # the receiver's mapping, nothing of its own
+    assert len({e["subject"] for e in sent}) == 2  # 01 opens, 02 resends the opening, 04 opens after silence
+    assert "U4af4980629" not in result.output and "話を聞いて" not in result.output
+
+
+def test_send_stops_at_the_first_body_it_cannot_map_and_sends_nothing_after_it(monkeypatch, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(body({**message("e1", 0), "source": {"type": "user"}}))
+    intake = FakeIntake()
+    result, _ = send_with(intake, monkeypatch, str(bad), str(SAMPLES / "01-message.json"))
+    assert result.exit_code == 1 and "bad.json: 422" in result.output and "no source.userId" in result.output
+    assert intake.sent == []
+
+
+def test_send_exits_1_when_intake_cannot_be_reached_and_keeps_no_conversation(monkeypatch):
+    result, _ = send_with(FakeIntake(refuse=True), monkeypatch, str(SAMPLES / "01-message.json"))
+    assert result.exit_code == 1 and "01-message.json: 503" in result.output

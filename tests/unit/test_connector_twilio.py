@@ -317,3 +317,64 @@ def test_serve_refuses_to_start_without_the_auth_token(tmp_path, monkeypatch):
     result = CliRunner().invoke(twilio.app, ["serve", "--config", str(SAMPLES / "mapping.yaml"), "--partner", "npo-a",
                                              "--state-file", str(tmp_path / "s.sqlite3")])
     assert result.exit_code != 0 and "TWILIO_AUTH_TOKEN" in str(result.exception)
+
+
+# --- send: saved callbacks, no signature -----------------------------------------------------------
+
+
+def send_with(intake: FakeIntake, monkeypatch, *files: str, key_file: Path | None = None):
+    """``twilio send`` with intake faked; the key from the environment unless a file is given."""
+    seen: list[tuple[str, str]] = []
+
+    def sender(url: str, key: str) -> FakeIntake:
+        seen.append((url, key))
+        return intake
+
+    monkeypatch.setattr(twilio, "intake_sender", sender)
+    monkeypatch.setenv("TSUNAGU_API_KEY", "tsg_env_key")
+    key = ["--key-file", str(key_file)] if key_file else []
+    result = CliRunner().invoke(twilio.app, ["send", "--config", str(SAMPLES / "mapping.yaml"), "--partner", "npo-a",
+                                             "--intake-url", "http://intake.test", *key, *files])
+    return result, seen
+
+
+def test_send_sends_the_saved_callbacks_as_the_receiver_would_and_remembers_answers_across_files(monkeypatch):
+    intake = FakeIntake()
+    files = [str(p) for p in sorted(SAMPLES.glob("*.form"))]
+    result, seen = send_with(intake, monkeypatch, *files)
+    assert result.exit_code == 0, result.output
+    assert seen == [("http://intake.test", "tsg_env_key")]
+    sent = [e for batch in intake.sent for e in batch]
+    assert sent == map_all([Path(f).name for f in files])  # the receiver's mapping, nothing of its own
+    assert [e["data"]["talk_seconds"] for e in sent if short(e) == "contact.ended"] == [1200.0]
+    assert "9012345678" not in result.output
+
+
+def test_send_takes_the_key_from_a_file(monkeypatch, tmp_path):
+    key_file = tmp_path / "npo-a.key"
+    key_file.write_text("tsg_file_key\n")
+    result, seen = send_with(FakeIntake(), monkeypatch, str(SAMPLES / "01-task-created.form"), key_file=key_file)
+    assert result.exit_code == 0 and seen == [("http://intake.test", "tsg_file_key")]
+
+
+def test_send_stops_at_the_first_callback_it_cannot_map_and_sends_nothing_after_it(monkeypatch, tmp_path):
+    bad = tmp_path / "bad.form"
+    bad.write_text(urlencode({**sample("04-reservation-accepted.form"), "WorkerSid": "WK" + "9" * 32}))
+    intake = FakeIntake()
+    result, _ = send_with(intake, monkeypatch, str(SAMPLES / "01-task-created.form"), str(bad),
+                          str(SAMPLES / "07-task-created-withheld.form"))
+    assert result.exit_code == 1
+    assert "bad.form: 422" in result.output and "the worker is not in the config's workers" in result.output
+    assert [[short(e) for e in batch] for batch in intake.sent] == [["contact.received"]]
+
+
+def test_send_exits_1_when_intake_does_not_store_the_events(monkeypatch):
+    result, _ = send_with(FakeIntake(status="rejected"), monkeypatch, str(SAMPLES / "01-task-created.form"))
+    assert result.exit_code == 1 and "01-task-created.form: 502" in result.output
+
+
+def test_send_ends_with_what_intake_stored(monkeypatch):
+    result, _ = send_with(FakeIntake(status="duplicate"), monkeypatch, str(SAMPLES / "01-task-created.form"),
+                          str(SAMPLES / "02-task-queue-entered.form"))
+    assert result.exit_code == 0
+    assert result.output.splitlines()[-1] == "intake: 0 accepted, 2 duplicate; 2 of 2 files sent"

@@ -28,7 +28,7 @@ def test_every_setting_is_documented_in_the_readme():
 
 def test_every_tsunagu_command_the_readme_names_exists():
     commands = set(get_command(app).commands)  # type: ignore[attr-defined]
-    named = set(re.findall(r"`tsunagu ([a-z]+)", README))
+    named = set(re.findall(r"`tsunagu ([a-z][a-z-]*)", README))
     assert named <= commands, named - commands
 
 
