@@ -45,15 +45,17 @@ from tsunagu_connectors.report import Unmapped
 from tsunagu_connectors.webhooks import (
     DEFAULT_INTAKE_URL,
     KEY_ENV,
+    IntakeUrlOption,
+    KeyFileOption,
     Mapped,
     Send,
     State,
+    check_saved,
     code_of,
     intake_sender,
     load_yaml,
     read_secret,
-    send_saved,
-    sent_summary,
+    send_saved_command,
     serve,
     signatures_match,
     webhook_app,
@@ -282,8 +284,8 @@ PartnerOption = Annotated[str, typer.Option("--partner", help="your organisation
 def serve_command(
     config: ConfigOption,
     partner: PartnerOption,
-    intake_url: Annotated[str, typer.Option("--intake-url", envvar="TSUNAGU_INTAKE_URL")] = DEFAULT_INTAKE_URL,
-    key_file: Annotated[Path | None, typer.Option("--key-file", help=f"partner API key (or env {KEY_ENV})")] = None,
+    intake_url: IntakeUrlOption = DEFAULT_INTAKE_URL,
+    key_file: KeyFileOption = None,
     channel_secret_file: Annotated[Path | None, typer.Option(
         "--channel-secret-file", help=f"the LINE channel secret (or env {CHANNEL_SECRET_ENV})")] = None,
     state_file: Annotated[Path, typer.Option("--state-file", help="SQLite file of open conversations")] = Path(
@@ -310,18 +312,7 @@ def check_command(
     cannot be mapped. Conversations carry across the files, in the order given."""
     cfg = load_config(config)
     state = State()
-    failed = False
-    for path in bodies:
-        mapped = map_webhook(path.read_bytes(), partner, cfg, state)
-        for u in mapped.unmapped:
-            typer.echo(f"{path.name}: {u}", err=True)
-            failed = True
-        for keep in mapped.commit:
-            keep()
-        for e in mapped.events:
-            typer.echo(json.dumps(e, ensure_ascii=False))
-    if failed:
-        raise typer.Exit(1)
+    check_saved(bodies, lambda body: map_webhook(body, partner, cfg, state))
 
 
 @app.command("send")
@@ -330,8 +321,8 @@ def send_command(
     partner: PartnerOption,
     bodies: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
                                                  help="webhook bodies (JSON), one per file")],
-    intake_url: Annotated[str, typer.Option("--intake-url", envvar="TSUNAGU_INTAKE_URL")] = DEFAULT_INTAKE_URL,
-    key_file: Annotated[Path | None, typer.Option("--key-file", help=f"partner API key (or env {KEY_ENV})")] = None,
+    intake_url: IntakeUrlOption = DEFAULT_INTAKE_URL,
+    key_file: KeyFileOption = None,
 ) -> None:
     """Send saved webhook bodies to intake as the receiver would, in the order given: your own saved copies
     of LINE's webhook requests (e.g. from while the receiver was down), so no signature is checked.
@@ -340,9 +331,4 @@ def send_command(
     cfg = load_config(config)
     key = read_secret(key_file, KEY_ENV, "the partner API key")
     state = State()
-    answers = send_saved(bodies, lambda body: map_webhook(body, partner, cfg, state), intake_sender(intake_url, key))
-    for path, status, answer in answers:
-        typer.echo(f"{path.name}: {status} {json.dumps(answer, ensure_ascii=False)}", err=status != 200)
-    typer.echo(sent_summary(answers, len(bodies)))
-    if any(status != 200 for _, status, _ in answers):
-        raise typer.Exit(1)
+    send_saved_command(bodies, lambda body: map_webhook(body, partner, cfg, state), intake_sender(intake_url, key))

@@ -44,15 +44,17 @@ from tsunagu_connectors.report import Unmapped
 from tsunagu_connectors.webhooks import (
     DEFAULT_INTAKE_URL,
     KEY_ENV,
+    IntakeUrlOption,
+    KeyFileOption,
     Mapped,
     Send,
     State,
+    check_saved,
     code_of,
     intake_sender,
     load_yaml,
     read_secret,
-    send_saved,
-    sent_summary,
+    send_saved_command,
     serve,
     signatures_match,
     webhook_app,
@@ -382,8 +384,8 @@ PartnerOption = Annotated[str, typer.Option("--partner", help="your organisation
 def serve_command(
     config: ConfigOption,
     partner: PartnerOption,
-    intake_url: Annotated[str, typer.Option("--intake-url", envvar="TSUNAGU_INTAKE_URL")] = DEFAULT_INTAKE_URL,
-    key_file: Annotated[Path | None, typer.Option("--key-file", help=f"partner API key (or env {KEY_ENV})")] = None,
+    intake_url: IntakeUrlOption = DEFAULT_INTAKE_URL,
+    key_file: KeyFileOption = None,
     auth_token_file: Annotated[Path | None, typer.Option(
         "--auth-token-file", help=f"Twilio auth token (or env {AUTH_TOKEN_ENV})")] = None,
     state_file: Annotated[Path, typer.Option("--state-file", help="SQLite file of answered tasks")] = Path(
@@ -410,18 +412,7 @@ def check_command(
     cannot be mapped. Answered tasks are remembered across the files, in the order given."""
     cfg = load_config(config)
     state = State()
-    failed = False
-    for path in callbacks:
-        mapped = map_callback(dict(form_params(path.read_bytes())), partner, cfg, state)
-        for u in mapped.unmapped:
-            typer.echo(f"{path.name}: {u}", err=True)
-            failed = True
-        for keep in mapped.commit:
-            keep()
-        for e in mapped.events:
-            typer.echo(json.dumps(redacted(e), ensure_ascii=False))
-    if failed:
-        raise typer.Exit(1)
+    check_saved(callbacks, lambda body: map_callback(dict(form_params(body)), partner, cfg, state), redacted)
 
 
 @app.command("send")
@@ -430,8 +421,8 @@ def send_command(
     partner: PartnerOption,
     callbacks: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
                                                     help="form-encoded callback bodies, one per file")],
-    intake_url: Annotated[str, typer.Option("--intake-url", envvar="TSUNAGU_INTAKE_URL")] = DEFAULT_INTAKE_URL,
-    key_file: Annotated[Path | None, typer.Option("--key-file", help=f"partner API key (or env {KEY_ENV})")] = None,
+    intake_url: IntakeUrlOption = DEFAULT_INTAKE_URL,
+    key_file: KeyFileOption = None,
 ) -> None:
     """Send saved callback bodies to intake as the receiver would, in the order given: your own saved
     copies of TaskRouter's callbacks (e.g. from while the receiver was down), so no signature is checked.
@@ -440,10 +431,5 @@ def send_command(
     cfg = load_config(config)
     key = read_secret(key_file, KEY_ENV, "the partner API key")
     state = State()
-    answers = send_saved(callbacks, lambda body: map_callback(dict(form_params(body)), partner, cfg, state),
-                         intake_sender(intake_url, key))
-    for path, status, body in answers:
-        typer.echo(f"{path.name}: {status} {json.dumps(body, ensure_ascii=False)}", err=status != 200)
-    typer.echo(sent_summary(answers, len(callbacks)))
-    if any(status != 200 for _, status, _ in answers):
-        raise typer.Exit(1)
+    send_saved_command(callbacks, lambda body: map_callback(dict(form_params(body)), partner, cfg, state),
+                       intake_sender(intake_url, key))

@@ -28,8 +28,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import typer
 import yaml
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -219,3 +220,37 @@ def sent_summary(answers: list[tuple[Path, int, dict[str, Any]]], files: int) ->
     stored = [body for _, status, body in answers if status == 200]
     accepted, duplicate = sum(b["accepted"] for b in stored), sum(b["duplicate"] for b in stored)
     return f"intake: {accepted} accepted, {duplicate} duplicate; {len(stored)} of {files} files sent"
+
+
+# --- what the receivers' commands share ----------------------------------------------------------------
+
+IntakeUrlOption = Annotated[str, typer.Option("--intake-url", envvar="TSUNAGU_INTAKE_URL")]
+KeyFileOption = Annotated[Path | None, typer.Option("--key-file", help=f"partner API key (or env {KEY_ENV})")]
+
+
+def check_saved(paths: list[Path], map_one: Callable[[bytes], Mapped],
+                show: Callable[[dict[str, Any]], dict[str, Any]] = lambda e: e) -> None:
+    """``check``: map saved bodies as the receiver would, in order (state carries across them), and print
+    the events; nothing is sent. Exit 1 when one cannot be mapped."""
+    failed = False
+    for path in paths:
+        mapped = map_one(path.read_bytes())
+        for u in mapped.unmapped:
+            typer.echo(f"{path.name}: {u}", err=True)
+            failed = True
+        for keep in mapped.commit:
+            keep()
+        for e in mapped.events:
+            typer.echo(json.dumps(show(e), ensure_ascii=False))
+    if failed:
+        raise typer.Exit(1)
+
+
+def send_saved_command(paths: list[Path], map_one: Callable[[bytes], Mapped], send: Send) -> None:
+    """``send``: ``send_saved``, each file's answer and a summary printed; exit 1 when one was not stored."""
+    answers = send_saved(paths, map_one, send)
+    for path, status, body in answers:
+        typer.echo(f"{path.name}: {status} {json.dumps(body, ensure_ascii=False)}", err=status != 200)
+    typer.echo(sent_summary(answers, len(paths)))
+    if any(status != 200 for _, status, _ in answers):
+        raise typer.Exit(1)
