@@ -47,6 +47,13 @@ def test_connectors_speak_only_the_contract():
     assert not {m: n & ours for m, n in imported_packages("tsunagu_connectors").items() if n & ours}
 
 
+def test_nothing_but_the_tools_imports_the_connectors():
+    """The stack never depends on a partner's agent: only the `tsunagu` CLI and its demo mount them."""
+    below = {m for folder in ("schemas", "tsunagu", "services") for m, n in imported_packages(folder).items()
+             if "tsunagu_connectors" in n}
+    assert not below
+
+
 def test_a_missing_local_group_says_how_to_install_it():
     with pytest.raises(stack.StackError, match="`local` dependency group"):
         stack.local_package("tsunagu_no_such_embedded_server")
