@@ -153,7 +153,7 @@ class Conversations:
             if value is None:
                 self.state.delete(key)
             else:
-                self.state.put(key, value)
+                self.state.put(key, value, value["last_ms"] / 1000)
 
 
 def _required(ev: dict[str, Any]) -> tuple[str, int]:

@@ -295,8 +295,8 @@ def _answered(cb: Callback, out: Mapped, state: State) -> None:
     wait = _seconds(cb.params, "TaskAge")
     out.events.append(cb.event("contact.answered", {"desk_id": desk, "organisation_id": cb.partner,
                                                     "wait_seconds": wait}))
-    key = accepted_key(cb.partner, cb.task)
-    out.commit.append(lambda: state.put(key, {"age": wait, "desk": desk}))
+    key, at = accepted_key(cb.partner, cb.task), event_time(cb.params).timestamp()
+    out.commit.append(lambda: state.put(key, {"age": wait, "desk": desk}, at))
 
 
 def _abandoned(cb: Callback, out: Mapped) -> None:

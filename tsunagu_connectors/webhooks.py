@@ -105,30 +105,51 @@ class Mapped:
     commit: list[Callable[[], None]] = field(default_factory=list)
 
 
+# How long the receivers remember an answered task or a person's conversation, in event time: far longer
+# than any call or chat lasts, so that a late end still finds its answer; what is older is forgotten.
+STATE_RETENTION_S = 7 * 24 * 3600
+
+
 class State:
     """A small key → JSON store in SQLite (one table), safe to use from the event loop and the thread
     pool. Keys are digests of the platform's ids, never the ids themselves (a LINE user id is personal
-    data)."""
+    data). Each entry carries the event time it was last written at; writing one forgets every entry
+    older than ``retention_s`` before it (event time, so a replay of old callbacks forgets alike), so the
+    file stays as small as the calls and conversations of the last ``retention_s``."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", retention_s: float = STATE_RETENTION_S) -> None:
         self._lock = threading.Lock()
+        self.retention_s = retention_s
         self._db = sqlite3.connect(str(path), check_same_thread=False)
         with self._lock, self._db:
             self._db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(state)")}
+            if "at" not in columns:  # a file written before entries carried their time: kept until written
+                self._db.execute("ALTER TABLE state ADD COLUMN at REAL")
+            self._db.execute("CREATE INDEX IF NOT EXISTS state_at ON state (at)")
 
     def get(self, key: str) -> Any:
         with self._lock:
             row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, at: float) -> None:
+        """Keep ``value`` under ``key`` as of event time ``at`` (Unix seconds), forgetting what is older
+        than the retention before it."""
         with self._lock, self._db:
-            self._db.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
-                             "value = excluded.value", (key, json.dumps(value)))
+            self._db.execute("INSERT INTO state (key, value, at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                             "value = excluded.value, at = max(coalesce(state.at, excluded.at), excluded.at)",
+                             (key, json.dumps(value), at))
+            self._db.execute("DELETE FROM state WHERE at < ?", (at - self.retention_s,))
 
     def delete(self, key: str) -> None:
         with self._lock, self._db:
             self._db.execute("DELETE FROM state WHERE key = ?", (key,))
+
+    def count(self) -> int:
+        """How many entries are kept (not ``__len__``: an empty store must still be truthy)."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM state").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()

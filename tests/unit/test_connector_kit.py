@@ -61,3 +61,35 @@ def test_a_refused_request_is_an_error_not_a_silent_loss():
     with IntakeClient("http://intake", "bad", transport=transport, sleep=lambda s: None) as client, \
             pytest.raises(IntakeRefused, match="401"):
         client.send([{"id": "e"}])
+
+
+def test_the_receivers_state_forgets_what_is_older_than_its_retention_in_event_time(tmp_path):
+    from tsunagu_connectors.webhooks import STATE_RETENTION_S, State
+
+    path = tmp_path / "state.sqlite3"
+    state = State(path)
+    day = 24 * 3600
+    state.put("answered-1", {"age": 3}, at=1_000_000.0)
+    state.put("answered-2", {"age": 4}, at=1_000_000.0 + STATE_RETENTION_S - day)
+    assert state.count() == 2 and state.get("answered-1") == {"age": 3}
+    state.put("answered-3", {"age": 5}, at=1_000_000.0 + STATE_RETENTION_S + day)  # a week and a day later
+    assert state.get("answered-1") is None and state.get("answered-2") == {"age": 4} and state.count() == 2
+    state.put("answered-2", {"age": 6}, at=1.0)  # an old callback again: its entry keeps its latest time
+    state.put("answered-4", {}, at=1_000_000.0 + 2 * STATE_RETENTION_S - 2 * day)
+    assert state.get("answered-2") == {"age": 6}
+    state.close()
+
+
+def test_a_state_file_written_before_entries_carried_their_time_is_kept_until_written(tmp_path):
+    import sqlite3
+
+    from tsunagu_connectors.webhooks import State
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO state VALUES ('answered-old', '{\"age\": 2}')")
+    state = State(path)
+    state.put("answered-new", {"age": 1}, at=2_000_000_000.0)
+    assert state.get("answered-old") == {"age": 2} and state.get("answered-new") == {"age": 1}
+    state.close()
