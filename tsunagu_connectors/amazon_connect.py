@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,7 +46,7 @@ from schemas import EventInvalid, validate_event
 from schemas.codes import FieldCode
 from schemas.envelope import looks_like_phone
 from tsunagu_connectors import ids
-from tsunagu_connectors.client import IntakeClient, IntakeRefused
+from tsunagu_connectors.client import IntakeClient, IntakeRefused, SecretMissing, partner_key
 from tsunagu_connectors.events import event
 from tsunagu_connectors.report import SendReport, Unmapped
 
@@ -444,12 +443,10 @@ def amazon_connect() -> None:
 
 
 def _key(key_file: Path | None) -> str:
-    if key_file is not None:
-        return key_file.read_text(encoding="utf-8").strip()
-    key = os.environ.get("TSUNAGU_API_KEY", "").strip()
-    if not key:
-        raise typer.BadParameter("give --key-file or set TSUNAGU_API_KEY", param_hint="--key-file")
-    return key
+    try:
+        return partner_key(key_file)
+    except SecretMissing as err:
+        raise typer.BadParameter(str(err), param_hint="--key-file") from None
 
 
 @app.command("import")

@@ -14,7 +14,6 @@ cannot be held back). Reports name the line and the reason, never the line's con
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,11 +21,10 @@ import typer
 
 from tsunagu_connectors.asterisk_follow import Follower
 from tsunagu_connectors.asterisk_queue_log import CallMapper, ConfigError, MappingConfig, load_mapping, map_text
-from tsunagu_connectors.client import IntakeClient, IntakeRefused
+from tsunagu_connectors.client import KEY_ENV, IntakeClient, IntakeRefused, SecretMissing, partner_key
 from tsunagu_connectors.report import SendReport
 
 DEFAULT_INTAKE_URL = "http://127.0.0.1:8081"  # the local stack's intake (tsunagu/settings.py: intake_port)
-KEY_ENV = "TSUNAGU_API_KEY"
 
 app = typer.Typer(help="Asterisk queue_log → tsunagu (つなぐ): import a queue_log, or follow a live one.",
                   no_args_is_help=True, add_completion=False)
@@ -45,14 +43,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _key(key_file: Path | None) -> str:
-    """The partner's API key from ``--key-file`` or the environment; never echoed."""
-    if key_file is not None:
-        key = key_file.read_text().strip()
-    else:
-        key = os.environ.get(KEY_ENV, "").strip()
-    if not key:
-        raise _fail(f"no API key: give --key-file or set {KEY_ENV}")
-    return key
+    try:
+        return partner_key(key_file)
+    except SecretMissing as err:
+        raise _fail(f"no API key: {err}") from None
 
 
 def _mapping(config: Path) -> MappingConfig:

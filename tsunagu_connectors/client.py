@@ -4,8 +4,10 @@ intake takes, waiting as long as ``Retry-After`` says on 429 and 503, and never 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +15,30 @@ import httpx
 from tsunagu_connectors.report import SendReport
 
 BATCH = "application/cloudevents-batch+json"
+DEFAULT_INTAKE_URL = "http://127.0.0.1:8081"  # the local stack's intake (tsunagu/settings.py, intake_port)
+KEY_ENV = "TSUNAGU_API_KEY"
 BATCH_EVENTS = 500  # intake's default largest batch (TSUNAGU_MAX_BATCH_EVENTS)
+
+
+class SecretMissing(ValueError):
+    """A key, token or secret the connector needs was given neither as a file nor in the environment."""
+
+
+def read_secret(path: Path | None, env: str, what: str) -> str:
+    """A secret from its file (first line) or the environment variable ``env``; never from the command
+    line, where it would show in the process list and the shell's history."""
+    if path is not None:
+        value = path.read_text(encoding="utf-8").strip()
+    else:
+        value = os.environ.get(env, "").strip()
+    if not value:
+        raise SecretMissing(f"{what}: give a file or set {env}")
+    return value
+
+
+def partner_key(key_file: Path | None) -> str:
+    """The partner's API key from ``--key-file`` or ``TSUNAGU_API_KEY``; never echoed."""
+    return read_secret(key_file, KEY_ENV, "the partner API key (--key-file)")
 
 
 class IntakeRefused(RuntimeError):

@@ -39,11 +39,10 @@ from starlette.requests import Request
 from schemas.codes import Channel, FieldCode
 from schemas.timezone import JST
 from tsunagu_connectors import ids
+from tsunagu_connectors.client import DEFAULT_INTAKE_URL, KEY_ENV, read_secret
 from tsunagu_connectors.events import event
 from tsunagu_connectors.report import Unmapped
 from tsunagu_connectors.webhooks import (
-    DEFAULT_INTAKE_URL,
-    KEY_ENV,
     IntakeUrlOption,
     KeyFileOption,
     Mapped,
@@ -53,7 +52,6 @@ from tsunagu_connectors.webhooks import (
     code_of,
     intake_sender,
     load_yaml,
-    read_secret,
     send_saved_command,
     serve,
     signatures_match,

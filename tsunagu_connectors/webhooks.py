@@ -22,7 +22,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -39,34 +38,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.codes import LabelledCode
-from tsunagu_connectors.client import IntakeClient, IntakeRefused
+from tsunagu_connectors.client import KEY_ENV, IntakeClient, IntakeRefused
 from tsunagu_connectors.report import SendReport, Unmapped
 
 log = logging.getLogger("tsunagu_connectors.webhooks")
 
-DEFAULT_INTAKE_URL = "http://127.0.0.1:8081"  # the local stack's intake (tsunagu/settings.py, intake_port)
-KEY_ENV = "TSUNAGU_API_KEY"
 # A webhook must answer within the platform's timeout (Twilio: 15 s; LINE: a few seconds): a few tries
 # at intake, then 503 and the platform's own retry, rather than holding the request.
 WEBHOOK_ATTEMPTS = 3
 
 Send = Callable[[list[dict[str, Any]]], SendReport]
-
-
-class SecretMissing(ValueError):
-    """A key, token or secret the connector needs was given neither as a file nor in the environment."""
-
-
-def read_secret(path: Path | None, env: str, what: str) -> str:
-    """A secret from its file (first line) or the environment variable ``env``; never from the command
-    line, where it would show in the process list and the shell's history."""
-    if path is not None:
-        value = path.read_text(encoding="utf-8").strip()
-    else:
-        value = os.environ.get(env, "").strip()
-    if not value:
-        raise SecretMissing(f"{what}: give a file or set {env}")
-    return value
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
