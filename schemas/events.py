@@ -157,6 +157,49 @@ class ContactEnded(EventData):
     desk_id: Id | None = None
 
 
+class ContactTriaged(EventData):
+    """トリアージ / a platform's screening result for a waiting or talking contact (codes only).
+
+    Chat and SNS platforms ask screening questions before a counsellor takes the conversation;
+    the result is a risk level, never the answers. routing orders a field's queue by it (then by
+    priority, then by arrival) and re-orders when it comes late; ``imminent`` may reach desks that
+    take imminent risk from any field. The latest triage of a contact counts.
+    """
+
+    contact_id: Id
+    risk: RiskLevel = Field(description="スクリーニング結果のリスク / risk level from the screening")
+    instrument: Id | None = Field(
+        default=None, description="スクリーニング票のコード（例 k6）/ code of the screening questionnaire"
+    )
+
+
+class ContactTransferred(EventData):
+    """転送 / a desk hands a live contact on: to another desk, another field, or another channel.
+
+    routing releases the line or seat at ``from_desk_id``, keeps the contact's place (its arrival
+    rank and history) and assigns it to ``to_desk_id`` (or a desk of ``to_field``); the contact
+    stays one contact and one connection in the figures.
+    """
+
+    contact_id: Id
+    from_desk_id: Id = Field(description="転送元の窓口 / desk handing the contact on")
+    to_desk_id: Id | None = Field(default=None, description="転送先の窓口 / desk taking it")
+    to_field: FieldCode | None = Field(default=None, description="転送先の分野 / field taking it")
+    to_channel: Channel | None = Field(
+        default=None, description="転送先のチャネル（例 チャット→電話）/ channel it continues on (e.g. chat to phone)"
+    )
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"type": "string"}}} for name in ("to_desk_id", "to_field")
+    ]})
+
+    @model_validator(mode="after")
+    def _goes_somewhere(self) -> ContactTransferred:
+        if self.to_desk_id is None and self.to_field is None:
+            raise PydanticCustomError("transfer_target", "a transfer names to_desk_id or to_field (or both)")
+        return self
+
+
 class PlatformHeartbeat(EventData):
     """生存通知 / a partner platform's periodic heartbeat: carries only event time.
 
@@ -178,8 +221,14 @@ class RoutingAssigned(EventData):
     desk_id: Id
     organisation_id: Id
     field: FieldCode
-    reason: Literal["free_line", "line_freed", "overflow", "rerouted"]
+    reason: Literal["free_line", "line_freed", "overflow", "rerouted", "transferred"]
     queue_position: Annotated[StrictInt, Field(ge=1)] | None = None
+    channel: Channel | None = Field(default=None, description="チャネル / the contact's channel")
+    seat: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=None,
+        description="席番号（チャット・SNS、または席で受けた電話）/ the seat holding it (chat and SNS, or a call "
+        "taken at a seat); absent on a phone line",
+    )
 
 
 class RoutingQueued(EventData):
@@ -189,6 +238,8 @@ class RoutingQueued(EventData):
     field: FieldCode
     queue_position: Annotated[StrictInt, Field(ge=1)]
     priority: Annotated[StrictInt, Field(ge=0)]
+    channel: Channel | None = Field(default=None, description="チャネル / the contact's channel")
+    risk: RiskLevel | None = Field(default=None, description="トリアージ結果 / triaged risk, when reported")
 
 
 class RoutingOverflowed(EventData):
@@ -207,7 +258,10 @@ class RoutingWithdrawn(EventData):
     desk_id: Id
     organisation_id: Id
     field: FieldCode
-    reason: Literal["ring_timeout"]
+    reason: Literal["ring_timeout", "offer_timeout"] = Field(
+        description="ring_timeout: a call rang unanswered; offer_timeout: a chat offered to a seat got no first "
+        "response in time"
+    )
     ring_seconds: Seconds
 
 

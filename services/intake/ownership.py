@@ -8,7 +8,8 @@ transaction that stores a request's events (services/intake/store.py reads and w
   collide), and any other event about it from another organisation is rejected — unless the owner's
   platform named that organisation as answering it (``contact.answered``), or routing assigned the
   contact to one of that organisation's desks (``routing.assigned``, read from routing's decisions:
-  services/intake/handlers.py): then it may report the contact's answer, end, consultation and referral.
+  services/intake/handlers.py): then it may report the contact's answer, end, transfer, consultation and
+  referral. A triage (``contact.triaged``) comes from the owner's platform only.
 - A referral id belongs to the organisation that first requested it. The same id from another
   organisation, or from the same one with other content, is a **conflict**; the same content again
   (a re-send under a new event id) is a duplicate.
@@ -28,7 +29,9 @@ from services.intake.domain import Canonical, Outcome, differing
 CLAIMING_TYPES = frozenset({"contact.received", "contact.field_selected", "contact.answered", "contact.abandoned",
                             "contact.ended"})
 # What an organisation named in the owner's answer may report about the contact.
-GRANTED_TYPES = frozenset({"contact.answered", "contact.ended", "consultation.recorded", "referral.requested"})
+# A desk that holds the contact may hand it on (contact.transferred); only the owner's platform triages it.
+GRANTED_TYPES = frozenset({"contact.answered", "contact.ended", "contact.transferred", "consultation.recorded",
+                           "referral.requested"})
 
 COLLIDING_CONTACT = ("another organisation already reported a contact with this id: use ids that cannot "
                      "collide with other organisations' (e.g. UUIDs)")

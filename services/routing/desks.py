@@ -20,6 +20,7 @@ import jpholiday
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas import FieldCode, Id, PrefectureCode
+from schemas.codes import Channel
 from schemas.timezone import JST
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -48,7 +49,18 @@ class Desk(Closed):
 
     id: Id
     fields: Annotated[tuple[FieldCode, ...], Field(min_length=1)]
-    lines: int = Field(ge=0, le=10_000, description="simultaneous contacts the desk can hold")
+    lines: int = Field(ge=0, le=10_000, description="phone lines: simultaneous calls the desk can hold")
+    seats: int = Field(0, ge=0, le=10_000, description="chat/SNS seats: counsellors at a keyboard")
+    conversations_per_seat: int = Field(
+        1, ge=1, le=20, description="conversations one seat holds at once (chat and SNS)"
+    )
+    seat_channels: tuple[Channel, ...] = Field(
+        (Channel.chat, Channel.sns), description="the text channels the seats take"
+    )
+    blended: bool = Field(
+        False, description="a seat holding no conversation also answers a call (and takes no chat while on it)"
+    )
+    imminent: bool = Field(False, description="takes contacts triaged as imminent risk from any field")
     tier: int = Field(1, ge=1, le=2, description="1 = primary, 2 = backup (overflow only)")
     hours: Literal["always"] | tuple[HoursRange, ...] = "always"
     closed_on_holidays: bool = False
@@ -59,11 +71,51 @@ class Desk(Closed):
     def serves(self, field: str) -> bool:
         return field in self.fields
 
+    def takes(self, channel: str) -> bool:
+        """Can the desk hold a contact of ``channel`` at all (lines for calls, seats for text)?"""
+        if channel == "phone":
+            return self.lines > 0 or (self.blended and self.seats > 0)
+        return self.seats > 0 and channel in self.seat_channels
+
+    @field_validator("seat_channels")
+    @classmethod
+    def _text_only(cls, value: tuple[Channel, ...]) -> tuple[Channel, ...]:
+        if Channel.phone in value:
+            raise ValueError("seat_channels: seats take chat and sns; calls go to lines (or blended seats)")
+        return value
+
 
 class Organisation(Closed):
     id: Id
     name: str = Field(min_length=1, max_length=200)
     desks: Annotated[tuple[Desk, ...], Field(min_length=1)]
+
+
+def _known_field_seconds(value: dict[str, float], name: str) -> dict[str, float]:
+    allowed = {"default", *FieldCode}
+    for key, seconds in value.items():
+        if key not in allowed:
+            raise ValueError(f"{name}: unknown field {key!r}")
+        if seconds < 0:
+            raise ValueError(f"{name}: seconds must not be negative")
+    return value
+
+
+class ChannelRules(Closed):
+    """A text channel's own clock: a chat waits minutes where a call waits seconds."""
+
+    overflow_after_s: dict[str, float] = Field(
+        default_factory=lambda: {"default": 300.0},
+        description="seconds a chat waits before tier-2 desks may take it; per field or 'default'",
+    )
+    offer_timeout_s: float = Field(
+        120.0, gt=0, description="a chat offered to a seat with no first response by then is withdrawn"
+    )
+
+    @field_validator("overflow_after_s")
+    @classmethod
+    def _known_fields(cls, value: dict[str, float]) -> dict[str, float]:
+        return _known_field_seconds(value, "overflow_after_s")
 
 
 class RoutingRules(Closed):
@@ -77,26 +129,37 @@ class RoutingRules(Closed):
         description="seconds a contact waits before tier-2 desks may take it; per field or 'default'",
     )
     ring_timeout_s: float = Field(20.0, gt=0, description="an assignment not answered by then is withdrawn")
+    channels: dict[Literal["chat", "sns"], ChannelRules] = Field(
+        default_factory=dict,
+        description="the text channels' own waits and offer timeouts (default: 300 s overflow, 120 s offer)",
+    )
 
     @field_validator("overflow_after_s")
     @classmethod
     def _known_fields(cls, value: dict[str, float]) -> dict[str, float]:
-        allowed = {"default", *FieldCode}
-        for key, seconds in value.items():
-            if key not in allowed:
-                raise ValueError(f"overflow_after_s: unknown field {key!r}")
-            if seconds < 0:
-                raise ValueError("overflow_after_s: seconds must not be negative")
-        return value
+        return _known_field_seconds(value, "overflow_after_s")
 
-    def overflow_after(self, field: str) -> float:
-        return float(self.overflow_after_s.get(field, self.overflow_after_s.get("default", 30.0)))
+    def overflow_after(self, field: str, channel: str = "phone") -> float:
+        waits = self.overflow_after_s if channel == "phone" else self._text(channel).overflow_after_s
+        fallback = 30.0 if channel == "phone" else 300.0
+        return float(waits.get(field, waits.get("default", fallback)))
+
+    def offer_timeout(self, channel: str = "phone") -> float:
+        """Seconds an assignment may ring (a call) or wait for its first response (a chat)."""
+        return self.ring_timeout_s if channel == "phone" else self._text(channel).offer_timeout_s
+
+    def _text(self, channel: str) -> ChannelRules:
+        rules = self.channels.get(channel)  # type: ignore[call-overload]
+        return rules if rules is not None else _DEFAULT_TEXT_RULES
 
     def priority(self, field: str) -> int:
         """Higher is served first: the first priority field gets the highest number; others 0."""
         if field in self.priority_fields:
             return len(self.priority_fields) - self.priority_fields.index(FieldCode(field))
         return 0
+
+
+_DEFAULT_TEXT_RULES = ChannelRules()
 
 
 class Registry(Closed):
@@ -176,5 +239,5 @@ def opening_summary(desk: Desk) -> str:
     return text + (" (closed on holidays)" if desk.closed_on_holidays else "")
 
 
-__all__ = ["Desk", "HoursRange", "Organisation", "Registry", "RoutingRules", "is_open", "parse_registry",
+__all__ = ["ChannelRules", "Desk", "HoursRange", "Organisation", "Registry", "RoutingRules", "is_open", "parse_registry",
            "opening_summary"]

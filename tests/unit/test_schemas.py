@@ -66,6 +66,8 @@ GOOD_DATA: dict[str, dict[str, Any]] = {
     },
     "contact.abandoned": {"contact_id": "c-1", "stage": "queue", "wait_seconds": 40},
     "contact.ended": {"contact_id": "c-1", "talk_seconds": 600.0, "desk_id": "d-1"},
+    "contact.triaged": {"contact_id": "c-1", "risk": "high", "instrument": "line-screen-v1"},
+    "contact.transferred": {"contact_id": "c-1", "from_desk_id": "d-1", "to_field": "suicidal", "to_channel": "phone"},
     "routing.assigned": {
         "contact_id": "c-1",
         "desk_id": "d-1",
@@ -370,6 +372,8 @@ def test_partners_may_publish_contact_events_consultations_and_referral_requests
         "contact.answered",
         "contact.abandoned",
         "contact.ended",
+        "contact.triaged",
+        "contact.transferred",
         "platform.heartbeat",
         "consultation.recorded",
         "referral.requested",
