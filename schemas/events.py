@@ -229,6 +229,11 @@ class RoutingAssigned(EventData):
         description="席番号（チャット・SNS、または席で受けた電話）/ the seat holding it (chat and SNS, or a call "
         "taken at a seat); absent on a phone line",
     )
+    seat_capacity: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=None,
+        description="その席が同時に持てる会話数 / conversations that seat holds at most (the desk's "
+        "conversations_per_seat when assigned); with seat",
+    )
 
 
 class RoutingQueued(EventData):
