@@ -239,5 +239,5 @@ def opening_summary(desk: Desk) -> str:
     return text + (" (closed on holidays)" if desk.closed_on_holidays else "")
 
 
-__all__ = ["ChannelRules", "Desk", "HoursRange", "Organisation", "Registry", "RoutingRules", "is_open", "parse_registry",
-           "opening_summary"]
+__all__ = ["ChannelRules", "Desk", "HoursRange", "Organisation", "Registry", "RoutingRules", "is_open",
+           "opening_summary", "parse_registry"]

@@ -14,8 +14,8 @@ from pydantic import BaseModel
 from schemas import RoutingQueued
 from services.routing.desks import Desk, Registry
 from services.routing.domain.clock import board_time, parse_time
-from services.routing.domain.lines import dequeue, dispatch, enqueue, release
-from services.routing.domain.records import FORGET_UNROUTED_AFTER, Contact, Decision, Held, queue_entry
+from services.routing.domain.lines import candidates, dequeue, dispatch, enqueue, release
+from services.routing.domain.records import FORGET_UNROUTED_AFTER, Contact, Decision, Held, queue_entry, queue_key
 from services.routing.domain.state import BoardState, Timer
 from services.routing.domain.timers import advance
 
@@ -25,11 +25,10 @@ class Board(BoardState):
 
     # --- queries --------------------------------------------------------------------------
 
-    def waiting(self, field_code: str | None = None) -> list[Contact]:
-        """Waiting contacts in queue order (one field's, or all fields' merged)."""
-        if field_code is not None:
-            return [self.contacts[e[-1]] for e in self._queues.get(field_code, [])]
-        merged = sorted(entry for q in self._queues.values() for entry in q)
+    def waiting(self, field_code: str | None = None, channel: str | None = None) -> list[Contact]:
+        """Waiting contacts in queue order (one field's or all fields', one channel's or all channels')."""
+        merged = sorted(entry for (f, ch), q in self._queues.items()
+                        if field_code in (None, f) and channel in (None, ch) for entry in q)
         return [self.contacts[e[-1]] for e in merged]
 
     def lines_by_field(self) -> dict[str, tuple[int, int]]:
@@ -47,16 +46,16 @@ class Board(BoardState):
         return lines
 
     def qualifying_free_desks(self, contact: Contact, at: datetime | None = None) -> list[Desk]:
-        """Desks with a free line that may take ``contact`` now (open, its field, its tier)."""
+        """Desks with room that may take ``contact`` now (open, room for its channel, its field and tier,
+        or the desk its transfer named, or one for imminent risk)."""
         at = at or self.clock
         registry = self.registry_at(at)
         if registry is None or contact.field is None or at is None:
             return []
-        return [
-            d for d in self.desks_of(registry)
-            if d.serves(contact.field) and (d.tier == 1 or contact.overflowed)
-            and self.free_lines(d) > 0 and self._is_open(d, at)
-        ]
+        room = [d for d in self.desks_of(registry)
+                if self._is_open(d, at) and self.place_for(d, contact.channel) is not None]
+        return candidates(contact, [d for d in room if d.serves(contact.field)], [d for d in room if d.imminent],
+                          room)
 
     # --- the one entry point ----------------------------------------------------------------
 
@@ -90,6 +89,7 @@ class Board(BoardState):
         c = self.contacts.setdefault(data.contact_id, Contact(data.contact_id))
         c.prefecture = data.prefecture
         if c.state == "received":
+            c.channel = str(data.channel.value if hasattr(data.channel, "value") else data.channel)
             # A caller who hangs up in the voice menu may never be reported: forget them later.
             c.received_at = now
             self._push_timer(now + FORGET_UNROUTED_AFTER, now, "forget", c)
@@ -107,7 +107,7 @@ class Board(BoardState):
         # order (or by another instance) still queue in the order they chose; the wait runs from now.
         c.arrived = self._event_at.timestamp()
         c.queued_at = now
-        overflow_after = registry.rules.overflow_after(c.field) if registry else 30.0
+        overflow_after = registry.rules.overflow_after(c.field, c.channel) if registry else 30.0
         c.overflow_at = now + timedelta(seconds=overflow_after)
         enqueue(self, c, now)
         self._push_timer(c.overflow_at, now, "overflow", c)
@@ -118,13 +118,62 @@ class Board(BoardState):
             self._arriving = None
         # _dispatch may have moved c on (mypy keeps the state narrowed from before the call)
         if c.state == "waiting":  # type: ignore[comparison-overlap]
-            out.append(Decision("routing.queued", now, RoutingQueued(
-                contact_id=c.contact_id, field=c.field, queue_position=self.queue_position(c), priority=c.priority)))
+            self._queued(c, now, out)
+
+    def _queued(self, c: Contact, now: datetime, out: list[Decision]) -> None:
+        out.append(Decision("routing.queued", now, RoutingQueued(
+            contact_id=c.contact_id, field=c.field, queue_position=self.queue_position(c), priority=c.priority,
+            channel=c.channel, risk=c.risk)))
+
+    def _on_triaged(self, now: datetime, data: Any, out: list[Decision]) -> None:
+        """A screening result: the contact's queue place follows its risk at once, also when it comes late."""
+        c = self.contacts.setdefault(data.contact_id, Contact(data.contact_id))
+        risk = str(data.risk.value if hasattr(data.risk, "value") else data.risk)
+        if c.state == "received" and c.received_at is None:
+            # triaged before its arrival was read: forgotten like any contact that never chose a field
+            c.received_at = now
+            self._push_timer(now + FORGET_UNROUTED_AFTER, now, "forget", c)
+        if c.state == "waiting":
+            dequeue(self, c)
+            c.risk = risk
+            enqueue(self, c, now)
+        else:
+            c.risk = risk
+
+    def _on_transferred(self, now: datetime, data: Any, out: list[Decision]) -> None:
+        """A desk hands a live contact on. Only a transfer from the desk that holds it moves anything: the
+        place there is released and the contact queues again with its first arrival rank, offered to the
+        desk named (or its new field's desks), on its new channel."""
+        c = self.contacts.get(data.contact_id)
+        if c is None or c.state not in ("ringing", "talking") or c.desk_id != data.from_desk_id:
+            return
+        registry = self.registry_at(now)
+        release(self, c, now)
+        if data.to_channel is not None:
+            c.channel = str(data.to_channel.value if hasattr(data.to_channel, "value") else data.to_channel)
+        if data.to_field is not None:
+            c.field = str(data.to_field.value if hasattr(data.to_field, "value") else data.to_field)
+            if registry is not None:
+                c.priority = max(c.priority, registry.rules.priority(c.field))
+        c.target_desk = data.to_desk_id
+        c.transferred = True
+        c.rerouted = c.overflowed = False
+        c.withdrawn_from = None
+        c.queued_at = now
+        assert c.field is not None  # a contact on a desk chose a field
+        c.overflow_at = now + timedelta(seconds=registry.rules.overflow_after(c.field, c.channel) if registry else 30.0)
+        enqueue(self, c, now)
+        self._push_timer(c.overflow_at, now, "overflow", c)
+        dispatch(self, now, out)
+        if c.state == "waiting":  # type: ignore[comparison-overlap]
+            self._queued(c, now, out)
 
     def _on_answered(self, now: datetime, data: Any, out: list[Decision]) -> None:
         c = self.contacts.get(data.contact_id)
         if c is None:
             return
+        c.target_desk = None  # a transfer's desk is sought until someone answers
+        c.transferred = False
         if c.state == "ringing":
             c.state = "talking"
             c.ring_deadline = None
@@ -134,10 +183,10 @@ class Board(BoardState):
             dequeue(self, c)
             c.state = "talking"
             desk = self._desk(data.desk_id, now)
-            if desk is not None and self.free_lines(desk) > 0:
-                c.desk_id = desk.id
+            place = self.place_for(desk, c.channel) if desk is not None else None
+            if desk is not None and place is not None:
                 c.assigned_at = now
-                self.busy.setdefault(desk.id, set()).add(c.contact_id)
+                self.occupy(c, desk.id, place)
 
     def _on_finished(self, now: datetime, data: Any, out: list[Decision]) -> None:
         c = self.contacts.pop(data.contact_id, None)
@@ -202,11 +251,11 @@ class Board(BoardState):
             c = Contact.from_dict(d)
             board.contacts[c.contact_id] = c
             if c.state == "waiting":
-                bisect.insort(board._queues.setdefault(c.field or "", []), queue_entry(c))
+                bisect.insort(board._queues.setdefault(queue_key(c), []), queue_entry(c))
                 if not c.overflowed and c.overflow_at is not None:
                     board._push_timer(c.overflow_at, c.queued_at or c.overflow_at, "overflow", c)
             if c.desk_id is not None:
-                board.busy.setdefault(c.desk_id, set()).add(c.contact_id)
+                board.occupy(c, c.desk_id, c.seat or 0)
             if c.state == "ringing" and c.ring_deadline is not None:
                 board._push_timer(c.ring_deadline, c.assigned_at or c.ring_deadline, "ring", c)
             if c.state == "received" and c.received_at is not None:
@@ -220,6 +269,8 @@ _HANDLERS = {
     "contact.received": Board._on_received,
     "contact.field_selected": Board._on_field_selected,
     "contact.answered": Board._on_answered,
+    "contact.triaged": Board._on_triaged,
+    "contact.transferred": Board._on_transferred,
     "contact.abandoned": Board._on_finished,
     "contact.ended": Board._on_finished,
 }

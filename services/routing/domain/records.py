@@ -13,7 +13,15 @@ from schemas.timezone import JST
 from services.routing.domain.clock import parse_time
 
 State = Literal["received", "waiting", "ringing", "talking"]
-Reason = Literal["free_line", "line_freed", "overflow", "rerouted"]
+Reason = Literal["free_line", "line_freed", "overflow", "rerouted", "transferred"]
+# A field's queue, per channel: a call waits for a line, a chat for a seat.
+QueueKey = tuple[str, str]  # (field, channel)
+Entry = tuple[int, int, float, int, str]  # queue_entry(): the order within and across queues
+
+# Triage orders a queue before priority: imminent first, none last. A contact with no triage ranks as
+# medium — an unknown risk is not a reassuring one, so a contact triaged low or none waits behind it.
+RISK_RANK = {"imminent": 4, "high": 3, "medium": 2, "low": 1, "none": 0}
+UNTRIAGED_RANK = RISK_RANK["medium"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,8 @@ class Contact:
     contact_id: str
     prefecture: str | None = None
     field: str | None = None
+    channel: str = "phone"
+    risk: str | None = None  # the latest triage (contact.triaged), if any
     state: State = "received"
     priority: int = 0
     seq: int = 0  # tie-break of the queue order; kept when an assignment is withdrawn
@@ -46,14 +56,17 @@ class Contact:
     withdrawn_from: str | None = None  # the desk that let it ring out: offered elsewhere first
     received_at: datetime | None = None
     desk_id: str | None = None
+    seat: int | None = None  # the seat holding it (1-based); None on a phone line
     assigned_at: datetime | None = None
     ring_deadline: datetime | None = None
+    target_desk: str | None = None  # a transfer's desk: offered there first
+    transferred: bool = False  # handed on and not yet assigned again
 
     def as_dict(self) -> dict[str, Any]:
         # Times as POSIX seconds: this runs for every contact on the board once per batch.
         out: dict[str, Any] = {}
         for k, v in self.__dict__.items():
-            if v is None or v is False:
+            if v is None or v is False or (k == "channel" and v == "phone"):
                 continue
             out[k] = v.timestamp() if type(v) is datetime else v
         return out
@@ -91,7 +104,12 @@ class Held(NamedTuple):
         return cls(parse_time(d["at"]), d["kind"], data, (d["ident"][0], d["ident"][1]))
 
 
-def queue_entry(c: Contact) -> tuple[int, float, int, str]:
-    """A contact's place in its field's queue: priority first, then its choice time, then arrival."""
-    return (-c.priority, c.arrived, c.seq, c.contact_id)
+def queue_entry(c: Contact) -> Entry:
+    """A contact's place in its queue: triaged risk first, then priority, then its choice time, then arrival."""
+    rank = RISK_RANK[c.risk] if c.risk is not None else UNTRIAGED_RANK
+    return (-rank, -c.priority, c.arrived, c.seq, c.contact_id)
+
+
+def queue_key(c: Contact) -> QueueKey:
+    return (c.field or "", c.channel)
 

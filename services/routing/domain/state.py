@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from services.routing.desks import Desk, Registry, is_open
 from services.routing.domain.clock import EPOCH, MINUTE, board_time
-from services.routing.domain.records import Contact, queue_entry
+from services.routing.domain.records import Contact, Entry, QueueKey, queue_entry, queue_key
 from services.routing.domain.streams import Streams
 
 
@@ -35,10 +35,13 @@ class BoardState(Streams):
         self.registries: list[Registry] = []
         self.clock: datetime | None = None
         self.contacts: dict[str, Contact] = {}
-        self.busy: dict[str, set[str]] = {}  # desk id -> contact ids holding one of its lines
+        self.busy: dict[str, set[str]] = {}  # desk id -> contact ids holding one of its lines or seats
+        self.on_lines: dict[str, int] = {}  # desk id -> calls on its phone lines
+        self.seat_load: dict[str, dict[int, int]] = {}  # desk id -> seat -> conversations on it
+        self.seat_calls: dict[str, set[int]] = {}  # desk id -> seats holding a call (blended desks)
         self.idle_since: dict[str, datetime] = {}  # desk id -> when it last released a line
         self.next_seq = 1
-        self._queues: dict[str, list[tuple[int, float, int, str]]] = {}  # field -> sorted queue_entry()s
+        self._queues: dict[QueueKey, list[Entry]] = {}  # (field, channel) -> sorted queue_entry()s
         self._timers: list[Timer] = []
         self._minute_due: datetime | None = None  # the pending "minute" timer, while anyone waits
         self._open_cache: tuple[datetime | None, dict[str, bool]] = (None, {})
@@ -80,10 +83,83 @@ class BoardState(Streams):
     # --- lines and queues -----------------------------------------------------------------
 
     def free_lines(self, desk: Desk) -> int:
-        return max(0, desk.lines - len(self.busy.get(desk.id, ())))
+        """Phone lines free (seats a blended desk could give a call are not counted here)."""
+        return max(0, desk.lines - self.on_lines.get(desk.id, 0))
+
+    def free_conversations(self, desk: Desk) -> int:
+        """Conversations the desk's seats could still take (seats on a call take none)."""
+        loads = self.seat_load.get(desk.id, {})
+        calls = self.seat_calls.get(desk.id, ())
+        return sum(max(0, desk.conversations_per_seat - loads.get(k, 0))
+                   for k in range(1, desk.seats + 1) if k not in calls)
+
+    def place_for(self, desk: Desk, channel: str) -> int | None:
+        """Where the desk would put a contact of ``channel`` now: 0 for a phone line, a seat number, or
+        None when it has no room. A call takes a free line, else (blended desks) a seat holding nothing;
+        a chat takes the least-loaded seat with room (the lowest number among equals)."""
+        if channel == "phone":
+            if desk.lines > self.on_lines.get(desk.id, 0):
+                return 0
+            if not desk.blended or not desk.seats:
+                return None
+            loads = self.seat_load.get(desk.id, {})
+            calls = self.seat_calls.get(desk.id, ())
+            return next((k for k in range(1, desk.seats + 1) if not loads.get(k) and k not in calls), None)
+        if not desk.seats or channel not in desk.seat_channels:
+            return None
+        loads = self.seat_load.get(desk.id, {})
+        calls = self.seat_calls.get(desk.id, ())
+        best: int | None = None
+        best_load = desk.conversations_per_seat
+        for k in range(1, desk.seats + 1):
+            load = loads.get(k, 0)
+            if load < best_load and k not in calls:
+                best, best_load = k, load
+        return best
+
+    def occupy(self, c: Contact, desk_id: str, seat: int) -> None:
+        """``c`` takes a place at the desk: a line (seat 0) or the seat ``seat``."""
+        self.busy.setdefault(desk_id, set()).add(c.contact_id)
+        c.desk_id = desk_id
+        c.seat = seat or None
+        if not seat:
+            self.on_lines[desk_id] = self.on_lines.get(desk_id, 0) + 1
+        elif c.channel == "phone":
+            self.seat_calls.setdefault(desk_id, set()).add(seat)
+        else:
+            loads = self.seat_load.setdefault(desk_id, {})
+            loads[seat] = loads.get(seat, 0) + 1
+
+    def vacate(self, c: Contact) -> None:
+        """``c`` leaves its line or seat (its desk's counters follow)."""
+        desk_id = c.desk_id
+        if desk_id is None:
+            return
+        holders = self.busy.get(desk_id)
+        if holders is not None and c.contact_id in holders:
+            holders.discard(c.contact_id)
+            if not holders:
+                del self.busy[desk_id]
+            if c.seat is None:
+                self.on_lines[desk_id] -= 1
+                if not self.on_lines[desk_id]:
+                    del self.on_lines[desk_id]
+            elif c.channel == "phone":
+                self.seat_calls[desk_id].discard(c.seat)
+                if not self.seat_calls[desk_id]:
+                    del self.seat_calls[desk_id]
+            else:
+                loads = self.seat_load[desk_id]
+                loads[c.seat] -= 1
+                if not loads[c.seat]:
+                    del loads[c.seat]
+                if not loads:
+                    del self.seat_load[desk_id]
+        c.desk_id = None
+        c.seat = None
 
     def queue_position(self, contact: Contact) -> int:
-        q = self._queues.get(contact.field or "", [])
+        q = self._queues.get(queue_key(contact), [])
         return bisect.bisect_left(q, queue_entry(contact)) + 1
 
     # --- timers (timers.py fires them) ------------------------------------------------------

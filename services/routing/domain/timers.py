@@ -74,7 +74,7 @@ def fire(board: BoardState, timer: Timer, out: list[Decision]) -> bool:
         release(board, c, timer.due)
         out.append(Decision("routing.withdrawn", timer.due, RoutingWithdrawn(
             contact_id=c.contact_id, desk_id=desk_id, organisation_id=organisation, field=c.field,
-            reason="ring_timeout", ring_seconds=max(0.0, ringing))))
+            reason="ring_timeout" if c.channel == "phone" else "offer_timeout", ring_seconds=max(0.0, ringing))))
         c.rerouted = True
         c.withdrawn_from = desk_id
         enqueue(board, c, timer.due)
