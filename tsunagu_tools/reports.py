@@ -1,4 +1,5 @@
-"""``tsunagu report`` and ``tsunagu plan``: the secretariat's period report and capacity plan.
+"""``tsunagu report`` and ``tsunagu plan``: the secretariat's period report and capacity plan (phone
+lines, and chat/SNS seats holding several conversations each).
 
 Both read the metrics schema directly (DATABASE_URL, else the running local stack's PostgreSQL)
 through ``services.metrics.reports``, built on the figure functions the HTTP API uses, so they work
@@ -170,48 +171,108 @@ def report(period: PeriodOpt = None, start: FromOpt = None, to: ToOpt = None, as
 # --- plan -------------------------------------------------------------------------------------
 
 
-async def capacity_plan(dsn: str, period: Period, target: float, lines: dict[str, int]) -> dict[str, Any]:
+async def capacity_plan(dsn: str, period: Period, target: float, lines: dict[str, int],
+                        aim: reports.SeatAim | None = None, seats: dict[str, int] | None = None) -> dict[str, Any]:
     """``reports.capacity_plan`` on a pool of its own."""
     pool = await create_pool(dsn, max_size=2)
     try:
-        return await reports.capacity_plan(pool, period, target, lines)
+        return await reports.capacity_plan(pool, period, target, lines, aim, seats)
     finally:
         await pool.close()
 
 
-def _parse_lines(spec: list[str]) -> dict[str, int]:
+async def seat_plan(dsn: str, period: Period, aim: reports.SeatAim, seats: dict[str, int]) -> dict[str, Any]:
+    """``reports.seat_plan`` on a pool of its own."""
+    pool = await create_pool(dsn, max_size=2)
+    try:
+        return await reports.seat_plan(pool, period, aim, seats)
+    finally:
+        await pool.close()
+
+
+def _parse_counts(spec: list[str], option: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for item in spec:
         field, _, n = item.partition("=")
         try:
-            FieldCode(field)
+            FieldCode[field]  # codes are the members' names
             out[field] = int(n)
-        except ValueError:
-            err_console.print(f"[red]--lines takes field=count, e.g. loneliness=3 (got {item[:40]!r})[/red]")
+        except (KeyError, ValueError):
+            err_console.print(f"[red]{option} takes field=count, e.g. loneliness=3 (got {item[:40]!r})[/red]")
             raise typer.Exit(2) from None
     return out
 
 
+def _parse_lines(spec: list[str]) -> dict[str, int]:
+    return _parse_counts(spec, "--lines")
+
+
+CHANNELS = ("phone", *reports.TEXT_CHANNELS)
+
+
+def _channels(given: list[str] | None) -> tuple[bool, tuple[str, ...]]:
+    """(phone asked, the text channels asked); phone alone by default."""
+    chosen = given or ["phone"]
+    wrong = [c for c in chosen if c not in CHANNELS]
+    if wrong:
+        err_console.print(f"[red]--channel is one of {', '.join(CHANNELS)} (got {wrong[0][:20]!r})[/red]")
+        raise typer.Exit(2)
+    return "phone" in chosen, tuple(c for c in reports.TEXT_CHANNELS if c in chosen)
+
+
 def plan(
     period: PeriodOpt = None, start: FromOpt = None, to: ToOpt = None,
-    target: Annotated[float, typer.Option(help="the answer rate to reach, e.g. 0.8", min=0.01, max=0.99)] = 0.8,
+    target: Annotated[float, typer.Option(help="the share to reach, e.g. 0.8: answered (phone), first "
+                                          "response within --within (chat/SNS)", min=0.01, max=0.99)] = 0.8,
     lines: Annotated[list[str] | None, typer.Option("--lines", help="current lines of a field, field=count "
                                                      "(repeatable); default: the observed peak")] = None,
+    channel: Annotated[list[str] | None, typer.Option(
+        "--channel", help="phone (lines), chat, sns (seats); repeatable: chat and sns together plan the seats "
+                          "that take both")] = None,
+    per_seat: Annotated[int, typer.Option("--per-seat", help="conversations a chat/SNS seat holds at once",
+                                          min=1, max=20)] = 3,
+    within: Annotated[float, typer.Option("--within", help="chat/SNS: seconds from arrival to the first "
+                                          "response", min=1)] = 300.0,
+    slowdown: Annotated[float, typer.Option(
+        "--slowdown", help="chat/SNS: α in μ(k) = μ1·k^-α, a conversation's pace when a seat holds k "
+                           "(0: independent slots, 1: a counsellor's attention shared)", min=0.0, max=1.0)] = 0.0,
+    seats: Annotated[list[str] | None, typer.Option("--seats", help="current chat/SNS seats of a field, "
+                                                     "field=count (repeatable); default: the observed peak of "
+                                                     "conversations at once / --per-seat")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Erlang-A per field and hour of day: lines needed for the target answer rate, and the rate the
-    current lines predict."""
+    """Per field and hour of day: phone lines Erlang-A needs for the target answer rate, and the rate the
+    current lines predict; with --channel chat/sns, the seats (each holding --per-seat conversations)
+    needed for the target share of first responses within --within seconds, and the share the current
+    seats predict."""
     p = _period(period, start, to)
+    phone, text = _channels(channel)
+    aim = reports.SeatAim(text, per_seat, within, target, slowdown) if text else None
     dsn = _database_url()
     _refuse_while_rebuilding(dsn)
-    result = asyncio.run(capacity_plan(dsn, p, target, _parse_lines(lines or [])))
+    given_lines, given_seats = _parse_lines(lines or []), _parse_counts(seats or [], "--seats")
+    if phone:
+        result = asyncio.run(capacity_plan(dsn, p, target, given_lines, aim, given_seats))
+    else:
+        assert aim is not None
+        result = {"seats": asyncio.run(seat_plan(dsn, p, aim, given_seats))}
     if as_json:
-        print(json.dumps(result, ensure_ascii=False, indent=2, default=_json_default))
+        print(json.dumps(result if phone else result["seats"], ensure_ascii=False, indent=2, default=_json_default))
         return
-    when = f"{p.name or ''} {p.start.isoformat()} → {p.end.isoformat()}"
-    console.rule(f"必要回線数 / lines needed for {target:.0%}  {when}")
+    if phone:
+        print_lines_plan(result, p, target)
+    if aim is not None:
+        print_seat_plan(result["seats"], p, aim)
+
+
+def _when(p: Period) -> str:
+    return f"{p.name or ''} {p.start.isoformat()} → {p.end.isoformat()}"
+
+
+def print_lines_plan(result: dict[str, Any], p: Period, target: float) -> None:
+    console.rule(f"必要回線数 / lines needed for {target:.0%}  {_when(p)}")
     for f, info in result["fields"].items():
-        label = FieldCode(f)
+        label = FieldCode[f]
         table = Table(title=f"{label.ja} ({label.en}) — talk {_secs(info['talk_mean_seconds'])}, "
                             f"patience {_secs(info['patience_mean_seconds'])}, current lines {info['current_lines']} "
                             f"({info['current_lines_source']})")
@@ -221,4 +282,24 @@ def plan(
         for r in (r for r in result["hours"] if r["field"] == f):
             table.add_row(f"{r['hour']:02d}", f"{r['arrivals_per_hour']:.1f}", _pct(r["observed_rate"]),
                           _pct(r["predicted_rate"]), "-" if r["lines_needed"] is None else str(r["lines_needed"]))
+        console.print(table)
+
+
+def print_seat_plan(result: dict[str, Any], p: Period, aim: reports.SeatAim) -> None:
+    within = f"{aim.within_s:.0f} s"
+    console.rule(f"必要席数 / seats needed ({' + '.join(aim.channels)}, {aim.per_seat} conversations a seat) "
+                 f"for {aim.target:.0%} first responses within {within}  {_when(p)}")
+    for f, info in result["fields"].items():
+        label = FieldCode[f]
+        table = Table(title=f"{label.ja} ({label.en}) — conversation {_secs(info['conversation_mean_seconds'])}, "
+                            f"patience {_secs(info['patience_mean_seconds'])}, first-response delay "
+                            f"{_secs(info['response_delay_seconds'])} (at best {_pct(info['best_possible_share'])}), "
+                            f"current seats {info['current_seats']} ({info['current_seats_source']})")
+        columns = ("時 hour", "相談/時 contacts/h", f"実績 {within}以内 observed", f"予測 {within}以内 predicted",
+                   "必要席 seats needed")
+        for col in columns:
+            table.add_column(col, justify="right")
+        for r in (r for r in result["hours"] if r["field"] == f):
+            table.add_row(f"{r['hour']:02d}", f"{r['arrivals_per_hour']:.1f}", _pct(r["observed_within"]),
+                          _pct(r["predicted_within"]), "-" if r["seats_needed"] is None else str(r["seats_needed"]))
         console.print(table)

@@ -76,41 +76,56 @@ class ErlangA:
     def p_served_within(self, t: float) -> float:
         """Probability an arriving caller is answered within t (and so before hanging up)."""
         pi = self.distribution()
-        n, mu, theta = self.lines, self.service_rate, self.abandon_rate
+        n = self.lines
         immediate = sum(pi[:n])
         if t <= 0 or len(pi) <= n or n == 0:
             return immediate
-        waiting = pi[n:]  # an arrival that finds k = n + m in the system has m callers ahead
-        m_max = len(waiting) - 1
-        # Uniformised chain over m (callers ahead): from m, ahead-moves at nμ + mθ, own hang-up at θ.
-        exit_rate = [n * mu + m * theta + theta for m in range(m_max + 1)]
-        big = max(exit_rate)
-        lt = big * t
-        # g[m] = P(served within j uniform steps | start at m); iterate j with Poisson weights.
-        g = [0.0] * (m_max + 1)
-        served = 0.0
-        weight = math.exp(-lt) if lt < 700 else 0.0
-        log_weight = -lt
-        j = 0
-        cumulative = weight
-        limit = int(lt + 12 * math.sqrt(lt) + 50)
-        while j <= limit:
-            # served-by-j contributes with P(N(t) = j); sum_j P(N=j) g_j = E[g_N]
-            served += weight * sum(w * gm for w, gm in zip(waiting, g, strict=True))
-            j += 1
-            new = [0.0] * (m_max + 1)
-            for m in range(m_max + 1):
-                forward = n * mu + m * theta
-                stay = 1.0 - exit_rate[m] / big
-                ahead = 1.0 if m == 0 else g[m - 1]
-                new[m] = (forward / big) * ahead + stay * g[m]
-            g = new
-            log_weight += math.log(lt) - math.log(j) if lt > 0 else -math.inf
-            weight = math.exp(log_weight)
-            cumulative += weight
-            if cumulative > 1 - 1e-12 and j > lt:
-                break
-        return immediate + served
+        # an arrival that finds k = n + m in the system has m callers ahead; the head moves on each
+        # completion of the n busy lines
+        return immediate + served_from_queue_within(pi[n:], n * self.service_rate, self.abandon_rate, t)
+
+
+def served_from_queue_within(waiting: list[float], head_rate: float, abandon_rate: float, t: float) -> float:
+    """Σ_m waiting[m] · P(an arrival with m others ahead is served within t, before giving up).
+
+    The servers, all busy while anyone waits, free one at ``head_rate`` (nμ for Erlang-A; a chat
+    desk's full seats for seats_plan); each of the m ahead also gives up at ``abandon_rate``, and so
+    does the arrival. Uniformisation of that small absorbing chain; shared by Erlang-A and the seat
+    plan so both read the same wait-time law.
+    """
+    if t <= 0 or not waiting:
+        return 0.0
+    theta = abandon_rate
+    m_max = len(waiting) - 1
+    # Uniformised chain over m (callers ahead): from m, ahead-moves at head_rate + mθ, own hang-up at θ.
+    exit_rate = [head_rate + m * theta + theta for m in range(m_max + 1)]
+    big = max(exit_rate)
+    lt = big * t
+    # g[m] = P(served within j uniform steps | start at m); iterate j with Poisson weights.
+    g = [0.0] * (m_max + 1)
+    served = 0.0
+    weight = math.exp(-lt) if lt < 700 else 0.0
+    log_weight = -lt
+    j = 0
+    cumulative = weight
+    limit = int(lt + 12 * math.sqrt(lt) + 50)
+    while j <= limit:
+        # served-by-j contributes with P(N(t) = j); sum_j P(N=j) g_j = E[g_N]
+        served += weight * sum(w * gm for w, gm in zip(waiting, g, strict=True))
+        j += 1
+        new = [0.0] * (m_max + 1)
+        for m in range(m_max + 1):
+            forward = head_rate + m * theta
+            stay = 1.0 - exit_rate[m] / big
+            ahead = 1.0 if m == 0 else g[m - 1]
+            new[m] = (forward / big) * ahead + stay * g[m]
+        g = new
+        log_weight += math.log(lt) - math.log(j) if lt > 0 else -math.inf
+        weight = math.exp(log_weight)
+        cumulative += weight
+        if cumulative > 1 - 1e-12 and j > lt:
+            break
+    return served
 
 
 def lines_needed(arrival_rate: float, service_rate: float, abandon_rate: float, target: float,
