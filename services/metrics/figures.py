@@ -18,9 +18,19 @@ from services.metrics.domain.counting import (
     rate,
 )
 from services.metrics.domain.periods import Period
-from services.metrics.store import reading
+from services.metrics.store import occupancy, reading
 
 Conn = asyncpg.Connection | asyncpg.Pool
+
+
+# the same figures on every channel: a chat's or SNS conversation's answer is the counsellor's first response
+CONTACT_DEFINITIONS = {
+    "connected": {"ja": "接続完了（チャット・SNSは初回応答）", "en": "connected (chat and SNS: first response)"},
+    "abandoned": {"ja": "放棄（チャット・SNSは初回応答前の離脱）", "en": "abandoned (chat and SNS: left before the "
+                  "first response)"},
+    "wait": {"ja": "応答までの待ち時間（チャット・SNSは初回応答までの時間）",
+             "en": "time to answer (chat and SNS: time to first response)"},
+}
 
 
 def _answer_rates(row: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +61,7 @@ async def answer_rate(conn: Conn, period: Period, group_by: str | None, *, chann
     totals, groups = await reading.answer_rate(conn, period, group_by, channel, organisation)
     totals = _answer_rates(totals)
     groups = _labelled(group_by, [_answer_rates(g) for g in groups], DIMENSIONS)
-    return _envelope(period, group_by, organisation, totals, groups, channel=channel)
+    return _envelope(period, group_by, organisation, totals, groups, channel=channel, definitions=CONTACT_DEFINITIONS)
 
 
 def _percentiles(values: list[float] | None, names: tuple[str, ...]) -> dict[str, float | None]:
@@ -82,7 +92,8 @@ async def waits(conn: Conn, period: Period, group_by: str | None, within: list[i
     totals, groups = await reading.waits(conn, period, group_by, within, channel, organisation)
     rows = [{"key": g["key"], **_wait_row(g, within)} for g in groups]
     return _envelope(period, group_by, organisation, _wait_row(totals, within) if totals else {},
-                     _labelled(group_by, rows, DIMENSIONS), channel=channel, within_seconds=within)
+                     _labelled(group_by, rows, DIMENSIONS), channel=channel, within_seconds=within,
+                     definitions=CONTACT_DEFINITIONS)
 
 
 def _ranked(counts: list[tuple[str, int]], code_list: type[LabelledCode], total: int) -> list[dict[str, Any]]:
@@ -115,6 +126,39 @@ async def referrals(conn: Conn, period: Period, group_by: str | None, *,
     totals, groups = await reading.referrals(conn, period, group_by, organisation)
     return _envelope(period, group_by, organisation, _referral_row(totals),
                      _labelled(group_by, [_referral_row(g) for g in groups], REFERRAL_DIMENSIONS))
+
+
+SEAT_GROUPS: dict[str, type[LabelledCode] | None] = {"desk": None, "organisation": None, "hour": None, "day": None}
+# what the seat figures say, for whoever reads them (README: definitions)
+SEAT_DEFINITIONS = {
+    "conversations": {"ja": "会話数", "en": "conversations: a contact's time at a seat with its first response "
+                      "by then (an offer withdrawn or a person who left before it held the seat, no conversation)"},
+    "held_seconds": {"ja": "会話保持秒", "en": "seconds conversations held seats"},
+    "in_use_seconds": {"ja": "席使用秒", "en": "seconds seats held at least one conversation"},
+    "capacity_seconds": {"ja": "席容量秒", "en": "in-use seconds × conversations a seat holds (N)"},
+    "seats": {"ja": "使用席数", "en": "seats in use"},
+    "occupancy": {"ja": "席の占有率", "en": "seat occupancy: held seconds / capacity seconds"},
+    "conversations_per_seat_hour": {"ja": "席あたり時間あたり会話数",
+                                    "en": "conversations per seat-hour: conversations / in-use seat-hours"},
+}
+
+
+def _seat_row(row: dict[str, Any]) -> dict[str, Any]:
+    held, in_use, capacity = (float(row[n] or 0) for n in ("held_seconds", "in_use_seconds", "capacity_seconds"))
+    return {
+        "conversations": row["conversations"], "seats": row["seats"], "held_seconds": round(held, 3),
+        "in_use_seconds": round(in_use, 3), "capacity_seconds": round(capacity, 3),
+        "occupancy": round(held / capacity, 6) if capacity else None,
+        "conversations_per_seat_hour": round(row["conversations"] * 3600 / in_use, 6) if in_use else None,
+    }
+
+
+async def seats(conn: Conn, period: Period, group_by: str | None, *, organisation: str | None = None) -> dict[str, Any]:
+    """Chat and SNS seats: conversations per seat-hour and occupancy (domain.occupancy's definitions)."""
+    totals, groups = await occupancy.seat_figures(conn, period, group_by, organisation)
+    rows = [{"key": g["key"], **_seat_row(g)} for g in groups]
+    return _envelope(period, group_by, organisation, _seat_row(totals), _labelled(group_by, rows, SEAT_GROUPS),
+                     definitions=SEAT_DEFINITIONS)
 
 
 FLAT_SKIP = {"label", "categories", "age_bands", "risks"}

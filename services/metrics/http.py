@@ -169,6 +169,18 @@ async def referrals(request: Request, caller: Reader, start: FromQ = None, to: T
     return _answer(request, body)
 
 
+@router.get("/seats",
+            summary="Chat and SNS seats: conversations per seat-hour (席あたり時間あたり会話数), seat occupancy "
+                    "(席の占有率)",
+            responses=FIGURES_RESPONSES)
+async def seats(request: Request, caller: Reader, start: FromQ = None, to: ToQ = None, period: PeriodQ = None,
+                group_by: Literal["desk", "organisation", "hour", "day"] | None = None) -> Response:
+    p = _period(request, period, start, to)
+    await _final(request)
+    body = await figures.seats(request.app.state.pool, p, group_by, organisation=_scope(caller))
+    return _answer(request, body)
+
+
 @router.get("/periods", summary="The named periods")
 async def periods(request: Request, caller: Reader) -> dict[str, Any]:
     return {name: p.as_dict() for name, p in request.app.state.periods.items()}

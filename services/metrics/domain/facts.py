@@ -61,9 +61,14 @@ class ContactFacts:
     answered: Slot = None  # earliest contact.answered: (at, tb, wait_seconds, desk_id, organisation_id)
     abandoned: Slot = None  # earliest contact.abandoned: (at, tb, stage, wait_seconds)
     ended: Slot = None  # latest contact.ended: (at, tb, talk_seconds)
-    assigned: Slot = None  # latest routing.assigned: (at, tb, desk_id, organisation_id, field)
+    # latest routing.assigned: (at, tb, desk_id, organisation_id, field, channel, seat, seat_capacity)
+    assigned: Slot = None
     queued_at: datetime | None = None  # earliest routing.queued
     overflow_tier: int | None = None  # highest routing.overflowed tier
+    triaged: Slot = None  # latest contact.triaged: (at, tb, risk)
+    # earliest contact.transferred: a transfer hands the same contact on, so it only marks the contact
+    # (the earliest answer stays its one connection, whatever the number of transfers)
+    transferred_at: datetime | None = None
 
     def merge(self, other: ContactFacts) -> ContactFacts:
         assert other.contact_id == self.contact_id
@@ -77,6 +82,8 @@ class ContactFacts:
             assigned=_latest(self.assigned, other.assigned),
             queued_at=_least(self.queued_at, other.queued_at),
             overflow_tier=_greatest(self.overflow_tier, other.overflow_tier),
+            triaged=_latest(self.triaged, other.triaged),
+            transferred_at=_least(self.transferred_at, other.transferred_at),
         )
 
 
@@ -122,13 +129,34 @@ class ReferralFacts:
         )
 
 
+@dataclass(frozen=True)
+class SeatEvent:
+    """A decision that takes or releases a seat: a ``routing.assigned`` naming a seat, or a
+    ``routing.withdrawn`` / ``contact.transferred`` (which release whatever the contact held).
+
+    Seat occupancy needs every assignment of a contact, not only its latest, so these are kept as a
+    set of events (keyed by their tie-break, source + id): a duplicate is the same member and the set
+    does not depend on arrival order. domain.occupancy reads a conversation's time at a seat from it."""
+
+    tb: str
+    contact_id: str
+    at: datetime
+    kind: str  # assigned | withdrawn | transferred
+    desk: str | None = None
+    organisation: str | None = None
+    seat: int | None = None
+    capacity: int | None = None
+    channel: str | None = None
+
+
 @dataclass
 class Facts:
-    """The facts of a batch (or of a whole log), keyed by contact / referral id."""
+    """The facts of a batch (or of a whole log), keyed by contact / referral id (seat events by theirs)."""
 
     contacts: dict[str, ContactFacts] = field(default_factory=dict)
     consultations: dict[str, ConsultationFacts] = field(default_factory=dict)
     referrals: dict[str, ReferralFacts] = field(default_factory=dict)
+    seat_events: dict[str, SeatEvent] = field(default_factory=dict)
 
     def add(self, facts: ContactFacts | ConsultationFacts | ReferralFacts) -> None:
         if isinstance(facts, ContactFacts):
@@ -146,8 +174,9 @@ def _code(value: Any) -> Any:
     return value.value if isinstance(value, LabelledCode) else value
 
 
-# Types that say nothing the secretariat counts: heartbeats only advance routing's clock, and a
-# withdrawn assignment is followed by the contact's next routing decision (the latest one counts).
+# Types that say nothing about a contact's own facts: heartbeats only advance routing's clock, and a
+# withdrawn assignment is followed by the contact's next routing decision (the latest one counts); a
+# withdrawal only ends the contact's time at a seat (seat_event_of).
 IGNORED = frozenset({"platform.heartbeat", "routing.withdrawn"})
 
 
@@ -168,7 +197,13 @@ def facts_of(event: ValidatedEvent) -> ContactFacts | ConsultationFacts | Referr
     if short == "contact.ended":
         return ContactFacts(d.contact_id, ended=(at, tb, d.talk_seconds))
     if short == "routing.assigned":
-        return ContactFacts(d.contact_id, assigned=(at, tb, d.desk_id, d.organisation_id, _code(d.field)))
+        return ContactFacts(d.contact_id, assigned=(
+            at, tb, d.desk_id, d.organisation_id, _code(d.field), _code(d.channel), d.seat, d.seat_capacity,
+        ))
+    if short == "contact.triaged":
+        return ContactFacts(d.contact_id, triaged=(at, tb, _code(d.risk)))
+    if short == "contact.transferred":
+        return ContactFacts(d.contact_id, transferred_at=at)
     if short == "routing.queued":
         return ContactFacts(d.contact_id, queued_at=at)
     if short == "routing.overflowed":
@@ -203,6 +238,23 @@ def facts_of(event: ValidatedEvent) -> ContactFacts | ConsultationFacts | Referr
     )
 
 
+def seat_event_of(event: ValidatedEvent) -> SeatEvent | None:
+    """The seat decision one canonical event is (None unless it takes or releases a seat). An
+    assignment to a phone line (no seat) is not kept: only seats have an occupancy."""
+    short = event.event_type.short
+    d: Any = event.data
+    tb = f"{event.envelope.source} {event.envelope.id}"
+    at = event.envelope.time
+    if short == "routing.assigned" and d.seat is not None:
+        return SeatEvent(tb, d.contact_id, at, "assigned", d.desk_id, d.organisation_id, d.seat,
+                         d.seat_capacity, _code(d.channel))
+    if short == "routing.withdrawn":
+        return SeatEvent(tb, d.contact_id, at, "withdrawn", d.desk_id, d.organisation_id)
+    if short == "contact.transferred":
+        return SeatEvent(tb, d.contact_id, at, "transferred", d.from_desk_id)
+    return None
+
+
 def fold(events: Iterable[ValidatedEvent], into: Facts | None = None) -> Facts:
     """The combined facts of ``events`` (order and repetition do not matter)."""
     facts = into if into is not None else Facts()
@@ -210,4 +262,7 @@ def fold(events: Iterable[ValidatedEvent], into: Facts | None = None) -> Facts:
         found = facts_of(event)
         if found is not None:
             facts.add(found)
+        seat = seat_event_of(event)
+        if seat is not None:
+            facts.seat_events[seat.tb] = seat
     return facts

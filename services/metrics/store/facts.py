@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from services.metrics.domain.facts import ConsultationFacts, ContactFacts, Facts, ReferralFacts
+from services.metrics.domain.facts import ConsultationFacts, ContactFacts, Facts, ReferralFacts, SeatEvent
 from services.metrics.store.sql import SCHEMA
 
 # (column, SQL type) per table, in row order
@@ -27,8 +27,9 @@ CONTACT_COLUMNS: list[tuple[str, str]] = [
     ("abandoned_at", "timestamptz"), ("abandoned_tb", "text"), ("abandon_stage", "text"), ("abandon_wait", "float8"),
     ("ended_at", "timestamptz"), ("ended_tb", "text"), ("talk_seconds", "float8"),
     ("assigned_at", "timestamptz"), ("assigned_tb", "text"), ("assigned_desk", "text"), ("assigned_org", "text"),
-    ("assigned_field", "text"),
+    ("assigned_field", "text"), ("assigned_channel", "text"), ("assigned_seat", "int4"), ("assigned_capacity", "int4"),
     ("queued_at", "timestamptz"), ("overflow_tier", "int4"),
+    ("triaged_at", "timestamptz"), ("triaged_tb", "text"), ("risk", "text"), ("transferred_at", "timestamptz"),
 ]
 # slot -> (columns, which event wins)
 CONTACT_SLOTS: list[tuple[str, list[str], str]] = [
@@ -37,7 +38,9 @@ CONTACT_SLOTS: list[tuple[str, list[str], str]] = [
     ("answered", ["answered_at", "answered_tb", "wait_seconds", "desk_id", "organisation_id"], "earliest"),
     ("abandoned", ["abandoned_at", "abandoned_tb", "abandon_stage", "abandon_wait"], "earliest"),
     ("ended", ["ended_at", "ended_tb", "talk_seconds"], "latest"),
-    ("assigned", ["assigned_at", "assigned_tb", "assigned_desk", "assigned_org", "assigned_field"], "latest"),
+    ("assigned", ["assigned_at", "assigned_tb", "assigned_desk", "assigned_org", "assigned_field", "assigned_channel",
+                  "assigned_seat", "assigned_capacity"], "latest"),
+    ("triaged", ["triaged_at", "triaged_tb", "risk"], "latest"),
 ]
 CONSULTATION_COLUMNS: list[tuple[str, str]] = [
     ("contact_id", "text"), ("recorded_at", "timestamptz"), ("recorded_tb", "text"), ("organisation_id", "text"),
@@ -78,6 +81,7 @@ CONTACTS_UPSERT = _upsert(
     + [
         "queued_at = LEAST(contacts.queued_at, EXCLUDED.queued_at)",
         "overflow_tier = GREATEST(contacts.overflow_tier, EXCLUDED.overflow_tier)",
+        "transferred_at = LEAST(contacts.transferred_at, EXCLUDED.transferred_at)",
     ],
 )
 CONSULTATIONS_UPSERT = _upsert(
@@ -100,6 +104,18 @@ REFERRALS_UPSERT = _upsert(
 )
 
 
+SEAT_EVENT_COLUMNS: list[tuple[str, str]] = [
+    ("tb", "text"), ("contact_id", "text"), ("at", "timestamptz"), ("kind", "text"), ("desk", "text"),
+    ("organisation", "text"), ("seat", "int4"), ("capacity", "int4"), ("channel", "text"),
+]
+# a seat event is its event: a second copy is the same row
+SEAT_EVENTS_INSERT = (
+    f'INSERT INTO "{SCHEMA}".seat_events ({", ".join(c for c, _ in SEAT_EVENT_COLUMNS)}) '
+    f'SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(SEAT_EVENT_COLUMNS, start=1))}) '
+    "ON CONFLICT (tb) DO NOTHING"
+)
+
+
 def _flat(slot: tuple[Any, ...] | None, width: int) -> list[Any]:
     return list(slot) if slot is not None else [None] * width
 
@@ -107,7 +123,8 @@ def _flat(slot: tuple[Any, ...] | None, width: int) -> list[Any]:
 def contact_row(f: ContactFacts) -> list[Any]:
     return [
         f.contact_id, *_flat(f.received, 5), *_flat(f.chosen, 3), *_flat(f.answered, 5), *_flat(f.abandoned, 4),
-        *_flat(f.ended, 3), *_flat(f.assigned, 5), f.queued_at, f.overflow_tier,
+        *_flat(f.ended, 3), *_flat(f.assigned, 8), f.queued_at, f.overflow_tier, *_flat(f.triaged, 3),
+        f.transferred_at,
     ]
 
 
@@ -125,6 +142,10 @@ def referral_row(f: ReferralFacts) -> list[Any]:
     ]
 
 
+def seat_event_row(e: SeatEvent) -> list[Any]:
+    return [e.tb, e.contact_id, e.at, e.kind, e.desk, e.organisation, e.seat, e.capacity, e.channel]
+
+
 def _columns(rows: Sequence[list[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
 
@@ -138,6 +159,7 @@ class FactRows:
     contacts: list[list[Any]] | None
     consultations: list[list[Any]] | None
     referrals: list[list[Any]] | None
+    seat_events: list[list[Any]] | None = None
 
 
 def fact_rows(facts: Facts) -> FactRows:
@@ -146,7 +168,8 @@ def fact_rows(facts: Facts) -> FactRows:
 
     return FactRows(columns(facts.contacts, contact_row, len(CONTACT_COLUMNS)),
                     columns(facts.consultations, consultation_row, len(CONSULTATION_COLUMNS)),
-                    columns(facts.referrals, referral_row, len(REFERRAL_COLUMNS)))
+                    columns(facts.referrals, referral_row, len(REFERRAL_COLUMNS)),
+                    columns(facts.seat_events, seat_event_row, len(SEAT_EVENT_COLUMNS)))
 
 
 
@@ -158,3 +181,10 @@ async def apply_facts_only(conn: asyncpg.Connection, rows: FactRows) -> None:
         await conn.execute(CONSULTATIONS_UPSERT, *rows.consultations)
     if rows.referrals is not None:
         await conn.execute(REFERRALS_UPSERT, *rows.referrals)
+    await apply_seat_events(conn, rows)
+
+
+async def apply_seat_events(conn: asyncpg.Connection, rows: FactRows) -> None:
+    """Add a batch's seat events to the set (live and catch-up alike: no rollup is kept of them)."""
+    if rows.seat_events is not None:
+        await conn.execute(SEAT_EVENTS_INSERT, *rows.seat_events)

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.metrics.store.facts import CONSULTATIONS_UPSERT, CONTACTS_UPSERT, REFERRALS_UPSERT, FactRows
+from services.metrics.store.facts import (
+    CONSULTATIONS_UPSERT,
+    CONTACTS_UPSERT,
+    REFERRALS_UPSERT,
+    FactRows,
+    apply_seat_events,
+)
 from services.metrics.store.sql import (
     CONTACT_MEASURES,
     GRAINS_SQL,
@@ -138,3 +144,4 @@ async def apply_rows(conn: asyncpg.Connection, rows: FactRows) -> None:
         await conn.execute(CONSULTATIONS_APPLY, *rows.consultations)
     if rows.referrals is not None:
         await conn.execute(REFERRALS_UPSERT, *rows.referrals)
+    await apply_seat_events(conn, rows)
