@@ -37,6 +37,7 @@ MATRIX = [
     ("referral", "GET",  "/health/ready",                  200,     200,      200,     200,     200,     200,     200),
     ("metrics",  "GET",  "/v1/metrics/answer-rate?period=trial1", 200, 200,   403,     403,     200,     401,     401),
     ("metrics",  "GET",  "/v1/metrics/waits?period=trial1", 200,    200,      403,     403,     200,     401,     401),
+    ("metrics",  "GET",  "/v1/metrics/seats?period=trial1", 200,    200,      403,     403,     200,     401,     401),
     ("metrics",  "GET",  "/v1/metrics/consultations?period=trial1", 200, 200, 403,     403,     200,     401,     401),
     ("metrics",  "GET",  "/v1/metrics/referrals?period=trial1", 200, 200,     403,     403,     200,     401,     401),
     ("metrics",  "GET",  "/v1/metrics/periods",            200,     200,      403,     403,     200,     401,     401),
