@@ -89,7 +89,8 @@ class Routing:
     # costs a round trip per batch (asyncpg resets a released connection), before the batch's
     # decisions can be published.
     _conn: asyncpg.Connection | None = None
-    lines: dict[str, tuple[int, int]] = field(default_factory=dict)  # field -> (open, free), for ops
+    # field -> (lines open, free, seat conversations open, free), for ops
+    lines: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     producer: Any = None  # the outbox's producer: its metadata says how many partitions there are
     streams: frozenset[str] = frozenset()  # contact.events' partitions, as the board's streams
     # Routing's wall clock, only to keep event times that run ahead of it off the board (domain.py,
@@ -107,6 +108,11 @@ class Routing:
                                       description="lines of the desks open now, per field (routing's board)")
         meter.create_observable_gauge("tsunagu_free_lines", [gauge(1)],
                                       description="of those, lines free now, per field (routing's board)")
+        meter.create_observable_gauge("tsunagu_open_conversations", [gauge(2)],
+                                      description="conversations the chat/SNS seats of the desks open now hold at "
+                                      "most, per field (routing's board)")
+        meter.create_observable_gauge("tsunagu_free_conversations", [gauge(3)],
+                                      description="of those, conversations the seats could still take, per field")
 
     async def _sync(self, conn: asyncpg.Connection, version: int, seq: int) -> Board:
         """The board as committed at ``version``: the one in memory when this instance wrote that

@@ -28,8 +28,16 @@ class DeskOut(BaseModel):
     fields: list[str]
     tier: int
     lines: int
-    busy: int = Field(description="contacts ringing or talking on the desk's lines")
+    busy: int = Field(description="calls ringing or talking on the desk's phone lines")
     free: int
+    seats: int = Field(0, description="chat/SNS seats (席)")
+    conversations_per_seat: int = Field(1, description="conversations one seat holds at once")
+    seat_channels: list[str] = Field(default_factory=list, description="the text channels the seats take")
+    blended: bool = Field(False, description="a seat holding nothing also takes a call")
+    imminent: bool = Field(False, description="takes contacts triaged imminent from any field")
+    seat_load: list[int] = Field(default_factory=list, description="conversations on each seat now (seat 1 first); "
+                                 "a seat on a call shows its whole capacity")
+    conversations_free: int = Field(0, description="conversations the seats could still take")
     open: bool
     hours: str
     regions: list[str]
@@ -50,6 +58,8 @@ class WaitingOut(BaseModel):
     contact_id: str
     position: int
     priority: int
+    channel: str = "phone"
+    risk: str | None = Field(None, description="the latest triage, if any")
     waited_seconds: float
     overflowed: bool
 
@@ -58,6 +68,7 @@ class QueueOut(BaseModel):
     field: str
     label_ja: str
     waiting: int
+    by_channel: dict[str, int] = Field(default_factory=dict, description="of them, per channel (phone, chat, sns)")
     overflowed: int
     oldest_wait_seconds: float | None
     contacts: list[WaitingOut] | None = Field(None, description="secretariat only")
@@ -80,10 +91,17 @@ async def desks(request: Request, caller: Reader) -> DesksOut:
     for d in registry.desks if registry else ():
         if caller.role != "secretariat" and d.organisation_id != caller.org_id:
             continue
-        busy = len(board.busy.get(d.id, ()))
+        busy = board.on_lines.get(d.id, 0)
+        loads = board.seat_load.get(d.id, {})
+        calls = board.seat_calls.get(d.id, set())
         out.append(DeskOut(
             desk_id=d.id, organisation_id=d.organisation_id, fields=[f.value for f in d.fields], tier=d.tier,
-            lines=d.lines, busy=busy, free=max(0, d.lines - busy),
+            lines=d.lines, busy=busy, free=max(0, d.lines - busy), seats=d.seats,
+            conversations_per_seat=d.conversations_per_seat, seat_channels=[c.value for c in d.seat_channels],
+            blended=d.blended, imminent=d.imminent,
+            seat_load=[d.conversations_per_seat if k in calls else loads.get(k, 0)
+                       for k in range(1, max([d.seats, *loads, *calls]) + 1)],
+            conversations_free=board.free_conversations(d),
             open=is_open(d, board.clock) if board.clock else False, hours=opening_summary(d),
             regions=list(d.regions),
         ))
@@ -111,10 +129,13 @@ async def queues(request: Request, caller: Reader) -> QueuesOut:
                  for c in waiting]
         contacts = None
         if caller.role == "secretariat":
-            contacts = [WaitingOut(contact_id=c.contact_id, position=i + 1, priority=c.priority,
-                                   waited_seconds=w, overflowed=c.overflowed)
+            contacts = [WaitingOut(contact_id=c.contact_id, position=i + 1, priority=c.priority, channel=c.channel,
+                                   risk=c.risk, waited_seconds=w, overflowed=c.overflowed)
                         for i, (c, w) in enumerate(zip(waiting, waits, strict=True))]
-        out.append(QueueOut(field=code.value, label_ja=code.ja, waiting=len(waiting),
+        by_channel: dict[str, int] = {}
+        for c in waiting:
+            by_channel[c.channel] = by_channel.get(c.channel, 0) + 1
+        out.append(QueueOut(field=code.value, label_ja=code.ja, waiting=len(waiting), by_channel=by_channel,
                             overflowed=sum(1 for c in waiting if c.overflowed),
                             oldest_wait_seconds=max(waits) if waits else None, contacts=contacts))
     return QueuesOut(at=board.clock.isoformat() if board.clock else None, queues=out)

@@ -28,8 +28,8 @@ def canonical(type_: str, event_id: str, subject: str, data: dict, at: datetime)
             "time": at.isoformat(), "subject": subject, "partitionkey": subject, "data": data}
 
 
-def received(cid: str, at: datetime, prefecture: str | None = "13") -> dict:
-    data = {"contact_id": cid, "channel": "phone", "caller_key": "a" * 64}
+def received(cid: str, at: datetime, prefecture: str | None = "13", channel: str = "phone") -> dict:
+    data = {"contact_id": cid, "channel": channel, "caller_key": "a" * 64}
     if prefecture:
         data["prefecture"] = prefecture
     return canonical("contact.received", f"{cid}-received", cid, data, at)
@@ -47,6 +47,10 @@ def answered(cid: str, desk: str, org: str, at: datetime) -> dict:
 
 def ended(cid: str, at: datetime) -> dict:
     return canonical("contact.ended", f"{cid}-ended", cid, {"contact_id": cid, "talk_seconds": 60.0}, at)
+
+
+def triaged(cid: str, risk: str, at: datetime) -> dict:
+    return canonical("contact.triaged", f"{cid}-triaged", cid, {"contact_id": cid, "risk": risk}, at)
 
 
 def heartbeat(n: int, at: datetime) -> dict:

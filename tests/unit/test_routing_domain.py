@@ -207,6 +207,6 @@ def test_ops_see_per_field_the_lines_open_now_and_how_many_are_free():
     s = Script(registry(LONELY, shared))
     s.call("c1", "loneliness")
     s.call("c2", "loneliness", t=1)
-    assert s.board.lines_by_field() == {"loneliness": (3, 1), "hardship": (2, 1)}
+    assert s.board.lines_by_field() == {"loneliness": (3, 1, 0, 0), "hardship": (2, 1, 0, 0)}
     s.end("c1", 2)
-    assert s.board.lines_by_field() == {"loneliness": (3, 2), "hardship": (2, 1)}
+    assert s.board.lines_by_field() == {"loneliness": (3, 2, 0, 0), "hardship": (2, 1, 0, 0)}

@@ -31,18 +31,21 @@ class Board(BoardState):
                         if field_code in (None, f) and channel in (None, ch) for entry in q)
         return [self.contacts[e[-1]] for e in merged]
 
-    def lines_by_field(self) -> dict[str, tuple[int, int]]:
-        """Per field, (lines open now, of them free) over the desks open at the board's clock. A
-        desk serving several fields counts in each of them."""
+    def lines_by_field(self) -> dict[str, tuple[int, int, int, int]]:
+        """Per field, (phone lines open now, of them free, conversations the open seats hold at most, of
+        them free) over the desks open at the board's clock. A desk serving several fields counts in
+        each of them."""
         registry = self.registry_at(self.clock)
         if registry is None or self.clock is None:
             return {}
-        lines: dict[str, tuple[int, int]] = {}
+        lines: dict[str, tuple[int, int, int, int]] = {}
         for desk in self.desks_of(registry):
             if self._is_open(desk, self.clock):
+                room = desk.seats * desk.conversations_per_seat
                 for code in desk.fields:
-                    total, free = lines.get(code, (0, 0))
-                    lines[code] = (total + desk.lines, free + self.free_lines(desk))
+                    total, free, seats, free_seats = lines.get(code, (0, 0, 0, 0))
+                    lines[code] = (total + desk.lines, free + self.free_lines(desk),
+                                   seats + room, free_seats + self.free_conversations(desk))
         return lines
 
     def qualifying_free_desks(self, contact: Contact, at: datetime | None = None) -> list[Desk]:
