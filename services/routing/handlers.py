@@ -26,7 +26,7 @@ from services.routing import store
 from services.routing.desks import Registry
 from services.routing.domain.board import Board
 from services.routing.domain.clock import board_time
-from services.routing.domain.records import Decision
+from services.routing.domain.records import Decision, sender_of
 from tsunagu import telemetry, topics
 from tsunagu.consume import decode_records
 from tsunagu.health import ConsumerHealth, batch_failed
@@ -114,6 +114,10 @@ class Routing:
         meter.create_observable_gauge("tsunagu_free_conversations", [gauge(3)],
                                       description="of those, conversations the seats could still take, per field")
 
+    def _apply(self, board: Board, kind: str, at: datetime, data: Any, ident: tuple[str, str]) -> list[Outgoing]:
+        """One event onto the board, told which organisation sent it (its source), and its decisions."""
+        return self._decide(board.apply(kind, at, data, sender=sender_of(ident[0])), ident)
+
     async def _sync(self, conn: asyncpg.Connection, version: int, seq: int) -> Board:
         """The board as committed at ``version``: the one in memory when this instance wrote that
         version itself (the usual case, and free), else read back from PostgreSQL."""
@@ -156,7 +160,7 @@ class Routing:
                 fresh = moved = 0
                 if not hold and board.held:  # held under event_time before a restart in arrival order
                     for h in board.release(everything=True):
-                        outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
+                        outgoing += self._apply(board, h.kind, h.at, h.data, h.ident)
                 # first: the batch's timers fire in their place among its events
                 for stream, _, at in admitted:
                     moved += board.observe(stream, at)
@@ -169,10 +173,10 @@ class Routing:
                     if hold:
                         board.hold(stream, ident, e.event_type.short, at, e.data)
                     else:
-                        outgoing += self._decide(board.apply(e.event_type.short, at, e.data), ident)
+                        outgoing += self._apply(board, e.event_type.short, at, e.data, ident)
                 if fresh or moved:
                     for h in board.release() if hold else ():
-                        outgoing += self._decide(board.apply(h.kind, h.at, h.data), h.ident)
+                        outgoing += self._apply(board, h.kind, h.at, h.data, h.ident)
                     watermark = board.watermark
                     if watermark is not None:  # the timers every stream has now passed
                         outgoing += self._decide(board.tick(watermark), (SOURCE, f"tick-{version + 1}"))

@@ -136,3 +136,18 @@ def test_a_transfer_to_a_named_desk_waits_for_it_and_one_from_a_desk_that_does_n
     s.end("x", 5)
     assert seats(s.decisions[-1:]) == [("m1", "specialist", 1)]
     assert s.decisions[-1].data.reason == "transferred"
+
+
+def test_only_the_desk_s_organisation_or_the_contact_s_platform_hands_a_contact_on():
+    s = Chats(registry({**LINE_WINDOW, "org": "npo-line"}, {**PHONE, "org": "npo-phone"}))
+    s.board.apply("contact.received", at(0), ContactReceived(contact_id="m1", channel="chat"), sender="platform")
+    s.chat("m1", "loneliness", t=0)
+    s.answer("m1", "line", 1)
+    move = ContactTransferred(contact_id="m1", from_desk_id="line", to_desk_id="phone", to_channel="phone")
+    # another organisation that once held it (or never did) moves nothing
+    assert s.board.apply("contact.transferred", at(2), move, sender="npo-phone") == []
+    assert s.board.contacts["m1"].desk_id == "line"
+    assert [d.kind for d in s.board.apply("contact.transferred", at(3), move, sender="npo-line")] == [
+        "routing.assigned"]
+    back = ContactTransferred(contact_id="m1", from_desk_id="phone", to_desk_id="line", to_channel="chat")
+    assert [d.data.desk_id for d in s.board.apply("contact.transferred", at(4), back, sender="platform")] == ["line"]

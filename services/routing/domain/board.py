@@ -17,7 +17,7 @@ from services.routing.domain.clock import board_time, parse_time
 from services.routing.domain.lines import candidates, dequeue, dispatch, enqueue, release
 from services.routing.domain.records import FORGET_UNROUTED_AFTER, Contact, Decision, Held, queue_entry, queue_key
 from services.routing.domain.state import BoardState, Timer
-from services.routing.domain.timers import advance
+from services.routing.domain.timers import advance, organisation_of
 
 
 class Board(BoardState):
@@ -62,15 +62,16 @@ class Board(BoardState):
 
     # --- the one entry point ----------------------------------------------------------------
 
-    def apply(self, kind: str, at: datetime, data: BaseModel) -> list[Decision]:
+    def apply(self, kind: str, at: datetime, data: BaseModel, *, sender: str | None = None) -> list[Decision]:
         """Apply one canonical event (short type, event time, data); returns the decisions. The
         timers due up to its time fire first — those the watermark has passed, when streams are
-        observed."""
+        observed. ``sender``: the organisation that sent it, where the rules ask (a transfer)."""
         out: list[Decision] = []
         at = board_time(at)
         now = advance(self, at, out)
         handler = _HANDLERS.get(kind)
         self._event_at = at
+        self._sender = sender
         if handler is not None:
             if self._changed is not None:
                 self._changed.add(data.contact_id)  # type: ignore[attr-defined]
@@ -91,6 +92,7 @@ class Board(BoardState):
     def _on_received(self, now: datetime, data: Any, out: list[Decision]) -> None:
         c = self.contacts.setdefault(data.contact_id, Contact(data.contact_id))
         c.prefecture = data.prefecture
+        c.owner = c.owner or self._sender
         if c.state == "received":
             c.channel = str(data.channel.value if hasattr(data.channel, "value") else data.channel)
             # A caller who hangs up in the voice menu may never be reported: forget them later.
@@ -150,6 +152,8 @@ class Board(BoardState):
         c = self.contacts.get(data.contact_id)
         if c is None or c.state not in ("ringing", "talking") or c.desk_id != data.from_desk_id:
             return
+        if self._sender is not None and self._sender not in (c.owner, organisation_of(self, data.from_desk_id, now)):
+            return  # only the desk's organisation, or the platform that reported the contact, hands it on
         registry = self.registry_at(now)
         release(self, c, now)
         if data.to_channel is not None:

@@ -41,6 +41,7 @@ class Decision:
 @dataclass
 class Contact:
     contact_id: str
+    owner: str | None = None  # the organisation whose platform reported it (contact.received's sender)
     prefecture: str | None = None
     field: str | None = None
     channel: str = "phone"
@@ -102,6 +103,13 @@ class Held(NamedTuple):
     def from_dict(cls, d: dict[str, Any]) -> Held:
         data = event_type(d["kind"]).data_model.model_validate(d["data"])
         return cls(parse_time(d["at"]), d["kind"], data, (d["ident"][0], d["ident"][1]))
+
+
+def sender_of(source: str) -> str | None:
+    """The organisation an event's source names (``/partners/<organisation>/<system>``, which intake
+    checked against the partner's key); None for another producer's."""
+    parts = source.split("/")
+    return parts[2] if len(parts) > 3 and parts[1] == "partners" and parts[2] else None
 
 
 def queue_entry(c: Contact) -> Entry:

@@ -47,6 +47,7 @@ class BoardState(Streams):
         self._open_cache: tuple[datetime | None, dict[str, bool]] = (None, {})
         self._arriving: str | None = None  # the contact whose own arrival is being dispatched
         self._event_at: datetime = EPOCH  # the event time of the event being applied
+        self._sender: str | None = None  # the organisation that sent it, when known
         # Contacts changed since take_changes(): what a save writes. Off unless asked for, so that a
         # long replay that never saves does not collect every contact id it ever saw.
         self._changed: set[str] | None = set() if track_changes else None
