@@ -15,8 +15,7 @@ from services.metrics.domain.counting import answer_rate_counts
 from services.metrics.domain.facts import fold
 from services.metrics.domain.occupancy import SEAT_DIMENSIONS, seat_counts, spells
 from services.metrics.domain.periods import Period
-from tests.integration.metrics_support import TRIAL1, by_key, issue_keys, publish, start_metrics, validated
-from tests.unit.test_metrics_channels import (
+from tests.integration.metrics_channel_support import (
     abandoned,
     answered,
     assigned,
@@ -26,6 +25,7 @@ from tests.unit.test_metrics_channels import (
     transferred,
     triaged,
 )
+from tests.integration.metrics_support import TRIAL1, by_key, issue_keys, publish, start_metrics, validated
 
 pytestmark = pytest.mark.integration
 
