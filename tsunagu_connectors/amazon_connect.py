@@ -10,7 +10,10 @@ What counts as one person's contact (decided here, documented in the README sect
 
 - a segment the person started (``INBOUND`` voice, ``API`` chat, ``WEBRTC_API`` in-app voice) is a contact:
   ``contact.received``, ``contact.field_selected`` (its queue), then ``contact.answered`` +
-  ``contact.ended`` or ``contact.abandoned``;
+  ``contact.ended`` or ``contact.abandoned``; ``Channel`` ``CHAT`` is channel ``chat``, answered at the
+  counsellor's first response when the record carries Amazon Connect's chat metrics
+  (``ChatMetrics.ChatContactMetrics.AgentFirstResponseTimestamp``; else when the agent connected), and
+  abandoned at stage ``ringing`` when those metrics show no first response;
 - a ``QUEUE_TRANSFER`` segment (the flow moved the still-waiting person to another queue) belongs to the
   contact of its ``InitialContactId``: it reports only whether that person was answered there or hung up;
 - a ``TRANSFER`` segment (an agent handed the already answered person on) adds nothing: the person was
@@ -236,6 +239,25 @@ def _seconds(start: datetime, end: datetime, what: str) -> float:
     return seconds
 
 
+def _first_response(ctr: dict[str, Any], connected: datetime) -> tuple[datetime | None, bool]:
+    """A chat is answered at the counsellor's first response, not when the agent took it: Amazon Connect's
+    chat metrics (``ChatMetrics.ChatContactMetrics.AgentFirstResponseTimestamp``) say when, where the record
+    carries them. Without chat metrics the connection stands for the answer (records written before Amazon
+    Connect added them); with them but no first response, the person left while a counsellor held the
+    chat unanswered: (None, True)."""
+    metrics = _obj(ctr, "ChatMetrics")
+    contact = None if metrics is None else _obj(metrics, "ChatContactMetrics")
+    if contact is None:
+        return connected, False
+    first = _time(contact, "AgentFirstResponseTimestamp", "ChatMetrics.ChatContactMetrics.")
+    if first is None:
+        return None, True
+    if first < connected:
+        raise CtrUnmappable("the first response is before the agent connected: the record's timestamps are "
+                            "out of order")
+    return first, False
+
+
 def caller_of(ctr: dict[str, Any]) -> str | None:
     """The caller's number for intake to pseudonymise, only from a TELEPHONE_NUMBER endpoint; a withheld
     or impossible number (Connect writes e.g. ``anonymous``) is None, as intake would refuse it."""
@@ -334,6 +356,9 @@ def events_of_ctr(ctr: dict[str, Any], mapping: Mapping, partner: str) -> list[d
     connected = _time(agent, "ConnectedToAgentTimestamp", "Agent.")
     if connected is not None and enqueued is None:
         raise CtrUnmappable("connected to an agent without a queue")
+    offered = False
+    if seg.channel == "chat" and connected is not None:
+        connected, offered = _first_response(ctr, connected)
 
     out: list[dict[str, Any]] = []
     if seg.method in ARRIVALS:
@@ -355,9 +380,12 @@ def events_of_ctr(ctr: dict[str, Any], mapping: Mapping, partner: str) -> list[d
         out.append(make("contact.ended", disconnected, {
             "talk_seconds": _seconds(connected, disconnected, "the talk"), "desk_id": desk}))
     else:
-        # Hung up before any agent: in the flow (voice menu) when never queued, else in the queue. A later
-        # queue-move segment that is answered makes the contact connected (abandonment counts only unanswered).
+        # Hung up before any agent: in the flow (voice menu) when never queued, else in the queue — or, a chat,
+        # while a counsellor held it without a first response (offered). A later queue-move segment that is
+        # answered makes the contact connected (abandonment counts only unanswered).
         stage, since = ("queue", enqueued) if enqueued is not None else ("ivr", initiated)
+        if offered:
+            stage = "ringing"
         out.append(make("contact.abandoned", disconnected, {
             "stage": stage, "wait_seconds": _seconds(since, disconnected, "the wait")}))
     return out

@@ -8,15 +8,25 @@ the channel secret (https://developers.line.biz/en/docs/messaging-api/verify-web
 What maps to what. A person's message opens a chat contact (``contact.received``, channel ``chat`` by
 default, no ``caller_id``; and ``contact.field_selected`` when the config names the field this account
 serves); their further messages belong to that contact until ``silence_minutes`` pass without one, and
-the next message opens a new contact. Nothing else is sent: the webhook never says when a counsellor
-replies (replies go out through the Messaging API, not the webhook), and chat routing — which would
-report answers and ends — needs a channel model tsunagu does not have yet. ``follow`` is not a
-consultation (left aside); ``unfollow`` (the person blocked the account) closes the open conversation, so
-a later message opens a new contact. Messages in groups and rooms are left aside: a consultation window
-is one person's.
+the next message opens a new contact. A screening answer is a ``postback`` event whose ``data`` — a string
+the account's own buttons carry, never what the person typed — the config's ``triage.postbacks`` table
+maps to a risk code: ``contact.triaged`` for the person's open contact (opening one if none is open).
+Postback data missing from the table is left aside and never sent. ``follow`` is not a consultation (left
+aside); ``unfollow`` (the person blocked the account) closes the open conversation, so a later message
+opens a new contact. Messages in groups and rooms are left aside: a consultation window is one person's.
+
+The webhook never shows the account's side of a conversation: a counsellor's replies go out through the
+Messaging API, not the webhook, and LINE has no webhook event for them. The counsellors' console reports
+its own moments instead — the first response, a transfer and the end — through
+``tsunagu connect line console`` (``line_console.py``), with the same state file. With ``console: true``
+the receiver then also reports what only it sees: a person who leaves before any first response
+(``contact.abandoned``, stage ``queue``: blocking the account, or a message after ``silence_minutes`` of an
+unanswered conversation, which opens a new contact), and a person who blocks the account during an answered
+conversation (``contact.ended``). An answered conversation stays open, whatever the silence, until the
+console ends it.
 
 Privacy: the LINE user id is personal data. It only enters digests (the contact id, the connector's
-state keys); message text is never read, sent or logged.
+state keys); message text is never read, sent or logged, nor is unmapped postback data.
 
 Event ids come from ``webhookEventId``: a redelivered event (``deliveryContext.isRedelivery``) is a
 duplicate at intake.
@@ -25,6 +35,7 @@ duplicate at intake.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -37,11 +48,15 @@ import typer
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from schemas.codes import Channel, FieldCode
+from schemas.codes import RiskLevel
 from schemas.timezone import JST
 from tsunagu_connectors import ids
 from tsunagu_connectors.client import DEFAULT_INTAKE_URL, KEY_ENV, read_secret
 from tsunagu_connectors.events import event
+from tsunagu_connectors.line_config import PLATFORM as PLATFORM
+from tsunagu_connectors.line_config import LineConfig as LineConfig
+from tsunagu_connectors.line_config import config_from as config_from
+from tsunagu_connectors.line_config import load_config
 from tsunagu_connectors.report import Unmapped
 from tsunagu_connectors.webhooks import (
     IntakeUrlOption,
@@ -50,16 +65,13 @@ from tsunagu_connectors.webhooks import (
     Send,
     State,
     check_saved,
-    code_of,
     intake_sender,
-    load_yaml,
     send_saved_command,
     serve,
     signatures_match,
     webhook_app,
 )
 
-PLATFORM = "line"
 SIGNATURE_HEADER = "X-Line-Signature"
 CHANNEL_SECRET_ENV = "LINE_CHANNEL_SECRET"
 DEFAULT_PATH = "/line/webhook"
@@ -78,48 +90,6 @@ def signature_valid(channel_secret: str, body: bytes, given: str) -> bool:
     return signatures_match(signature(channel_secret, body), given)
 
 
-# --- the mapping config ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LineConfig:
-    """The partner's mapping: how long a silence ends a conversation, the channel code, and the field
-    this LINE account serves (when it serves one)."""
-
-    silence_minutes: float = 30.0
-    channel: Channel = Channel.chat
-    field: FieldCode | None = None
-    menu_position: int = 0
-    region: str | None = None
-    system: str = PLATFORM
-
-    @property
-    def silence_ms(self) -> int:
-        return int(self.silence_minutes * 60_000)
-
-
-def config_from(raw: dict[str, Any]) -> LineConfig:
-    """The config from its YAML form (see samples/line/mapping.yaml); refuses unknown codes early."""
-    try:
-        silence = float(raw.get("silence_minutes", 30))
-        if not silence > 0:
-            raise ValueError
-    except (TypeError, ValueError) as err:
-        raise ValueError("silence_minutes: a positive number of minutes") from err
-    channel = code_of(Channel, raw.get("channel", "chat"), "channel")
-    field = None if raw.get("field") is None else code_of(FieldCode, raw["field"], "field")
-    position = raw.get("menu_position", 0)
-    if not isinstance(position, int) or not 0 <= position <= 9:
-        raise ValueError("menu_position: 0-9")
-    region = raw.get("region")
-    return LineConfig(silence_minutes=silence, channel=channel, field=field, menu_position=position,
-                      region=None if region is None else str(region), system=str(raw.get("system", PLATFORM)))
-
-
-def load_config(path: Path) -> LineConfig:
-    return config_from(load_yaml(path))
-
-
 # --- mapping ---------------------------------------------------------------------------------------
 
 
@@ -127,22 +97,45 @@ class NotMapped(ValueError):
     """An event the connector cannot map; the message is the reason (never a value of the event)."""
 
 
-def conversation_key(partner: str, user_id: str) -> str:
+def conversation_key(partner: str, user: str) -> str:
     """The state key of a person's conversation: a digest, the user id itself is never stored."""
-    return "line-conversation:" + ids.digest(PLATFORM, partner, user_id)
+    return "line-conversation:" + ids.digest(PLATFORM, partner, user)
+
+
+def contact_of(partner: str, user: str, opened_ms: int) -> str:
+    """The contact id of the person's conversation opened at ``opened_ms`` (a digest of both)."""
+    return ids.contact_id(PLATFORM, partner, f"{user}:{opened_ms}")
+
+
+def handling_key(partner: str, contact: str) -> str:
+    """The state key of what the counsellors' console reported about a contact: when it was first
+    answered, by which desk, and whether it ended (written by ``line_console``, read here)."""
+    return "line-handling:" + ids.digest(PLATFORM, partner, contact)
+
+
+def time_of(at_ms: int) -> datetime:
+    return datetime.fromtimestamp(at_ms / 1000, JST)
 
 
 @dataclass
 class Conversations:
     """The people's open conversations as this body leaves them: the stored state overlaid with this
-    body's changes, which are kept only once intake stored the events (``commit``)."""
+    body's changes, which are kept only once intake stored the events (``commit``). ``handled`` holds
+    the contacts this body ended (the person blocked the account mid-conversation)."""
 
     state: State
     changed: dict[str, dict[str, Any] | None]
+    handled: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def get(self, key: str) -> dict[str, Any] | None:
         if key in self.changed:
             return self.changed[key]
+        found: dict[str, Any] | None = self.state.get(key)
+        return found
+
+    def handling(self, key: str) -> dict[str, Any] | None:
+        if key in self.handled:
+            return self.handled[key]
         found: dict[str, Any] | None = self.state.get(key)
         return found
 
@@ -152,6 +145,8 @@ class Conversations:
                 self.state.delete(key)
             else:
                 self.state.put(key, value, value["last_ms"] / 1000)
+        for key, value in self.handled.items():
+            self.state.put(key, value, value["ended_ms"] / 1000)
 
 
 def _required(ev: dict[str, Any]) -> tuple[str, int]:
@@ -177,34 +172,158 @@ def _user(ev: dict[str, Any]) -> str | None:
     return user
 
 
-def _opened(ev_id: str, at_ms: int, user: str, partner: str, config: LineConfig) -> list[dict[str, Any]]:
-    """The events of a message that opens a conversation."""
-    contact = ids.contact_id(PLATFORM, partner, f"{user}:{at_ms}")
-    at = datetime.fromtimestamp(at_ms / 1000, JST)
-    data: dict[str, Any] = {"contact_id": contact, "channel": config.channel.value, "caller_id": None}
+@dataclass(frozen=True)
+class Person:
+    """Whose conversation an event is about, and where it is mapped."""
+
+    user: str
+    partner: str
+    config: LineConfig
+
+    @property
+    def key(self) -> str:
+        return conversation_key(self.partner, self.user)
+
+    def contact(self, opened_ms: int) -> str:
+        return contact_of(self.partner, self.user, opened_ms)
+
+    def event(self, kind: str, native_id: str, suffix: str, contact: str, at_ms: int,
+              data: dict[str, Any]) -> dict[str, Any]:
+        return event(self.partner, self.config.system, kind, ids.event_id(PLATFORM, self.partner, native_id, suffix),
+                     contact, time_of(at_ms), {"contact_id": contact, **data})
+
+
+def _opened(ev_id: str, at_ms: int, who: Person) -> list[dict[str, Any]]:
+    """The events of a person's action that opens a conversation."""
+    config = who.config
+    contact = who.contact(at_ms)
+    data: dict[str, Any] = {"channel": config.channel.value, "caller_id": None}
     if config.region:
         data["region"] = config.region
-    out = [event(partner, config.system, "contact.received", ids.event_id(PLATFORM, partner, ev_id, "received"),
-                 contact, at, data)]
+    out = [who.event("contact.received", ev_id, "received", contact, at_ms, data)]
     if config.field is not None:
-        out.append(event(partner, config.system, "contact.field_selected",
-                         ids.event_id(PLATFORM, partner, ev_id, "field"), contact, at,
-                         {"contact_id": contact, "field": config.field.value, "menu_position": config.menu_position}))
+        out.append(who.event("contact.field_selected", ev_id, "field", contact, at_ms,
+                             {"field": config.field.value, "menu_position": config.menu_position}))
     return out
 
 
-def _message(ev: dict[str, Any], user: str, partner: str, config: LineConfig,
-             talks: Conversations) -> list[dict[str, Any]]:
+def _left_unanswered(open_: dict[str, Any], at_ms: int, who: Person) -> dict[str, Any]:
+    """The person left before any first response: abandoned while waiting. Its id comes from the
+    conversation's opening, so the conversation is abandoned once, whichever event tells it."""
+    return who.event("contact.abandoned", open_["opening"], "abandoned", who.contact(open_["opened_ms"]), at_ms,
+                     {"stage": "queue", "wait_seconds": max(0, at_ms - open_["opened_ms"]) / 1000})
+
+
+def _silent_past(open_: dict[str, Any], at_ms: int, config: LineConfig) -> bool:
+    last: int = open_["last_ms"]
+    return at_ms - last > config.silence_ms
+
+
+def _conversation_for(ev_id: str, at_ms: int, who: Person, talks: Conversations) -> tuple[str, list[dict[str, Any]]]:
+    """The contact a person's message or screening answer belongs to, and the events it leads to: none
+    within an open conversation; the opening (after the abandonment of the one the silence closed,
+    when the console reports answers) otherwise."""
+    open_ = talks.get(who.key)
+    if open_ is not None and open_["opening"] == ev_id:  # the opening event again (redelivered)
+        return who.contact(open_["opened_ms"]), _opened(ev_id, open_["opened_ms"], who)
+    if open_ is not None and _before_the_latest(open_, at_ms, talks, who):
+        # a redelivery (or a saved body sent again) of what happened before the latest conversation opened
+        # or closed: it belongs to the conversation open at its time, and changes nothing
+        return who.contact(max(o for o in openings(open_) if o <= at_ms)), []
+    stays, left = (False, []) if open_ is None else _still_open(open_, at_ms, who, talks)
+    if open_ is not None and stays:
+        talks.changed[who.key] = {**open_, "last_ms": max(open_["last_ms"], at_ms)}
+        return who.contact(open_["opened_ms"]), []
+    talks.changed[who.key] = {"opening": ev_id, "opened_ms": at_ms, "last_ms": at_ms, "earlier": openings(open_)}
+    return who.contact(at_ms), left + _opened(ev_id, at_ms, who)
+
+
+def _still_open(open_: dict[str, Any], at_ms: int, who: Person,
+                talks: Conversations) -> tuple[bool, list[dict[str, Any]]]:
+    """Whether the person's latest conversation is still open at ``at_ms``, and, when it is not, what its
+    closing says: with the console's answers known, an unanswered conversation the silence closed was
+    abandoned; an answered one lasts until the console ends it, whatever the silence."""
+    if open_.get("closed"):
+        return False, []
+    silent = _silent_past(open_, at_ms, who.config)
+    if not who.config.console:
+        return not silent, []
+    handling = talks.handling(handling_key(who.partner, who.contact(open_["opened_ms"])))
+    if handling is not None:
+        return not handling.get("ended"), []
+    if silent:
+        return False, [_left_unanswered(open_, open_["last_ms"] + who.config.silence_ms, who)]
+    return True, []
+
+
+def _before_the_latest(open_: dict[str, Any], at_ms: int, talks: Conversations, who: Person) -> bool:
+    """Whether an event's time lies before the latest conversation opened, or before it closed (blocked, or
+    ended by the console): then it is no new action of the person's."""
+    if at_ms < open_["opened_ms"]:
+        return any(o <= at_ms for o in openings(open_))
+    closed_ms = open_.get("closed_ms")
+    if closed_ms is None and who.config.console:
+        handling = talks.handling(handling_key(who.partner, who.contact(open_["opened_ms"])))
+        closed_ms = (handling or {}).get("ended_ms")
+    return closed_ms is not None and at_ms <= closed_ms
+
+
+# How many of a person's earlier conversations the state remembers (within the retention, a week), so that
+# the console's moments find the conversation they belong to by their time, even once a newer one opened.
+EARLIER_KEPT = 50
+
+
+def openings(conversation: dict[str, Any] | None) -> list[int]:
+    """When each of the person's conversations opened, oldest first, the latest included."""
+    if conversation is None:
+        return []
+    earlier: list[int] = conversation.get("earlier", [])
+    return [*earlier, conversation["opened_ms"]][-EARLIER_KEPT:]
+
+
+def _message(ev: dict[str, Any], who: Person, talks: Conversations) -> list[dict[str, Any]]:
     ev_id, at_ms = _required(ev)
-    key = conversation_key(partner, user)
-    open_ = talks.get(key)
-    if open_ is not None and open_["opening"] == ev_id:  # the opening message again (redelivered)
-        return _opened(ev_id, open_["opened_ms"], user, partner, config)
-    if open_ is None or at_ms - open_["last_ms"] > config.silence_ms:
-        talks.changed[key] = {"opening": ev_id, "opened_ms": at_ms, "last_ms": at_ms}
-        return _opened(ev_id, at_ms, user, partner, config)
-    talks.changed[key] = {**open_, "last_ms": max(open_["last_ms"], at_ms)}
-    return []
+    return _conversation_for(ev_id, at_ms, who, talks)[1]
+
+
+def postback_data(ev: dict[str, Any]) -> str | None:
+    postback = ev.get("postback")
+    data = postback.get("data") if isinstance(postback, dict) else None
+    return data if isinstance(data, str) else None
+
+
+def _screening(ev: dict[str, Any], risk: RiskLevel, who: Person, talks: Conversations) -> list[dict[str, Any]]:
+    """A screening answer: the risk its button stands for, for the person's conversation."""
+    ev_id, at_ms = _required(ev)
+    contact, opened = _conversation_for(ev_id, at_ms, who, talks)
+    data: dict[str, Any] = {"risk": risk.value}
+    if who.config.triage.instrument is not None:
+        data["instrument"] = who.config.triage.instrument
+    return [*opened, who.event("contact.triaged", ev_id, "triaged", contact, at_ms, data)]
+
+
+def _unfollow(ev: dict[str, Any], who: Person, talks: Conversations) -> list[dict[str, Any]]:
+    """Blocking the account closes the conversation; with the console's answers known, it is also the
+    person leaving: abandoned when no first response came, ended when one did."""
+    ev_id, at_ms = _required(ev)
+    open_ = talks.get(who.key)
+    if open_ is None or open_.get("closed") or at_ms < open_["opened_ms"]:  # nothing open, or a past block
+        return []
+    # kept, closed: the console's later moments still find the conversation they belong to
+    talks.changed[who.key] = {**open_, "closed": True, "closed_ms": at_ms, "last_ms": max(open_["last_ms"], at_ms)}
+    if not who.config.console:
+        return []
+    contact = who.contact(open_["opened_ms"])
+    key = handling_key(who.partner, contact)
+    handling = talks.handling(key)
+    if handling is None:
+        silent = _silent_past(open_, at_ms, who.config)
+        return [_left_unanswered(open_, open_["last_ms"] + who.config.silence_ms if silent else at_ms, who)]
+    if handling.get("ended"):
+        return []
+    talks.handled[key] = {**handling, "ended": True, "ended_ms": at_ms}
+    return [who.event("contact.ended", ev_id, "ended", contact, at_ms, {
+        "talk_seconds": max(0, at_ms - handling["answered_ms"]) / 1000, "desk_id": handling["desk"]})]
 
 
 def _events_of(body: bytes) -> list[Any]:
@@ -218,6 +337,24 @@ def _events_of(body: bytes) -> list[Any]:
     return events
 
 
+def _mapped_event(ev: Any, partner: str, config: LineConfig, talks: Conversations) -> list[dict[str, Any]] | None:
+    """One webhook event's tsunagu events; None when it is left aside on purpose."""
+    if not isinstance(ev, dict):
+        raise NotMapped("not an event object")
+    kind = ev.get("type")
+    # a postback that is no screening answer of the table is left aside unread
+    risk = config.triage.postbacks.get(postback_data(ev) or "") if kind == "postback" else None
+    user = _user(ev) if kind in ("message", "unfollow") or risk is not None else None
+    if user is None:
+        return None
+    who = Person(user, partner, config)
+    if kind == "message":
+        return _message(ev, who, talks) or None
+    if kind == "unfollow":
+        return _unfollow(ev, who, talks) or None
+    return _screening(ev, risk, who, talks) if risk is not None else None
+
+
 def map_webhook(body: bytes, partner: str, config: LineConfig, state: State) -> Mapped:
     """The events of one webhook body, all or nothing: an event that cannot be mapped refuses the body
     (LINE redelivers it, if redelivery is on, once the config or connector is fixed)."""
@@ -229,22 +366,12 @@ def map_webhook(body: bytes, partner: str, config: LineConfig, state: State) -> 
     talks = Conversations(state, {})
     for index, ev in enumerate(raw_events):
         try:
-            if not isinstance(ev, dict):
-                raise NotMapped("not an event object")
-            kind = ev.get("type")
-            user = _user(ev) if kind in ("message", "unfollow") else None
-            if kind == "message" and user is not None:
-                sent = _message(ev, user, partner, config, talks)
-                out.events += sent
-                out.ignored += not sent
-            elif kind == "unfollow" and user is not None:
-                _required(ev)
-                talks.changed[conversation_key(partner, user)] = None
-                out.ignored += 1
-            else:
-                out.ignored += 1
+            sent = _mapped_event(ev, partner, config, talks)
         except NotMapped as err:
             out.unmapped.append(Unmapped(f"event {index}", str(err)))
+            continue
+        out.events += sent or []
+        out.ignored += not sent
     if out.unmapped:
         return Mapped(unmapped=out.unmapped)
     out.commit.append(talks.commit)
@@ -270,11 +397,13 @@ def create_app(config: LineConfig, partner: str, channel_secret: str, send: Send
 
 # --- commands --------------------------------------------------------------------------------------
 
-app = typer.Typer(help="LINE Messaging API → tsunagu: receive a LINE Official Account's webhook and send "
-                       "its consultations to intake / LINE の相談窓口を tsunagu へ", no_args_is_help=True)
+app = typer.Typer(help="LINE Messaging API → tsunagu: receive a LINE Official Account's webhook, and its "
+                       "counsellors' console moments, and send its consultations to intake / LINE の相談窓口を "
+                       "tsunagu へ", no_args_is_help=True)
 
-ConfigOption = Annotated[Path, typer.Option("--config", exists=True, dir_okay=False,
-                                            help="mapping config (YAML): silence, channel, field")]
+ConfigOption = Annotated[Path, typer.Option(
+    "--config", exists=True, dir_okay=False,
+    help="mapping config (YAML): silence, channel, field, screening table, console and desks")]
 PartnerOption = Annotated[str, typer.Option("--partner", help="your organisation id (the key's organisation)")]
 
 
@@ -321,12 +450,48 @@ def send_command(
                                                  help="webhook bodies (JSON), one per file")],
     intake_url: IntakeUrlOption = DEFAULT_INTAKE_URL,
     key_file: KeyFileOption = None,
+    state_file: Annotated[Path | None, typer.Option(
+        "--state-file", help="the receiver's SQLite file of conversations (default: none kept)")] = None,
 ) -> None:
     """Send saved webhook bodies to intake as the receiver would, in the order given: your own saved copies
     of LINE's webhook requests (e.g. from while the receiver was down), so no signature is checked.
-    Conversations carry across the files; sending them again answers duplicate. Exit 1 at the first body
-    that cannot be mapped or stored (nothing after it is sent)."""
+    Conversations carry across the files (and into ``--state-file``, the receiver's, when given); sending
+    them again answers duplicate. Exit 1 at the first body that cannot be mapped or stored (nothing after
+    it is sent)."""
     cfg = load_config(config)
     key = read_secret(key_file, KEY_ENV, "the partner API key")
-    state = State()
+    state = State() if state_file is None else State(state_file)
     send_saved_command(bodies, lambda body: map_webhook(body, partner, cfg, state), intake_sender(intake_url, key))
+
+
+@app.command("console")
+def console_command(
+    config: ConfigOption,
+    partner: PartnerOption,
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
+                                                help="the console's moments, JSON lines (a file, or /dev/stdin)")],
+    state_file: Annotated[Path, typer.Option("--state-file", help="the receiver's SQLite file of conversations")] = (
+        Path("tsunagu-line-state.sqlite3")),
+    intake_url: IntakeUrlOption = DEFAULT_INTAKE_URL,
+    key_file: KeyFileOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="map and print the events; send and keep nothing")] = False,
+) -> None:
+    """Report the counsellors' console moments — first response, transfer, end — that LINE's webhook never
+    shows (line_console.py has the line format). The person's conversation comes from the receiver's state
+    file; each file is sent all or nothing, in the order given; sending a line again answers duplicate."""
+    from tsunagu_connectors.line_console import map_console  # the console's module builds on this one
+
+    cfg = load_config(config)
+    state = State(state_file)
+    if dry_run:
+        for path in files:
+            mapped = map_console(path.read_bytes(), partner, cfg, state)
+            for u in mapped.unmapped:
+                typer.echo(f"{path.name}: {u}", err=True)
+            for e in mapped.events:
+                typer.echo(json.dumps(e, ensure_ascii=False))
+            if mapped.unmapped:
+                raise typer.Exit(1)
+        return
+    key = read_secret(key_file, KEY_ENV, "the partner API key")
+    send_saved_command(files, lambda body: map_console(body, partner, cfg, state), intake_sender(intake_url, key))

@@ -16,6 +16,13 @@ activity changes are not the partner's to report):
 - ``task.wrapup`` (or ``task.completed``, per ``ended_on``) → ``contact.ended``, talk = the task's age
   at the end less its age when it was answered.
 
+Channels: the task's ``TaskChannelUniqueName`` through the config's ``channels`` (default ``voice`` and
+``default`` → ``phone``, ``chat`` and ``sms`` → ``chat``; a partner's own TaskChannel, e.g. one for LINE,
+may map to ``sns``). A chat task is a chat contact with no caller id, routed, answered, abandoned and
+ended by the same callbacks as a call. TaskRouter has no event for a counsellor's first message: a chat
+is answered when the worker accepts its reservation (Flex opens the conversation then), so its wait is the
+time to acceptance — at most the time to the first response.
+
 Event ids come from the callback's own event SID when it carries one, else from TaskSid + EventType +
 Timestamp: Twilio's retries of a callback are duplicates at intake.
 """

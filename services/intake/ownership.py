@@ -9,7 +9,9 @@ transaction that stores a request's events (services/intake/store.py reads and w
   platform named that organisation as answering it (``contact.answered``), or routing assigned the
   contact to one of that organisation's desks (``routing.assigned``, read from routing's decisions:
   services/intake/handlers.py): then it may report the contact's answer, end, transfer, consultation and
-  referral. A triage (``contact.triaged``) comes from the owner's platform only.
+  referral. A triage (``contact.triaged``) comes from the owner's platform only. A transfer's desks
+  are not checked here (intake knows no desks): routing acts only on a transfer whose ``from_desk_id``
+  holds the contact.
 - A referral id belongs to the organisation that first requested it. The same id from another
   organisation, or from the same one with other content, is a **conflict**; the same content again
   (a re-send under a new event id) is a duplicate.

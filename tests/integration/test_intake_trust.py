@@ -165,3 +165,43 @@ async def test_nul_ids_and_envelope_phone_numbers_are_refused_per_event_and_neve
     records = await read_topic(intake.bootstrap, intake.topic("contact.events"), expect=1, timeout=3)
     assert [e["id"] for e in values(records)] == [good["id"]]
     assert b"1234-5678" not in b"".join(r.value for r in records)
+
+
+def triaged(org, cid, risk="high", *, n=1):
+    return envelope(org, "contact.triaged", f"ev-{org}-{cid}-triaged-{n}", cid,
+                    {"contact_id": cid, "risk": risk, "instrument": "k6"}, at=T0 + timedelta(seconds=20), system="chat")
+
+
+def transferred(org, cid, *, n=1):
+    return envelope(org, "contact.transferred", f"ev-{org}-{cid}-transferred-{n}", cid,
+                    {"contact_id": cid, "from_desk_id": "desk-b-chat", "to_field": "suicidal", "to_channel": "phone"},
+                    at=T0 + timedelta(minutes=3), system="chat")
+
+
+async def test_only_the_owner_triages_and_only_a_desk_routing_gave_the_contact_to_transfers_it(intake):
+    received = contact_received("tel", 3, channel="chat", caller="acct-3")
+    cid = received["data"]["contact_id"]
+    early = await post(intake, "tel", triaged("tel", "c-never-reported"), SINGLE)
+    assert early.status_code == 422
+    assert "no contact with this id" in early.json()["results"][0]["problems"][0]["message"]
+    assert (await post(intake, "tel", [received, triaged("tel", cid)])).json()["accepted"] == 2
+    assert (await post(intake, "npo-b", transferred("npo-b", cid), SINGLE)).status_code == 422  # not its contact yet
+    await publish(intake.bootstrap, intake.topic("routing.decisions"), [
+        decision("assigned", cid, 30, {"desk_id": "desk-b-chat", "organisation_id": "npo-b", "field": "loneliness",
+                                       "reason": "free_line", "channel": "chat", "seat": 1, "seat_capacity": 3}),
+    ])
+
+    async def transfer_accepted() -> bool:
+        return (await post(intake, "npo-b", transferred("npo-b", cid), SINGLE)).status_code == 202
+
+    await until(transfer_accepted, 30, "npo-b's transfer accepted after routing assigned it the contact")
+    # the desk's organisation hands the contact on, but the screening is the owner platform's alone
+    for refused in [await post(intake, "npo-b", triaged("npo-b", cid, "low"), SINGLE),
+                    await post(intake, "npo-a", transferred("npo-a", cid), SINGLE),
+                    await post(intake, "npo-a", triaged("npo-a", cid), SINGLE)]:
+        assert refused.status_code == 422
+        assert refused.json()["results"][0]["problems"][0]["path"] == "data.contact_id"
+    published = values(await read_topic(intake.bootstrap, intake.topic("contact.events"), expect=3, timeout=3))
+    assert [e["type"] for e in published] == ["jp.tsunagu.contact.received.v1", "jp.tsunagu.contact.triaged.v1",
+                                              "jp.tsunagu.contact.transferred.v1"]
+    assert published[2]["source"] == "/partners/npo-b/chat"

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from schemas import validate_event
 from schemas.envelope import looks_like_phone
-from tests.integration.amazon_connect_support import START, counts_from_raw, ctr, generated_ctrs, mapping_doc
+from tests.integration.amazon_connect_support import START, counts_from_raw, ctr, generated_ctrs, mapping_doc, ts
 from tsunagu_connectors import amazon_connect as ac
 from tsunagu_connectors.client import IntakeClient
 
@@ -113,6 +113,49 @@ def test_a_chat_has_no_caller_id_and_a_withheld_number_is_sent_as_withheld():
         assert "caller_id" not in received["data"]
     old_style = answered_call(channel="Voice")  # the older data model pages spell channels "Voice", "Chat"
     assert ac.events_of_ctr(old_style, MAPPING, "npo-a")[0]["data"]["channel"] == "phone"
+
+
+def chat(first_response: datetime | None, **metrics) -> dict:
+    """An answered chat (connected 65 s in) whose record carries Amazon Connect's chat metrics."""
+    record = answered_call(method="API", channel="CHAT", phone=None)
+    contact = {"TotalMessages": 12, **metrics}
+    if first_response is not None:
+        contact["AgentFirstResponseTimestamp"] = ts(first_response)
+    return record | {"ChatMetrics": {"ChatContactMetrics": contact}}
+
+
+def test_a_chat_is_answered_at_the_counsellors_first_response_and_talks_from_there():
+    events = ac.events_of_ctr(chat(T + timedelta(seconds=95)), MAPPING, "npo-a")
+    assert kinds(events) == ["contact.received", "contact.field_selected", "contact.answered", "contact.ended"]
+    assert events[0]["data"]["channel"] == "chat"
+    answered, ended = events[2], events[3]
+    # enqueued at 20 s, the agent took it at 65 s, the first response came at 95 s
+    assert answered["data"]["wait_seconds"] == 75.0
+    assert datetime.fromisoformat(answered["time"]) == datetime.fromisoformat(ts(T + timedelta(seconds=95)))
+    assert ended["data"]["talk_seconds"] == 570.0
+    for e in events:
+        validate_event(e, form="ingress")
+
+
+def test_a_chat_without_chat_metrics_is_answered_when_the_agent_connected():
+    events = ac.events_of_ctr(answered_call(method="API", channel="CHAT", phone=None), MAPPING, "npo-a")
+    assert events[2]["data"]["wait_seconds"] == 45.0 and events[3]["data"]["talk_seconds"] == 600.0
+
+
+def test_a_chat_the_person_left_before_any_first_response_is_abandoned_while_offered():
+    events = ac.events_of_ctr(chat(None), MAPPING, "npo-a")
+    assert kinds(events) == ["contact.received", "contact.field_selected", "contact.abandoned"]
+    assert events[2]["data"]["stage"] == "ringing" and events[2]["data"]["wait_seconds"] == 645.0
+
+
+def test_a_chat_first_response_before_the_agent_connected_is_refused():
+    with pytest.raises(ac.CtrUnmappable, match="first response is before"):
+        ac.events_of_ctr(chat(T + timedelta(seconds=30)), MAPPING, "npo-a")
+
+
+def test_a_voice_call_ignores_chat_metrics():
+    record = answered_call() | {"ChatMetrics": {"ChatContactMetrics": {}}}
+    assert kinds(ac.events_of_ctr(record, MAPPING, "npo-a"))[-1] == "contact.ended"
 
 
 def test_queues_and_agents_map_by_name_or_arn_and_a_default_desk_catches_the_rest():

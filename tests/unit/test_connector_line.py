@@ -340,3 +340,158 @@ def test_send_stops_at_the_first_body_it_cannot_map_and_sends_nothing_after_it(m
 def test_send_exits_1_when_intake_cannot_be_reached_and_keeps_no_conversation(monkeypatch):
     result, _ = send_with(FakeIntake(refuse=True), monkeypatch, str(SAMPLES / "01-message.json"))
     assert result.exit_code == 1 and "01-message.json: 503" in result.output
+
+
+# --- screening answers (postbacks) ----------------------------------------------------------------
+
+TRIAGE = line.config_from({"field": "loneliness", "triage": {"instrument": "k6", "postbacks": {
+    "screening=k6&result=low": "low", "screening=k6&result=imminent": "imminent"}}})
+
+
+def postback(event_id: str, minutes: float, data: str, user: str = USER) -> dict:
+    return {"type": "postback", "mode": "active", "timestamp": T0 + int(minutes * 60_000), "webhookEventId": event_id,
+            "deliveryContext": {"isRedelivery": False}, "source": {"type": "user", "userId": user},
+            "replyToken": "r", "postback": {"data": data}}
+
+
+def test_a_screening_button_in_the_table_triages_the_persons_open_contact_with_its_risk_code():
+    events = map_all([body(message("e1", 0)), body(postback("p1", 2, "screening=k6&result=imminent"))], TRIAGE)
+    assert [short(e) for e in events] == ["contact.received", "contact.field_selected", "contact.triaged"]
+    triaged = events[2]
+    assert triaged["subject"] == events[0]["subject"] and triaged["time"] == "2022-07-07T10:02:00+09:00"
+    assert triaged["data"] == {"contact_id": triaged["subject"], "risk": "imminent", "instrument": "k6"}
+
+
+def test_a_screening_answer_before_any_message_opens_the_contact_it_triages():
+    events = map_all([body(postback("p1", 0, "screening=k6&result=low"))], TRIAGE)
+    assert [short(e) for e in events] == ["contact.received", "contact.field_selected", "contact.triaged"]
+    assert len({e["subject"] for e in events}) == 1
+
+
+def test_postback_data_missing_from_the_table_is_left_aside_and_never_sent():
+    secret = "free=090-1234-5678&note=死にたい"
+    mapped = line.map_webhook(body(postback("p1", 0, secret)), "npo-a", TRIAGE, State())
+    assert (mapped.events, mapped.unmapped, mapped.ignored) == ([], [], 1)
+    events = map_all([body(message("e1", 0), postback("p2", 1, secret))], TRIAGE)
+    assert [short(e) for e in events] == ["contact.received", "contact.field_selected"]
+    assert "1234" not in json.dumps(events) and "死にたい" not in json.dumps(events, ensure_ascii=False)
+
+
+def test_without_a_triage_table_no_postback_is_mapped():
+    events = map_all([body(message("e1", 0), postback("p1", 1, "screening=k6&result=imminent"))])
+    assert "contact.triaged" not in [short(e) for e in events]
+
+
+def with_console(state: State) -> list[dict]:
+    """The with-console sample, in name order: webhook bodies through the receiver's mapping, console
+    files through the console's, on one state."""
+    from tsunagu_connectors.line_console import map_console
+
+    folder = SAMPLES / "with-console"
+    config = line.load_config(folder / "mapping.yaml")
+    events: list[dict] = []
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".json", ".jsonl")):
+        mapped = (map_console if path.suffix == ".jsonl" else line.map_webhook)(path.read_bytes(), "npo-a", config,
+                                                                               state)
+        assert not mapped.unmapped, (path.name, mapped.unmapped)
+        for keep in mapped.commit:
+            keep()
+        events += mapped.events
+    return events
+
+
+def test_sending_the_whole_day_again_repeats_events_never_makes_new_ones():
+    state = State()
+    first = {e["id"]: e for e in with_console(state)}
+    again = with_console(state)
+    assert again and all(first[e["id"]] == e for e in again)  # duplicates at intake, never a conflict
+
+
+def test_a_block_older_than_the_persons_new_conversation_closes_nothing():
+    state = State()
+    unfollow = {"type": "unfollow", "timestamp": T0 + 10 * 60_000, "webhookEventId": "u1",
+                "source": {"type": "user", "userId": USER}}
+    map_all([body(message("e1", 0)), body(unfollow), body(message("e2", 20))], CONSOLE, state)
+    assert map_all([body(unfollow)], CONSOLE, state) == []  # a saved body sent again
+    assert map_all([body(message("e3", 25))], CONSOLE, state) == []  # still the conversation opened at 20
+
+
+def test_every_event_of_the_samples_with_the_console_is_one_the_contract_accepts():
+    from schemas import validate_event
+
+    events = with_console(State())
+    for e in events:
+        validate_event(e, form="ingress")
+    kinds = [short(e) for e in events]
+    # three conversations: one answered, transferred, answered again and ended; two left unanswered
+    assert kinds.count("contact.received") == 3 and kinds.count("contact.abandoned") == 2
+    assert kinds.count("contact.triaged") == kinds.count("contact.transferred") == kinds.count("contact.ended") == 1
+    assert {e["data"]["channel"] for e in events if short(e) == "contact.received"} == {"sns"}
+
+
+# --- the receiver when the console reports first responses ------------------------------------------
+
+CONSOLE = line.config_from({"field": "loneliness", "console": True, "desks": {"seat-1": "npo-a-line-1"}})
+
+
+def answered_by_console(state: State, minutes: float, user: str = USER) -> None:
+    """What ``line console`` keeps once the desk's first response is stored (line_console.py)."""
+    from tsunagu_connectors.line_console import map_console
+
+    at = f"2022-07-07T{10 + int(minutes) // 60:02d}:{int(minutes) % 60:02d}:00+09:00"
+    moment = {"id": f"m-{minutes}", "moment": "answered", "time": at, "user": user, "desk": "seat-1"}
+    mapped = map_console(json.dumps(moment).encode(), "npo-a", CONSOLE, state)
+    assert not mapped.unmapped, mapped.unmapped
+    for keep in mapped.commit:
+        keep()
+
+
+def test_an_unanswered_conversation_left_silent_is_abandoned_when_the_person_writes_again():
+    events = map_all([body(message("e1", 0)), body(message("e2", 10)), body(message("e3", 45))], CONSOLE)
+    assert [short(e) for e in events] == ["contact.received", "contact.field_selected", "contact.abandoned",
+                                          "contact.received", "contact.field_selected"]
+    abandoned = events[2]
+    assert abandoned["subject"] == events[0]["subject"] and abandoned["time"] == "2022-07-07T10:40:00+09:00"
+    assert abandoned["data"]["stage"] == "queue" and abandoned["data"]["wait_seconds"] == 2400.0
+
+
+def test_an_answered_conversation_stays_open_whatever_the_silence():
+    state = State()
+    map_all([body(message("e1", 0))], CONSOLE, state)
+    answered_by_console(state, 3)
+    assert map_all([body(message("e2", 90))], CONSOLE, state) == []
+
+
+def test_blocking_the_account_ends_an_answered_conversation_and_abandons_an_unanswered_one():
+    state = State()
+    other = "U" + "b" * 32
+    map_all([body(message("e1", 0), message("e2", 1, user=other))], CONSOLE, state)
+    answered_by_console(state, 5)
+    unfollows = [{"type": "unfollow", "timestamp": T0 + 20 * 60_000, "webhookEventId": f"u-{who}",
+                  "source": {"type": "user", "userId": who}} for who in (USER, other)]
+    ended, abandoned = map_all([body(*unfollows)], CONSOLE, state)
+    assert short(ended) == "contact.ended" and ended["data"]["talk_seconds"] == 900.0
+    assert ended["data"]["desk_id"] == "npo-a-line-1"
+    assert short(abandoned) == "contact.abandoned" and abandoned["data"]["wait_seconds"] == 1140.0
+    # the next message opens a new contact, with nothing more said of the old ones
+    assert [short(e) for e in map_all([body(message("e3", 25))], CONSOLE, state)] == [
+        "contact.received", "contact.field_selected"]
+
+
+def test_without_the_console_silence_and_blocking_report_nothing_but_new_contacts():
+    unfollow = {"type": "unfollow", "timestamp": T0 + 50 * 60_000, "webhookEventId": "u1",
+                "source": {"type": "user", "userId": USER}}
+    events = map_all([body(message("e1", 0)), body(message("e2", 45)), body(unfollow)])
+    assert "contact.abandoned" not in [short(e) for e in events] and "contact.ended" not in [short(e) for e in events]
+
+
+@pytest.mark.parametrize(("raw", "message_"), [
+    ({"triage": {"postbacks": {"screening=x": "severe"}}}, "triage.postbacks"),
+    ({"triage": {"postbacks": ["screening=x"]}}, "triage"),
+    ({"triage": {"instrument": "k 6", "postbacks": {}}}, "triage.instrument"),
+    ({"console": "yes"}, "console"),
+    ({"desks": {"seat-1": "desk 1"}}, "desks"),
+])
+def test_a_screening_table_console_or_desks_config_that_cannot_be_used_is_refused_at_start(raw, message_):
+    with pytest.raises(ValueError, match=message_):
+        line.config_from(raw)

@@ -129,6 +129,40 @@ def test_a_chat_task_never_sends_its_from_as_a_caller():
     assert data["channel"] == "chat" and data["caller_id"] is None
 
 
+def on_channel(name: str, channel: str) -> dict[str, str]:
+    """A sample callback of the same task, on another TaskChannel (a chat's ``from`` is a handle)."""
+    params = {**sample(name), "TaskChannelUniqueName": channel}
+    if "TaskAttributes" in params:
+        params["TaskAttributes"] = json.dumps({"from": "web-guest-42", "channelType": "web"})
+    return params
+
+
+def test_a_task_on_the_chat_channel_is_a_chat_contact_answered_and_ended_like_a_call():
+    state, events = State(), []
+    for name in ("01-task-created.form", "02-task-queue-entered.form", "04-reservation-accepted.form",
+                 "05-task-wrapup.form"):
+        mapped = twilio.map_callback(on_channel(name, "chat"), "npo-a", CONFIG, state)
+        assert not mapped.unmapped, mapped.unmapped
+        for keep in mapped.commit:
+            keep()
+        events += mapped.events
+    assert [short(e) for e in events] == ["contact.received", "contact.field_selected", "contact.answered",
+                                          "contact.ended"]
+    assert events[0]["data"]["channel"] == "chat" and events[0]["data"]["caller_id"] is None
+    assert events[2]["data"]["wait_seconds"] == 45.0 and events[3]["data"]["talk_seconds"] == 1200.0
+    assert "web-guest" not in json.dumps(events)
+
+
+def test_an_sms_task_is_chat_and_a_partners_own_task_channel_maps_to_sns_by_the_config():
+    sms = twilio.map_callback(on_channel("01-task-created.form", "sms"), "npo-a", CONFIG, State()).events
+    assert sms[0]["data"]["channel"] == "chat" and sms[0]["data"]["caller_id"] is None
+    config = twilio.config_from({"workers": CONFIG.workers, "channels": {"line": "sns"}})
+    own = twilio.map_callback(on_channel("01-task-created.form", "line"), "npo-a", config, State()).events
+    assert own[0]["data"]["channel"] == "sns"
+    video = twilio.map_callback(on_channel("01-task-created.form", "video"), "npo-a", CONFIG, State())
+    assert video.events == [] and "task channel 'video' is not in the config's channels" in str(video.unmapped[0])
+
+
 def test_the_field_comes_from_the_workflow_at_creation_when_the_config_maps_workflows():
     config = twilio.config_from({"workflows": {"Hotline routing": {"field": "suicidal", "menu_position": 2}},
                                  "workers": CONFIG.workers})

@@ -10,7 +10,7 @@ import pytest
 from schemas import validate_event
 from schemas.envelope import looks_like_phone
 from services.intake.domain import Rules, sort_events
-from services.intake.ownership import ContactClaim, ReferralClaim, judge
+from services.intake.ownership import NOT_YET, NOT_YOURS, ContactClaim, ReferralClaim, judge
 from tests.support import T0, contact_received, envelope, field_selected
 from tsunagu.speaker import Speaker
 
@@ -191,3 +191,75 @@ async def test_a_batch_sorted_in_turns_comes_out_as_sorted_at_once():
     in_turns = await sorted_in_turns(raws, RULES, T0, 4, caller=caller, speakers={})
     assert [c.index for c in in_turns.canonical] == [c.index for c in at_once.canonical]
     assert in_turns.refused == at_once.refused and in_turns.copies == at_once.copies == {40: 3}
+
+
+# --- a chat platform's triage and a desk's transfer -----------------------------------------------
+
+
+def triaged(org, cid, risk="high", *, n=1, system="chat"):
+    return envelope(org, "contact.triaged", f"ev-{org}-{cid}-triaged-{n}", cid,
+                    {"contact_id": cid, "risk": risk, "instrument": "k6"}, system=system)
+
+
+def transferred(org, cid, *, n=1, from_desk="desk-1", to_desk="desk-2", system="chat"):
+    return envelope(org, "contact.transferred", f"ev-{org}-{cid}-transferred-{n}", cid,
+                    {"contact_id": cid, "from_desk_id": from_desk, "to_desk_id": to_desk, "to_channel": "phone"},
+                    system=system)
+
+
+def test_the_owner_platform_may_triage_and_transfer_its_contact():
+    cid = "c-chat-1"
+    v = judge(_canonical([triaged("chat", cid), transferred("chat", cid)], "chat"), {cid: ContactClaim("chat")}, {})
+    assert not v.settled and [c.short for c in v.allowed] == ["contact.triaged", "contact.transferred"]
+
+
+def test_a_contact_reported_earlier_in_the_same_request_may_be_triaged_there():
+    received = contact_received("chat", 1, channel="chat")
+    cid = received["data"]["contact_id"]
+    v = judge(_canonical([received, triaged("chat", cid)], "chat"), {}, {})
+    assert not v.settled and len(v.allowed) == 2 and v.new_contacts == {cid: "chat"}
+
+
+def test_the_organisation_holding_the_contact_may_transfer_it_but_never_triage_it():
+    cid = "c-chat-1"
+    claims = {cid: ContactClaim("chat", {"npo-b"})}  # the owner's answer or routing's assignment named npo-b
+    v = judge(_canonical([transferred("npo-b", cid), triaged("npo-b", cid)], "npo-b"), claims, {})
+    assert [c.short for c in v.allowed] == ["contact.transferred"]
+    [refused] = v.settled.values()
+    assert refused.index == 1 and refused.status == "rejected"
+    assert refused.problems[0].path == "data.contact_id" and refused.problems[0].message == NOT_YOURS
+    assert not v.new_grants and not v.new_contacts
+
+
+def test_the_owner_naming_a_desk_organisation_in_its_answer_lets_that_organisation_transfer_in_the_same_request():
+    cid = "c-tel-1"
+    named = answered("tel", 1, "npo-b")
+    v = judge(_canonical([named], "tel", acts_for=["npo-b"]) + _canonical([transferred("npo-b", cid)], "npo-b"),
+              {cid: ContactClaim("tel")}, {})
+    assert not v.settled and v.new_grants == {(cid, "npo-b")}
+
+
+@pytest.mark.parametrize("make", [triaged, transferred])
+def test_an_organisation_with_no_part_in_the_contact_may_neither_triage_nor_transfer_it(make):
+    cid = "c-chat-1"
+    claims = {cid: ContactClaim("chat", {"npo-b"})}
+    v = judge(_canonical([make("npo-c", cid)], "npo-c"), claims, {})
+    assert not v.allowed and v.settled[0].status == "rejected" and v.settled[0].problems[0].message == NOT_YOURS
+
+
+@pytest.mark.parametrize("make", [triaged, transferred])
+def test_a_triage_or_transfer_before_its_contact_is_known_is_refused_to_be_sent_again(make):
+    v = judge(_canonical([make("chat", "c-chat-9")], "chat"), {}, {})
+    assert not v.allowed and not v.new_contacts  # neither claims the contact
+    [o] = v.settled.values()
+    assert o.status == "rejected" and o.problems[0].path == "data.contact_id" and o.problems[0].message == NOT_YET
+
+
+def test_a_triage_instrument_or_a_transfers_desk_cannot_carry_a_phone_number():
+    cid = "c-chat-1"
+    phone_instrument = triaged("chat", cid) | {"data": {"contact_id": cid, "risk": "high",
+                                                         "instrument": "09012345678"}}
+    phone_desk = transferred("chat", cid, n=2, to_desk="0312345678")
+    refused = sort([phone_instrument, phone_desk], "chat", backfill=True).refused
+    assert [o.problems[0].path for o in refused] == ["data.instrument", "data.to_desk_id"]
+    assert "09012345678" not in repr(refused) and "0312345678" not in repr(refused)
