@@ -64,11 +64,33 @@ of a past period has every event time behind the wall clock: nothing of it is to
   (``routing.withdrawn``), its line released, and the contact goes back to its place in the
   queue (it keeps its arrival rank) and is re-routed at once if a line qualifies — to another
   desk of the same tier when one has a free line, else to the same desk again.
-- A line is released by ``contact.ended`` or ``contact.abandoned``; ``contact.answered`` turns a
+- A line or a seat's place is released by ``contact.ended`` or ``contact.abandoned``; ``contact.answered`` turns a
   ringing assignment into a talk (no more ring timeout).
 - Registry versions are effective-dated: at each moment the newest version in effect decides.
   Contacts on a desk that a new version shrinks or removes keep their line until they end; no
   new contact is given to a desk while it holds as many contacts as the version gives it lines.
+
+**Channels.** A contact keeps the channel it arrived on (``contact.received``), until a transfer moves
+it. A call takes a phone line (``lines``); on a ``blended`` desk, when no line is free, a seat holding
+nothing, whole. A chat or SNS contact takes a seat (``seats``) of a desk whose ``seat_channels`` has its
+channel: the least-loaded seat with room, the lowest number among equals, never more than the desk's
+``conversations_per_seat`` on one seat, and never beside a call. Queues are per field and channel (a call
+waits for a line, a chat for a seat), ordered across them by the same key, so a blended desk takes the
+best-ranked contact of either. The text channels have their own clock (``rules.channels``): their
+overflow wait and their offer timeout (no first response by then: ``routing.withdrawn``, reason
+``offer_timeout``) are minutes where a call's are seconds.
+
+**Triage.** ``contact.triaged`` gives a contact a risk level; a queue is ordered by triaged risk
+(imminent, high, medium — and not triaged, an unknown risk being no reassuring one —, low, none), then
+priority, then arrival. A late triage moves a waiting contact at once. A contact triaged imminent may
+also take a desk configured ``imminent: true``, whatever its field, and such a desk is offered first.
+
+**Transfer.** ``contact.transferred`` hands a ringing or talking contact on, but only from the desk that
+holds it and only when the desk's organisation or the platform that reported the contact sends it
+(``apply(..., sender=)``): its place there is released, it queues again with its first arrival rank (its
+place), on its new channel and field, and is offered to the desk named — only that desk until its
+overflow wait has passed, then its field's desks too — or to its field's desks. The assignment says
+``reason: transferred``; an answer ends the search for the named desk.
 
 **Modules.** ``board`` (the ``Board``: registry, queries, ``apply``, the contact events, persistence),
 ``state`` (what the board holds: registry lookups, free lines, queues, pending timers), ``streams``
