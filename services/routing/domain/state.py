@@ -97,26 +97,33 @@ class BoardState(Streams):
     def place_for(self, desk: Desk, channel: str) -> int | None:
         """Where the desk would put a contact of ``channel`` now: 0 for a phone line, a seat number, or
         None when it has no room. A call takes a free line, else (blended desks) a seat holding nothing;
-        a chat takes the least-loaded seat with room (the lowest number among equals)."""
+        a chat takes the least-loaded seat with room (the lowest number among equals). The cost follows
+        the seats in use, not the seats the desk has."""
         if channel == "phone":
             if desk.lines > self.on_lines.get(desk.id, 0):
                 return 0
-            if not desk.blended or not desk.seats:
-                return None
-            loads = self.seat_load.get(desk.id, {})
-            calls = self.seat_calls.get(desk.id, ())
-            return next((k for k in range(1, desk.seats + 1) if not loads.get(k) and k not in calls), None)
+            return self._empty_seat(desk) if desk.blended else None
         if not desk.seats or channel not in desk.seat_channels:
             return None
+        empty = self._empty_seat(desk)
+        if empty is not None:
+            return empty
+        loads = self.seat_load.get(desk.id, {})
+        best = min(((load, k) for k, load in loads.items() if k <= desk.seats and load < desk.conversations_per_seat),
+                   default=None)
+        return best[1] if best is not None else None
+
+    def _empty_seat(self, desk: Desk) -> int | None:
+        """The lowest-numbered seat holding nothing, if any."""
         loads = self.seat_load.get(desk.id, {})
         calls = self.seat_calls.get(desk.id, ())
-        best: int | None = None
-        best_load = desk.conversations_per_seat
-        for k in range(1, desk.seats + 1):
-            load = loads.get(k, 0)
-            if load < best_load and k not in calls:
-                best, best_load = k, load
-        return best
+        used = sum(1 for k in loads if k <= desk.seats) + sum(1 for k in calls if k <= desk.seats)
+        if used >= desk.seats:
+            return None
+        k = 1
+        while k in loads or k in calls:
+            k += 1
+        return k
 
     def occupy(self, c: Contact, desk_id: str, seat: int) -> None:
         """``c`` takes a place at the desk: a line (seat 0) or the seat ``seat``."""
