@@ -9,7 +9,10 @@
    broker reads its newest records slowly),
 3. prints what metrics counted for each beside the published figures, and the Erlang-A plan of
    lines needed for an 80 % answer rate (from the trial-1 replay's own figures),
-4. leaves the stack running (``--stop`` stops it) with the URLs to query.
+4. replays ``scenarios/sns-week.yaml`` (a local platform's phone line and its LINE window, a week) the
+   same way and prints phone and SNS side by side — the simulator's truth beside what metrics counted:
+   attempts, connected (a chat's first response), time to first response, left before it, hand-overs,
+5. leaves the stack running (``--stop`` stops it) with the URLs to query.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tsunagu.settings import Settings
 from tsunagu_tools import stack
 from tsunagu_tools.reports import capacity_plan
 from tsunagu_tools.simulate.cli import replay_stack
-from tsunagu_tools.simulate.report import metrics_figures, period_of, side_by_side
+from tsunagu_tools.simulate.report import channel_table, differences, metrics_figures, period_of, side_by_side
 from tsunagu_tools.simulate.scenario import ROOT, load_scenario
 
 REPLAYS = [
@@ -34,6 +37,7 @@ REPLAYS = [
     ("trial1-pooled.yaml", "tsunagu pooled (same lines)"),
 ]
 HEADLINE = ("loneliness", "suicidal", "hardship", "women_dv", "under18")
+CHANNELS = ("sns-week.yaml", "電話とLINE / phone and LINE")
 
 
 def run_demo(settings: Settings, *, stop: bool = False, days: float | None = None, fresh: bool = False) -> None:
@@ -81,6 +85,7 @@ def run_demo(settings: Settings, *, stop: bool = False, days: float | None = Non
     console.print(table)
     first = truths[0]
     console.print(f"  full plan: tsunagu plan --from {first.start.isoformat()} --to {first.end.isoformat()}")
+    replay_channels(console, settings, runtime.embedded_broker, days)
 
     if stop:
         stack.down(settings, echo=lambda line: console.print(f"  {line}"))
@@ -95,3 +100,30 @@ def run_demo(settings: Settings, *, stop: bool = False, days: float | None = Non
                   f"  curl -H 'Authorization: Bearer …' {urls['routing']}/v1/desks\n"
                   f"  open {urls['intake']}/docs · {urls['metrics']}/docs · {urls['referral']}/docs\n"
                   "  tsunagu status · tsunagu logs routing · tsunagu down")
+
+
+def replay_channels(console: Console, settings: Settings, embedded_broker: bool, days: float | None) -> None:
+    """The phone line and the LINE window of one local platform, a week through the same services:
+    phone and SNS side by side, the simulator's truth beside metrics' count."""
+    name, label = CHANNELS
+    path = ROOT / "scenarios" / name
+    if embedded_broker:
+        console.print("\n  restarting the services on an empty embedded broker (PostgreSQL kept)")
+        stack.fresh_broker(settings, echo=lambda line: console.print(f"    {line}"), replay=True)
+    console.print(f"\n[bold]{label}[/bold]: {load_scenario(path).label}")
+    truth, report = replay_stack(path, days=days, label=name.removesuffix(".yaml"))
+    console.print(f"  {truth.describe()}; period {truth.start:%Y-%m-%d %H:%M} → {truth.end:%m-%d %H:%M}")
+    expected, counted = truth.figures(), metrics_figures(report)
+    console.print(channel_table([("真値 truth", expected), ("集計 metrics", counted)],
+                                "電話とLINE相談 / phone and LINE, one week"))
+    for channel, g in expected["by_channel"].items():
+        if g.get("answered_after_leaving"):
+            console.print(f"  {channel}: {g['answered_after_leaving']} first responses reached someone who had already "
+                          "left without a word (counted connected, as the platforms count them)")
+    scenario = load_scenario(path)
+    if scenario.chat is not None and scenario.chat.reference:
+        console.print(f"  published reference: {scenario.chat.reference}")
+    diff = differences(expected, counted)
+    if diff:
+        console.print("[red]  metrics differs from the simulator's truth:[/red]\n    " + "\n    ".join(diff))
+    console.print(f"  tsunagu report --from {truth.start.isoformat()} --to {truth.end.isoformat()}")

@@ -64,7 +64,7 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
 ) -> None:
     """Replay a scenario (callers, telephony, counsellors, receivers) through the stack's public interfaces."""
-    from tsunagu_tools.simulate.report import differences, metrics_figures, side_by_side
+    from tsunagu_tools.simulate.report import channel_table, differences, metrics_figures, side_by_side
 
     try:
         sc = load_scenario(scenario, seed=seed, days=days)
@@ -92,7 +92,10 @@ def simulate(
         columns = [("simulator 真値 truth", figures)]
         if counted is not None:
             columns.append(("metrics 集計 counted", counted))
-        console.print(side_by_side(columns, sc.published.model_dump() if sc.published.attempts else None))
+        published = sc.published.model_dump() if sc.published.attempts else None
+        console.print(side_by_side(columns, published) if published else side_by_side(columns, title=sc.label))
+        if len(figures["by_channel"]) > 1:  # phone beside chat/SNS
+            console.print(channel_table(columns, "チャネル別 / by channel"))
         console.print(f"period {truth.start.isoformat()} → {truth.end.isoformat()}  run {truth.run}  "
                       f"({truth.describe()})")
         if counted is not None:

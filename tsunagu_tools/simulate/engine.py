@@ -30,6 +30,20 @@ It waits only when more than ``AHEAD_LIMIT`` predictions are still unconfirmed, 
 until all are. A prediction routing never made, or a decision it made that was not predicted, is
 counted ``unmatched`` — and the replay's report check then fails, as it should.
 
+**Chat and SNS** (a scenario's ``chat:``). A chat user opens the talk (``contact.received`` with the
+window's channel), writes a first message after a typing delay (``contact.field_selected``: the
+conversation queues), and the platform's screening result follows (``contact.triaged``, some of it
+late). Routing offers the conversation to a seat (``routing.assigned`` names the seat); the
+counsellor's first response, slower at a seat already holding conversations, is ``contact.answered``
+(its ``wait_seconds``: time to the first response), or routing withdraws the offer after its offer
+timeout. A user waits minutes, not seconds, and leaves without a word: the platform reports
+``contact.abandoned`` only after its inactivity timeout — and a counsellor who responds before
+that answers someone already gone (counted connected, as the platform counts it; the ground truth
+marks it). Some conversations are handed to the phone desk (``contact.transferred`` with
+``to_channel: phone``); the phone desk's pick-up is a second ``contact.answered``. The seat's room
+is routing's business: the engine only keeps count of the conversations it has put on each seat,
+for their timing. The lookahead is the shorter of the pick-up delay and the first response.
+
 The in-process dry run uses the model as the router (its decisions are the real ones): the same
 engine, no I/O — for fitting a scenario quickly. Published figures come from the real services.
 """
@@ -51,6 +65,8 @@ from schemas import (
     ContactEnded,
     ContactFieldSelected,
     ContactReceived,
+    ContactTransferred,
+    ContactTriaged,
 )
 from schemas.timezone import JST
 from services.routing.domain.board import Board
@@ -58,7 +74,7 @@ from services.routing.domain.records import Decision
 from tsunagu_tools.simulate.router import PLATFORM, DryRouter, Outgoing, Router, Seen
 from tsunagu_tools.simulate.scenario import Scenario
 from tsunagu_tools.simulate.truth import Fate, GroundTruth
-from tsunagu_tools.simulate.world import MAX_RINGS, Plan, build_plans
+from tsunagu_tools.simulate.world import MAX_RINGS, Plan, build_chat_plans, build_plans
 
 # Run ahead (pipeline): how many predictions may wait for routing's confirmation before the engine
 # waits, and how long routing may go without confirming any before the replay gives up.
@@ -66,8 +82,8 @@ AHEAD_LIMIT = 4000
 STALL_S = 60.0
 
 
-def _key(d: Seen) -> tuple[str, str, str | None, float]:
-    return (d.kind, d.contact_id, d.desk_id, round(d.at, 3))
+def _key(d: Seen) -> tuple[str, str, str | None, float, int | None]:
+    return (d.kind, d.contact_id, d.desk_id, round(d.at, 3), d.seat)
 
 
 @dataclass
@@ -78,6 +94,15 @@ class _State:
     offers: int = 0
     token: int = 0  # invalidates a scheduled answer when the ring is withdrawn
     desk: tuple[str, str] | None = None
+    # a chat's: the seat holding it, the conversations there with it, when the person left without a
+    # word, the first response, the hand-over to the phone, the phone desk and its offers
+    seat: tuple[str, int] | None = None
+    load: int = 1
+    gone_at: float | None = None
+    answered_at: float = 0.0
+    transfer_at: float = 0.0
+    chat_desk: str | None = None
+    phone_offers: int = 0
 
 
 class Engine:
@@ -98,16 +123,23 @@ class Engine:
         self.desk_organisations = sorted(o.id for o in registry.organisations)
         self.model = Board([registry])
         menu = {field.value: key for key, field in registry.menu.items()}
-        self.plans = build_plans(scenario, run, menu)
+        self.plans = build_plans(scenario, run, menu) + build_chat_plans(scenario, run, menu)
         self.lookahead = scenario.platform.pickup_s[0]
         if self.lookahead <= 0:
             raise ValueError("platform.pickup_s must start above 0 s: it is the replay's lookahead")
+        if scenario.chat is not None:
+            self.lookahead = min(self.lookahead, scenario.chat.first_response_s[0])
+            if self.lookahead <= 0:
+                raise ValueError("chat.first_response_s must start above 0 s: it is the replay's lookahead")
+        self._seat_load: Counter[tuple[str, int]] = Counter()  # conversations the engine put on each seat
+        # a first response later than this never comes: routing has withdrawn the offer by then
+        self._offer_timeout_s = registry.rules.offer_timeout(scenario.chat.channel) if scenario.chat else 0.0
         self.speed = speed
         self.progress = progress
         self.batch = batch
         self.pipeline = pipeline
-        self._expected: Counter[tuple[str, str, str | None, float]] = Counter()  # predicted, not yet seen
-        self._surprises: Counter[tuple[str, str, str | None, float]] = Counter()  # seen, not (yet) predicted
+        self._expected: Counter[tuple[str, str, str | None, float, int | None]] = Counter()  # predicted, not seen
+        self._surprises: Counter[tuple[str, str, str | None, float, int | None]] = Counter()  # seen, not predicted
         self.truth = GroundTruth(scenario.name, run, self.start, self.end, self.version)
         self._heap: list[tuple[float, int, str, str, Any]] = []
         self._seq = 0
@@ -139,13 +171,15 @@ class Engine:
         for d in decisions:
             self._model_n += 1
             seen = Seen(f"model-{self._model_n}", d.kind, d.contact_id, d.at.timestamp() - self.t0,
-                        getattr(d.data, "desk_id", None), getattr(d.data, "organisation_id", None))
+                        getattr(d.data, "desk_id", None), getattr(d.data, "organisation_id", None),
+                        getattr(d.data, "seat", None))
             self._model_out.append(seen)
             if d.kind == "routing.assigned":
                 self._predicted[d.contact_id] = seen.at
 
-    def _emit_contact(self, kind: str, t: float, model_data: Any, wire: dict[str, Any], cid: str, step: str) -> None:
-        envelope = self._envelope(PLATFORM, "telephony", kind, f"{cid}-{step}", cid, t, wire)
+    def _emit_contact(self, kind: str, t: float, model_data: Any, wire: dict[str, Any], cid: str, step: str,
+                      system: str = "telephony") -> None:
+        envelope = self._envelope(PLATFORM, system, kind, f"{cid}-{step}", cid, t, wire)
         self._buffer.append(Outgoing(PLATFORM, envelope))
         self._sent_until = max(self._sent_until, t)
         self._model(self.model.apply(kind, self.at(t), model_data))
@@ -156,7 +190,8 @@ class Engine:
         wall0 = time.perf_counter()
         for plan in self.plans:
             self._states[plan.contact_id] = _State(plan)
-            self.truth.fates[plan.contact_id] = Fate(plan.contact_id, plan.field)
+            self.truth.fates[plan.contact_id] = Fate(plan.contact_id, plan.field,
+                                                     channel=plan.chat.channel if plan.chat else "phone")
             self._push(plan.arrive, "arrive", plan.contact_id)
         last_progress = -1.0
         while self._heap:
@@ -339,6 +374,10 @@ class Engine:
         self.truth.decisions += 1
         if d.kind == "routing.assigned":
             self._predicted.pop(d.contact_id, None)
+        if s.plan.chat is not None:
+            self._on_chat_decision(s, d)
+            return
+        if d.kind == "routing.assigned":
             if s.status != "waiting":
                 return
             s.status = "ringing"
@@ -356,6 +395,60 @@ class Engine:
         elif d.kind == "routing.withdrawn" and s.status == "ringing":
             s.status = "waiting"
             s.token += 1
+
+    def _on_chat_decision(self, s: _State, d: Seen) -> None:
+        """A chat offered to a seat (its first response drawn, slower at a fuller seat) or withdrawn; a
+        handed-over chat offered to a phone line (picked up after a ring) or withdrawn."""
+        chat = s.plan.chat
+        assert chat is not None
+        cid = d.contact_id
+        if d.kind == "routing.assigned" and s.status == "waiting":
+            s.status = "offered"
+            s.desk = (d.desk_id or "", d.organisation_id or "")
+            s.seat = (d.desk_id or "", d.seat or 0)
+            self._seat_load[s.seat] += 1
+            s.load = self._seat_load[s.seat]
+            delay, responded = chat.responses[min(s.offers, MAX_RINGS - 1)]
+            s.offers += 1
+            self.truth.fates[cid].offers = s.offers
+            s.token += 1
+            delay *= self._slower(s.load)
+            if responded and delay < self._offer_timeout_s:
+                self._push_reaction(d.at + delay, "c_respond", cid, s.token)
+        elif d.kind == "routing.assigned" and s.status == "transferring":
+            s.status = "phone_ringing"
+            s.desk = (d.desk_id or "", d.organisation_id or "")
+            ring_s, picked = s.plan.rings[min(s.phone_offers, MAX_RINGS - 1)]
+            s.phone_offers += 1
+            s.token += 1
+            if picked:
+                self._push_reaction(d.at + ring_s, "c_phone_answer", cid, s.token)
+        elif d.kind == "routing.withdrawn" and s.status == "offered":
+            s.status = "waiting"
+            s.token += 1
+            self._free_seat(s)
+        elif d.kind == "routing.withdrawn" and s.status == "phone_ringing":
+            s.status = "transferring"
+            s.token += 1
+
+    def _push_reaction(self, due: float, kind: str, cid: str, token: int) -> None:
+        """A reaction to a decision, at its time — or at once, counted late, if the replay is past it."""
+        if due < self._sent_until:
+            self.truth.late += 1
+            due = self._sent_until
+        self._push(due, kind, cid, token)
+
+    def _slower(self, load: int) -> float:
+        """How much slower a counsellor writes at a seat holding ``load`` conversations (this one included)."""
+        chat = self.scenario.chat
+        return 1.0 + (chat.slowdown_per_conversation if chat else 0.0) * max(0, load - 1)
+
+    def _free_seat(self, s: _State) -> None:
+        if s.seat is not None:
+            self._seat_load[s.seat] -= 1
+            if self._seat_load[s.seat] <= 0:
+                del self._seat_load[s.seat]
+            s.seat = None
 
     def _on_referral(self, ev: dict[str, Any]) -> None:
         data = ev.get("data", {})
@@ -384,7 +477,9 @@ class Engine:
         s = self._states[cid]
         p = s.plan
         fate = self.truth.fates[cid]
-        if kind == "arrive":
+        if p.chat is not None and kind not in ("record", "receiver"):
+            self._act_chat(t, kind, cid, s, fate, arg)
+        elif kind == "arrive":
             self.truth.caller_ids.add(p.caller_id)
             self._emit_contact("contact.received", t, ContactReceived(contact_id=cid, channel="phone",
                                                                       prefecture=p.region),
@@ -430,6 +525,133 @@ class Engine:
             ok = await self.router.receiver_action(rid, receiver, action, body)
             if ok and action == "acknowledge":
                 self.truth.acknowledged += 1
+
+    # --- the chat users, the platform, the counsellors at the keyboard --------------------------
+
+    def _act_chat(self, t: float, kind: str, cid: str, s: _State, fate: Fate, arg: Any) -> None:
+        p, chat = s.plan, self.scenario.chat
+        assert p.chat is not None and chat is not None
+        if kind == "arrive":
+            self.truth.caller_ids.add(p.caller_id)
+            self._emit_chat("contact.received", t, ContactReceived(contact_id=cid, channel=p.chat.channel,
+                                                                   prefecture=p.region),
+                            {"contact_id": cid, "channel": p.chat.channel, "caller_id": p.caller_id,
+                             "region": p.region}, cid, "received")
+            if p.chat.silent:  # opens the talk, never writes: the platform gives up after its inactivity timeout
+                self._push(t + chat.inactivity_timeout_s, "c_silent", cid)
+            else:
+                self._push(t + p.chat.typing_s, "c_message", cid)
+        elif kind == "c_silent":
+            s.status, fate.outcome = "done", "ivr"
+            wire = {"contact_id": cid, "stage": "ivr", "wait_seconds": round(t - p.arrive, 3)}
+            self._emit_chat("contact.abandoned", t, ContactAbandoned(**wire), wire, cid, "abandoned")
+        elif kind == "c_message":
+            s.status, s.selected_at = "waiting", t
+            wire = {"contact_id": cid, "field": p.field, "menu_position": p.menu_key}
+            self._emit_chat("contact.field_selected", t, ContactFieldSelected(**wire), wire, cid, "field")
+            self._push(t + p.patience_s, "c_leave", cid)
+            if p.chat.triage is not None:
+                self._push(t + p.chat.triage[0], "c_triage", cid)
+        elif kind == "c_triage":
+            self._triage(t, cid, s)
+        elif kind == "c_leave":
+            s.gone_at = t  # nobody sees it: the platform notices after its inactivity timeout
+            if s.status in ("waiting", "offered"):
+                self._push(t + chat.inactivity_timeout_s, "c_report", cid)
+        elif kind == "c_report":
+            self._reported_gone(t, cid, s, fate)
+        else:
+            self._conversation(t, kind, cid, s, fate, arg)
+
+    def _emit_chat(self, kind: str, t: float, model_data: Any, wire: dict[str, Any], cid: str, step: str) -> None:
+        self._emit_contact(kind, t, model_data, wire, cid, step, system="line")
+
+    def _triage(self, t: float, cid: str, s: _State) -> None:
+        if s.status == "done" or s.plan.chat is None or s.plan.chat.triage is None:
+            return
+        wire: dict[str, Any] = {"contact_id": cid, "risk": s.plan.chat.triage[1]}
+        instrument = self.scenario.chat.triage.instrument if self.scenario.chat else None
+        if instrument:
+            wire["instrument"] = instrument
+        self._emit_chat("contact.triaged", t, ContactTriaged(**wire), wire, cid, "triaged")
+
+    def _reported_gone(self, t: float, cid: str, s: _State, fate: Fate) -> None:
+        """The platform's inactivity timeout: a user who left before any first response is abandoned."""
+        if s.status not in ("waiting", "offered"):
+            return
+        stage = "ringing" if s.status == "offered" else "queue"
+        self._free_seat(s)
+        s.status, fate.outcome, fate.wait_s = "done", stage, round(t - s.selected_at, 3)
+        wire = {"contact_id": cid, "stage": stage, "wait_seconds": fate.wait_s}
+        self._emit_chat("contact.abandoned", t, ContactAbandoned(**wire), wire, cid, "abandoned")
+
+    def _conversation(self, t: float, kind: str, cid: str, s: _State, fate: Fate, token: Any) -> None:
+        """The first response, the conversation, the hand-over to the phone and the end (a response or a
+        pick-up with an old ``token`` was meant for an offer routing has withdrawn since)."""
+        p, chat = s.plan, self.scenario.chat
+        assert p.chat is not None and chat is not None
+        if kind == "c_respond":
+            if s.status != "offered" or token != s.token or s.desk is None:
+                return
+            s.status, s.answered_at = "talking", t
+            desk, org = s.desk
+            s.chat_desk = desk
+            fate.outcome, fate.desk_id, fate.organisation_id = "answered", desk, org
+            fate.wait_s = round(t - s.selected_at, 3)
+            wire = {"contact_id": cid, "desk_id": desk, "organisation_id": org, "wait_seconds": fate.wait_s}
+            self._emit_chat("contact.answered", t, ContactAnswered(**wire), wire, cid, "answered")
+            if s.gone_at is not None:  # nobody reads it: the platform closes the talk after its timeout
+                fate.gone = True
+                self._push(t + chat.inactivity_timeout_s, "c_end", cid)
+                return
+            length = p.chat.conversation_s * self._slower(s.load)
+            after = p.chat.transfer_after_s
+            if after is not None and after < length:
+                self._push(t + after, "c_transfer", cid)
+            else:
+                self._push(t + length, "c_end", cid)
+        elif kind == "c_transfer" and s.status == "talking":
+            self._hand_over(t, cid, s, fate)
+        elif kind == "c_phone_answer":
+            if s.status != "phone_ringing" or token != s.token or s.desk is None:
+                return
+            s.status = "phone_talking"
+            desk, org = s.desk
+            wire = {"contact_id": cid, "desk_id": desk, "organisation_id": org,
+                    "wait_seconds": round(t - s.transfer_at, 3)}
+            self._emit_contact("contact.answered", t, ContactAnswered(**wire), wire, cid, "answered-phone")
+            s.transfer_at = t  # the phone desk's part of the talk runs from here
+            self._push(t + p.talk_s, "c_end", cid)
+        elif kind == "c_end" and s.status in ("talking", "phone_talking"):
+            self._end(t, cid, s, fate, s.desk[0] if s.desk else None,
+                      t - (s.transfer_at if s.status == "phone_talking" else s.answered_at))
+        elif kind == "c_transfer_giveup" and s.status in ("transferring", "phone_ringing"):
+            # the person gave up waiting for the phone counsellor: the chat desk closes the conversation
+            self._end(t, cid, s, fate, s.chat_desk, t - s.transfer_at)
+
+    def _hand_over(self, t: float, cid: str, s: _State, fate: Fate) -> None:
+        transfer = self.scenario.chat.transfer if self.scenario.chat else None
+        assert transfer is not None and s.chat_desk is not None
+        wire: dict[str, Any] = {"contact_id": cid, "from_desk_id": s.chat_desk, "to_channel": "phone"}
+        if transfer.to_desk is not None:
+            wire["to_desk_id"] = transfer.to_desk
+        if transfer.to_field is not None:
+            wire["to_field"] = transfer.to_field
+        self._free_seat(s)
+        s.status, s.transfer_at, fate.transferred = "transferring", t, True
+        self._emit_chat("contact.transferred", t, ContactTransferred(**wire), wire, cid, "transferred")
+        self._push(t + transfer.patience_s, "c_transfer_giveup", cid)
+
+    def _end(self, t: float, cid: str, s: _State, fate: Fate, desk: str | None, part_s: float) -> None:
+        """The conversation ends (``talk_seconds``: the ending desk's part); a record follows unless
+        nobody was there."""
+        self._free_seat(s)
+        s.status = "done"
+        fate.talk_s = round(t - s.answered_at, 3)
+        wire: dict[str, Any] = {"contact_id": cid, "talk_seconds": round(max(0.0, part_s), 3), "desk_id": desk}
+        self._emit_chat("contact.ended", t, ContactEnded(**wire), wire, cid, "ended")
+        if not fate.gone:
+            self._push(t + s.plan.wrapup_s, "record", cid)
 
     def _record(self, t: float, s: _State, fate: Fate) -> None:
         c = s.plan.consultation

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-PLATFORM = "tel-platform"  # the telephony platform partner: IVR, call events, heartbeats
+PLATFORM = "tel-platform"  # the platform partner: IVR, call events, heartbeats, its chat window's events
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Seen:
     at: float  # seconds from the replay's start
     desk_id: str | None = None
     organisation_id: str | None = None
+    seat: int | None = None  # the seat of a chat/SNS assignment (routing.assigned); None on a phone line
 
 
 class Router(Protocol):

@@ -1,5 +1,6 @@
 """A replay scenario: who calls (demand), what the telephony platform does, which desks answer
-under which routing rules, how counsellors and receivers behave, and the seed.
+under which routing rules, how counsellors and receivers behave, and the seed — and, optionally,
+the chat/SNS users of a text window beside the phone line (``chat:``, see ``Chat``).
 
 A scenario is a YAML file (see ``scenarios/``); ``load_scenario`` validates it and resolves the
 desk registry it names (``desks:``, a registry version file like ``config/trial1.yaml``, relative
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -103,6 +104,108 @@ class Counsellors(Closed):
         return float(self.talk_s.get(field, self.talk_s.get("default", 1200.0)))
 
 
+class Triage(Closed):
+    """The platform's screening (codes only): how many are screened, when the result comes, the risk."""
+
+    share: float = Field(0.8, ge=0, le=1, description="share of chat users whose screening result is reported")
+    after_s: Range = Field((30.0, 180.0), description="first message to the screening result (uniform)")
+    late_share: float = Field(0.2, ge=0, le=1, description="share of results that come late (late_after_s)")
+    late_after_s: Range = Field((300.0, 1200.0), description="first message to a late result (uniform)")
+    instrument: str | None = Field(None, description="the screening questionnaire's code, if the platform names it")
+    risk: dict[str, Weights] = Field(
+        {"default": {"none": 20, "low": 40, "medium": 30, "high": 9, "imminent": 1}},
+        description="risk level weights by field ('default' for the rest)")
+
+    @model_validator(mode="after")
+    def _codes(self) -> Triage:
+        _known(dict.fromkeys(self.risk, 1.0), FieldCode, "chat.triage.risk")
+        for weights in self.risk.values():
+            _known(weights, RiskLevel, "chat.triage.risk")
+        return self
+
+
+class Transfer(Closed):
+    """Chats a counsellor hands on to the phone desk (``contact.transferred`` with ``to_channel: phone``)."""
+
+    share_by_risk: Weights = Field({}, description="chance an answered chat is handed to the phone, by its risk")
+    after_s: Range = Field((600.0, 1800.0), description="first response to the hand-over (uniform)")
+    to_desk: str | None = Field(None, description="the phone desk taking it (to_desk_id)")
+    to_field: str | None = Field(None, description="or the field whose desks take it (to_field)")
+    patience_s: float = Field(600.0, gt=0, description="the person waits this long for the phone counsellor, "
+                              "then the conversation ends")
+
+    @model_validator(mode="after")
+    def _target(self) -> Transfer:
+        _known(self.share_by_risk, RiskLevel, "chat.transfer.share_by_risk")
+        if self.share_by_risk and self.to_desk is None and self.to_field is None:
+            raise ValueError("chat.transfer: name to_desk or to_field")
+        if self.to_field is not None:
+            _known({self.to_field: 1.0}, FieldCode, "chat.transfer.to_field")
+        return self
+
+
+class Chat(Closed):
+    """The users of a chat/SNS window: arrivals, typing, patience measured in minutes, leaving without a
+    word, the platform's screening, the counsellors' first response and conversations at a seat holding
+    several, and hand-overs to the phone desk."""
+
+    channel: Literal["chat", "sns"] = Field("sns", description="the contacts' channel (LINE is sns)")
+    attempts: int | None = Field(None, ge=0, le=2_000_000, description="conversations opened (exactly this many)")
+    share: float | None = Field(None, ge=0, le=100, description="or: this many per phone call attempt")
+    hourly: Annotated[tuple[float, ...], Field(min_length=24, max_length=24)] = Field(
+        (1.0,) * 24, description="relative arrival rate by hour of day (JST, 0-23)")
+    repeat_share: float = Field(0.3, ge=0, lt=1, description="share of conversations opened by a returning user")
+    fields: Weights = Field(description="field mix (the window's menu or the account's field)")
+    typing_s: Range = Field((20.0, 120.0), description="opening the talk to the first message (uniform)")
+    silent_share: float = Field(0.0, ge=0, le=1, description="share who open the talk and never write")
+    patience_s: Weights = Field({"default": 900.0}, description="mean wait (exponential) before leaving, by field")
+    inactivity_timeout_s: float = Field(
+        600.0, gt=0, description="the platform reports a silent user gone after this long without activity")
+    triage: Triage = Triage()
+    first_response_s: Range = Field((20.0, 90.0), description="offered to a seat to the counsellor's first "
+                                    "response, at a seat holding only this conversation (uniform; > 0); one later "
+                                    "than routing's offer timeout never comes: the offer is withdrawn first")
+    no_response: float = Field(0.0, ge=0, le=1, description="share of offers with no first response before the "
+                               "offer timeout (routing withdraws them)")
+    conversation_s: Weights = Field({"default": 3600.0}, description="mean conversation (log-normal) by field, "
+                                    "at a seat holding only this one")
+    conversation_sigma: float = Field(0.5, gt=0, le=2, description="log-normal sigma of the conversation")
+    slowdown_per_conversation: float = Field(
+        0.25, ge=0, le=2, description="each further conversation the seat holds lengthens the first response and "
+        "the conversation by this fraction")
+    transfer: Transfer = Transfer()
+    reference: str = Field("", description="a published figure to read the replay beside (printed by the demo)")
+    age_bands: Weights | None = Field(None, description="age bands of chat consultations (else the counsellors')")
+    categories: Weights | None = Field(None, description="consultation types of chats (else the counsellors')")
+
+    @model_validator(mode="after")
+    def _codes(self) -> Chat:
+        _known(self.fields, FieldCode, "chat.fields")
+        _known(self.patience_s, FieldCode, "chat.patience_s")
+        _known(self.conversation_s, FieldCode, "chat.conversation_s")
+        if self.age_bands is not None:
+            _known(self.age_bands, AgeBand, "chat.age_bands")
+        if self.categories is not None:
+            _known(self.categories, ConsultationCategory, "chat.categories")
+        if not any(self.fields.values()):
+            raise ValueError("chat.fields: at least one field needs a weight")
+        if (self.attempts is None) == (self.share is None):
+            raise ValueError("chat: give attempts or share (per phone call attempt), not both")
+        return self
+
+    def count(self, phone_attempts: int) -> int:
+        return self.attempts if self.attempts is not None else round((self.share or 0.0) * phone_attempts)
+
+    def patience(self, field: str) -> float:
+        return float(self.patience_s.get(field, self.patience_s.get("default", 900.0)))
+
+    def conversation(self, field: str) -> float:
+        return float(self.conversation_s.get(field, self.conversation_s.get("default", 3600.0)))
+
+    def risk_weights(self, field: str) -> dict[str, float]:
+        return self.triage.risk.get(field, self.triage.risk.get("default", {"medium": 1.0}))
+
+
 class Receivers(Closed):
     """Receiving agencies working their referrals through the referral API."""
 
@@ -141,6 +244,7 @@ class Scenario(Closed):
     platform: Platform = Platform()
     counsellors: Counsellors
     receivers: Receivers = Receivers()
+    chat: Chat | None = Field(None, description="a chat/SNS window's users beside the callers (none: phone only)")
     published: Published = Published()
     path: Path | None = Field(None, exclude=True)
 
@@ -202,6 +306,9 @@ def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
         # A shorter (or longer) replay of the same demand: the attempts scale with the days.
         scale = float(overrides["days"]) / float(document.get("days", 7.0))
         document["demand"] = {**document["demand"], "attempts": max(1, round(document["demand"]["attempts"] * scale))}
+        chat = document.get("chat")
+        if chat is not None and chat.get("attempts") is not None and overrides.get("chat") is None:
+            document["chat"] = {**chat, "attempts": round(chat["attempts"] * scale)}
     document.update({k: v for k, v in overrides.items() if v is not None})
     scenario = Scenario.model_validate({**document, "path": p.resolve()})
     scenario.registry()  # the desks file must exist and be a valid registry

@@ -11,6 +11,8 @@
   otherwise than the model), a longer one otherwise (their decisions may be on the way).
 - Routing waits only for the telephony platform's events: they are POSTed first, the desks'
   consultation records in the background meanwhile.
+- A scenario's chat window is the same platform partner's (source ``/partners/tel-platform/line``):
+  its users' events go out with the calls, in one event-time order, as routing needs them.
 
 **Replays side by side.** Routing's clock never goes back, so each replay is moved to its own
 week: the scenario's start shifted by whole weeks (same weekday and hour; a week with no Japanese
@@ -237,7 +239,7 @@ class StackRouter:
                 self._pending.append(Seen(
                     event["id"], event["type"].removeprefix("jp.tsunagu.").removesuffix(".v1"), event["subject"],
                     datetime.fromisoformat(event["time"]).timestamp() - self.t0,
-                    data.get("desk_id"), data.get("organisation_id")))
+                    data.get("desk_id"), data.get("organisation_id"), data.get("seat")))
         return got
 
     async def routing_queues(self) -> tuple[datetime | None, set[str]]:

@@ -3,6 +3,7 @@ metrics service must report for the period."""
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,9 @@ class Fate:
     wait_s: float | None = None
     talk_s: float | None = None
     offers: int = 0  # assignments routing made for it
+    channel: str = "phone"
+    transferred: bool = False  # a chat handed on to the phone desk
+    gone: bool = False  # answered after the person had left without a word (nobody read the first response)
 
 
 @dataclass
@@ -78,6 +82,40 @@ class GroundTruth:
             "age_bands": dict(Counter(c["age_band"] for c in consultations)),
             "categories": dict(Counter(cat for c in consultations for cat in c["categories"])),
             "referrals": sum(c["referral_needed"] for c in consultations),
+            "by_channel": by_channel(fates),
         }
+
+
+def _percentile(values: list[float], q: int) -> float | None:
+    """The q-th percentile (inclusive method); None without values."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def by_channel(fates: list[Fate]) -> dict[str, dict[str, Any]]:
+    """Per channel: attempts, connected, answer rate, time to answer (a chat's: to the first response)
+    p50/p90, abandoned before the first response (in the queue or while offered), and for text channels
+    the hand-overs to the phone and the first responses nobody read (the person had left)."""
+    out: dict[str, dict[str, Any]] = {}
+    for channel in sorted({f.channel for f in fates}):
+        mine = [f for f in fates if f.channel == channel]
+        answered = [f for f in mine if f.outcome == "answered"]
+        waits = sorted(f.wait_s for f in answered if f.wait_s is not None)
+        p50, p90 = _percentile(waits, 50), _percentile(waits, 90)
+        out[channel] = {
+            "attempts": len(mine),
+            "connected": len(answered),
+            "answer_rate": len(answered) / len(mine) if mine else None,
+            "first_response_p50": None if p50 is None else round(p50, 3),
+            "first_response_p90": None if p90 is None else round(p90, 3),
+            "abandoned_before_response": sum(f.outcome in ("queue", "ringing") for f in mine),
+            "abandoned_ivr": sum(f.outcome == "ivr" for f in mine),
+            "transferred": sum(f.transferred for f in mine),
+            "answered_after_leaving": sum(f.gone for f in answered),
+        }
+    return out
 
 
