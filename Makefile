@@ -41,7 +41,7 @@ contract-deps: $(CONTRACT_DEPS) ## Install the contract check's Node packages (a
 
 install: $(SYNCED) ## Create .venv and install the locked dependencies (dev tools and the local stack's embedded broker and PostgreSQL included)
 
-demo: $(SYNCED) ## The main job: replay the #9999 trial's first week three ways through the local stack (DEMO_ARGS=--stop / --days 1 / --fresh)
+demo: $(SYNCED) ## The main job: replay the #9999 trial's first week three ways, then a LINE window beside a phone line, through the local stack (DEMO_ARGS=--stop / --days 1 / --fresh)
 	$(BIN)/tsunagu demo $(DEMO_ARGS)
 
 connectors-demo: $(SYNCED) ## Each connector's documented sample through the local stack to figures, beside the platform's own count (DEMO_ARGS=--stop)
@@ -85,6 +85,7 @@ bench: $(SYNCED) ## Measure every service beside same-run baselines (record resu
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/fairness.py
 	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/routing.py --rates 500 --chat-share 0.5
 	$(BIN)/python bench/referral.py
 	$(BIN)/python bench/metrics.py
 

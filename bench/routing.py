@@ -10,7 +10,11 @@ the same rate through the same broker: a bare publish-consume hop, and a bare ec
 (publish → a plain consumer fetching like routing's → re-publish → consume): routing's own path is
 a round trip too, so the echo is the baseline the goal (p99 ≤ 1.5 × baseline p99) is judged on.
 
-Usage: ``python bench/routing.py [--rates 100,500,2000] [--seconds 10]``.
+With ``--chat-share F`` a share F of the contacts are chats and SNS talks (half each), of which half
+carry a triage: every desk then also has seats holding three conversations each, and a chat is assigned
+to the least-loaded seat (the mixed phone + chat load).
+
+Usage: ``python bench/routing.py [--rates 100,500,2000] [--seconds 10] [--chat-share 0.5]``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.scaffold import private_stack  # noqa: E402
 from schemas.kafka import encode_value, kafka_headers  # noqa: E402
 from services.routing.handlers import FETCH_MAX_WAIT_MS  # noqa: E402
-from tests.integration.routing_support import ended, field_selected, received  # noqa: E402
+from tests.integration.routing_support import ended, field_selected, received, triaged  # noqa: E402
 from tests.support import T0, ServiceProcess  # noqa: E402
 from tsunagu.kafka import assign_all_partitions  # noqa: E402
 from tsunagu.settings import Settings  # noqa: E402
@@ -43,14 +47,25 @@ FIELDS = ["loneliness", "suicidal", "hardship", "under18", "women_dv", "gender",
 END_AFTER_S = 0.5
 
 
-def registry() -> dict:
+SEATS, PER_SEAT = 400, 3  # per desk, with --chat-share: room for every chat at once at 2,000/s
+
+
+def registry(chat_share: float = 0.0) -> dict:
+    seats = {"seats": SEATS, "conversations_per_seat": PER_SEAT} if chat_share else {}
     return {
         "version": "bench",
         "effective_from": (T0 - timedelta(days=1)).isoformat(),
-        "rules": {"ring_timeout_s": 3600},
+        "rules": {"ring_timeout_s": 3600, "channels": {c: {"offer_timeout_s": 3600} for c in ("chat", "sns")}},
         "organisations": [{"id": "npo-bench", "name": "bench", "desks": [
-            {"id": f"desk-{f}", "fields": [f], "lines": 5000} for f in FIELDS]}],
+            {"id": f"desk-{f}", "fields": [f], "lines": 5000, **seats} for f in FIELDS]}],
     }
+
+
+def channel_of(i: int, chat_share: float) -> str:
+    """Contact i's channel: an even spread of chats (then SNS) through the phone calls."""
+    if int((i + 1) * chat_share) == int(i * chat_share):
+        return "phone"
+    return "chat" if int((i + 1) * chat_share) % 2 else "sns"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -186,7 +201,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def through_routing(bootstrap: str, settings: Settings, rate: int, seconds: float, run: int,
-                          pid: int | None = None) -> dict:
+                          pid: int | None = None, chat_share: float = 0.0) -> dict:
     cpu0 = cpu_seconds(pid) if pid else 0.0
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=65536)
     await producer.start()
@@ -195,6 +210,9 @@ async def through_routing(bootstrap: str, settings: Settings, rate: int, seconds
     headers = kafka_headers()
     selected_at: dict[str, float] = {}
     latencies: list[float] = []
+    chat_latencies: list[float] = []
+    chats: set[str] = set()
+    events_sent = 0
     decisions = 0
     started = time.perf_counter()
 
@@ -202,6 +220,8 @@ async def through_routing(bootstrap: str, settings: Settings, rate: int, seconds
         return T0 + timedelta(hours=run, seconds=time.perf_counter() - started)
 
     async def send(events: list[dict]) -> None:
+        nonlocal events_sent
+        events_sent += len(events)
         for e in events:
             await producer.send(topic, encode_value(e), key=e["partitionkey"].encode(), headers=headers)
 
@@ -215,7 +235,13 @@ async def through_routing(bootstrap: str, settings: Settings, rate: int, seconds
         for i in range(first, first + count):
             cid = f"r{run}-{i}"
             at = event_time()
-            batch += [received(cid, at), field_selected(cid, FIELDS[i % len(FIELDS)], at)]
+            channel = channel_of(i, chat_share)
+            batch.append(received(cid, at, channel=channel))
+            if channel != "phone":
+                chats.add(cid)
+                if i % 2:
+                    batch.append(triaged(cid, ("low", "medium", "high")[i % 3], at))
+            batch.append(field_selected(cid, FIELDS[i % len(FIELDS)], at))
             selected_at[cid] = time.perf_counter()
             pending_end.append((now + END_AFTER_S, cid))
         await send(batch)
@@ -233,6 +259,8 @@ async def through_routing(bootstrap: str, settings: Settings, rate: int, seconds
                         cid = event["subject"]
                         if cid in selected_at:
                             latencies.append(now - selected_at.pop(cid))
+                            if cid in chats:
+                                chat_latencies.append(latencies[-1])
 
     try:
         total = int(rate * seconds)
@@ -240,6 +268,7 @@ async def through_routing(bootstrap: str, settings: Settings, rate: int, seconds
         t0 = time.perf_counter()
         await paced(rate, seconds, tick)
         offered_seconds = time.perf_counter() - t0
+        offered_events = events_sent
         await reader
         drained_seconds = time.perf_counter() - t0
         await send([ended(cid, event_time()) for _, cid in pending_end])
@@ -248,7 +277,7 @@ async def through_routing(bootstrap: str, settings: Settings, rate: int, seconds
         await producer.stop()
     cpu = cpu_seconds(pid) - cpu0 if pid else float("nan")
     return {"latencies": latencies, "decisions": decisions, "offered_s": offered_seconds, "drained_s": drained_seconds,
-            "total": total, "cpu_s": cpu}
+            "total": total, "cpu_s": cpu, "events": offered_events, "chat_latencies": chat_latencies}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -257,7 +286,7 @@ async def main(args: argparse.Namespace) -> None:
         bootstrap, dsn = settings.kafka_bootstrap_servers, settings.database_url
         from tsunagu.kafka import create_topics
         await create_topics(bootstrap, ["bench.hop", "bench.echo.in", "bench.echo.out"], args.partitions)
-        (home / "desks.yaml").write_text(yaml.safe_dump(registry()))
+        (home / "desks.yaml").write_text(yaml.safe_dump(registry(args.chat_share)))
         env = {"DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                "TSUNAGU_ROUTING_PORT": str(settings.routing_port), "TSUNAGU_LOG_LEVEL": args.log_level,
                "TSUNAGU_ROUTING_DESKS_FILES": str(home / "desks.yaml")}
@@ -265,12 +294,14 @@ async def main(args: argparse.Namespace) -> None:
         payload = encode_value(field_selected("x-0", "loneliness", T0))
         rows = []
         try:
-            await through_routing(bootstrap, settings, 50, 2, run=0)  # warm-up: group joined, caches hot
+            # warm-up: group joined, caches hot
+            await through_routing(bootstrap, settings, 50, 2, run=0, chat_share=args.chat_share)
             for n, rate in enumerate(rates, start=1):
                 hop = await bare_hop(bootstrap, "bench.hop", rate, args.seconds, payload)
                 echo = await echo_round_trip(bootstrap, ("bench.echo.in", "bench.echo.out"), rate, args.seconds,
                                              payload, FETCH_MAX_WAIT_MS)
-                result = await through_routing(bootstrap, settings, rate, args.seconds, run=n, pid=routing.proc.pid)
+                result = await through_routing(bootstrap, settings, rate, args.seconds, run=n, pid=routing.proc.pid,
+                                               chat_share=args.chat_share)
                 rows.append((rate, hop, echo, result))
                 print(f"{rate}/s: hop {len(hop)}, echo {len(echo)}, routing {len(result['latencies'])} of "
                       f"{result['total']}", file=sys.stderr, flush=True)
@@ -278,7 +309,9 @@ async def main(args: argparse.Namespace) -> None:
             routing.stop()
             if args.keep_log:
                 Path(args.keep_log).write_bytes((home / "routing.log").read_bytes())
-        print(f"\nrouting benchmark — {args.seconds:.0f} s per rate, {args.partitions} partitions, one routing "
+        mix = (f"mixed: {args.chat_share:.0%} chat and SNS (half triaged) on {SEATS} seats x {PER_SEAT} per desk"
+               if args.chat_share else "phone only")
+        print(f"\nrouting benchmark — {mix}; {args.seconds:.0f} s per rate, {args.partitions} partitions, one routing "
               f"process; {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
         print(f"{'contacts/s':>10} {'events/s':>9} {'decisions/s':>12} {'assigned':>11} {'drain s':>8} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'hop p50':>8} {'hop p99':>8} {'echo p50':>9} {'echo p99':>9} "
@@ -288,13 +321,17 @@ async def main(args: argparse.Namespace) -> None:
             p50, p99 = percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000
             h50, h99 = percentile(hop, 0.5) * 1000, percentile(hop, 0.99) * 1000
             e50, e99 = percentile(echo, 0.5) * 1000, percentile(echo, 0.99) * 1000
-            print(f"{rate:>10} {rate * 3:>9} {r['decisions'] / r['drained_s']:>12,.0f} "
+            print(f"{rate:>10} {r['events'] / r['offered_s']:>9,.0f} {r['decisions'] / r['drained_s']:>12,.0f} "
                   f"{len(lat):>5}/{r['total']:<5} {r['drained_s'] - r['offered_s']:>8.1f} "
                   f"{p50:>7.0f} {p99:>7.0f} {h50:>8.0f} {h99:>8.0f} {e50:>9.0f} {e99:>9.0f} "
                   f"{p50 / e50:>9.2f} {p99 / e99:>9.2f} {p50 / h50:>8.2f} {p99 / h99:>8.2f} "
-                  f"{r['cpu_s'] * 1e6 / (r['total'] * 3):>9.0f}")
-        print("events/s = offered contact events (received, field_selected, ended); drain s = seconds after the "
-              "last contact was offered until its assignment was consumed (growing lag shows here); "
+                  f"{r['cpu_s'] * 1e6 / r['events']:>9.0f}")
+            if args.chat_share:
+                c = r["chat_latencies"]
+                print(f"{'':>10} of them chats: {len(c)}, p50 {percentile(c, 0.5) * 1000:.0f} ms, "
+                      f"p99 {percentile(c, 0.99) * 1000:.0f} ms")
+        print("events/s = offered contact events (received, triaged, field_selected, ended); drain s = seconds "
+              "after the last contact was offered until its assignment was consumed (growing lag shows here); "
               "hop = a bare publish→consume hop at the same contacts/s, same run; echo = a bare round trip at the "
               f"same contacts/s (publish → a plain consumer fetching like routing's, {FETCH_MAX_WAIT_MS} ms fetch "
               "wait → re-publish with linger 5 ms → consume), same run. Goal: p99/echo ≤ 1.5. cpu ms/1k = routing's "
@@ -311,6 +348,7 @@ if __name__ == "__main__":
     parser.add_argument("--rates", default="100,500,2000", help="offered contacts per second, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per rate")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--chat-share", type=float, default=0.0, help="share of contacts that are chat/SNS (0-1)")
     parser.add_argument("--log-level", default="warning", help="routing's log level (debug: per-batch timings)")
     parser.add_argument("--keep-log", default=None, help="copy routing's log here")
     asyncio.run(main(parser.parse_args()))

@@ -127,3 +127,5 @@ def replay_channels(console: Console, settings: Settings, embedded_broker: bool,
     if diff:
         console.print("[red]  metrics differs from the simulator's truth:[/red]\n    " + "\n    ".join(diff))
     console.print(f"  tsunagu report --from {truth.start.isoformat()} --to {truth.end.isoformat()}")
+    console.print(f"  seats for 80 % first responses within 5 min: tsunagu plan --from {truth.start.isoformat()} "
+                  f"--to {truth.end.isoformat()} --channel sns --per-seat 2 --within 300 --target 0.8")

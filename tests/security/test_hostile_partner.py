@@ -1,6 +1,7 @@
 """The hostile-partner drill: while one partner replays a scenario through the whole stack, another
 partner with a valid key sends every kind of valid-but-wrong event — times far ahead and in year 1,
-heartbeats ahead, the first partner's contact and referral ids, other organisations in
+heartbeats ahead, the first partner's contact and referral ids (claims, answers, ends, triage that would
+put a caller first, transfers that would move one), other organisations in
 ``data.organisation_id``, re-used event ids, NUL ids, phone numbers in envelope attributes — and a
 flood of them. Afterwards the first partner's report equals the simulator's ground truth exactly,
 routing and metrics stayed ready throughout, every hostile event got its own reason, and nothing of
@@ -89,6 +90,10 @@ def hostile_events(seen: Seen, desk_orgs: list[str], now: datetime, round_: int)
             _event("contact.abandoned", f"{n}-{other}-gone", other,
                    {"contact_id": other, "stage": "queue", "wait_seconds": 1.0}, now),
             _event("contact.ended", f"{n}-{other}-end", other, {"contact_id": other, "talk_seconds": 1.0}, now),
+            # a triage that would put another partner's caller first, a transfer that would move them
+            _event("contact.triaged", f"{n}-{other}-triage", other, {"contact_id": other, "risk": "imminent"}, now),
+            _event("contact.transferred", f"{n}-{other}-move", other, {"contact_id": other, "from_desk_id": "d-1",
+                   "to_field": "suicidal", "to_channel": "chat"}, now),
             _event("consultation.recorded", f"{n}-{other}-rec", other, {
                 "contact_id": other, "organisation_id": ROGUE, "categories": ["loneliness"], "age_band": "age30s",
                 "risk": "imminent", "referral_needed": False, "municipality": "131016"}, now, "cases"),
