@@ -4,14 +4,14 @@ intake would publish them), a desk registry file, API keys, and routing processe
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.kafka import encode_value, kafka_headers
 from tests.support import T0, ServiceProcess, service_env
@@ -139,3 +139,31 @@ async def routing_rig_fixture(settings: Settings, create_all_topics, tmp_path: P
 
 def decisions(records) -> list[dict]:
     return [json.loads(r.value) for r in records]
+
+
+async def play_assignments(rig: RoutingRig, done: Callable[[], bool], violations: list[str],
+                           on_assigned: Callable[[str, dict], None]) -> None:
+    """Read routing's decisions from the start until ``done()``, each once (a decision republished after a
+    kill has the same id), and hand every assignment's id and data to ``on_assigned``; a withdrawal is a
+    violation (the tests answer at once)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=rig.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+    await consumer.start()
+    try:
+        topic = rig.topic("routing.decisions")
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(3))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen: set[str] = set()
+        while not done():
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                for r in records:
+                    event = json.loads(r.value)
+                    if event["id"] in seen:
+                        continue
+                    seen.add(event["id"])
+                    if event["type"] == "jp.tsunagu.routing.withdrawn.v1":
+                        violations.append(f"unexpected withdrawal of {event['subject']}")
+                    elif event["type"] == "jp.tsunagu.routing.assigned.v1":
+                        on_assigned(event["id"], event["data"])
+    finally:
+        await consumer.stop()

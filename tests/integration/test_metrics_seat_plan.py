@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from services.metrics import reports
 from services.metrics.domain.periods import Period
+from services.metrics.store import planning
 from services.metrics.store.schema import migrate_schema
 
 JST = timezone(timedelta(hours=9))
@@ -50,6 +51,8 @@ async def test_the_seat_plan_reads_only_text_channels_and_the_delay_before_the_f
     assert hour["seats_needed"] >= 1 and 0 < hour["predicted_within"] < 1
     chat_only = await reports.seat_plan(pool, PERIOD, reports.SeatAim(("chat",), per_seat=2), {"loneliness": 5})
     assert chat_only["hours"][0]["attempts"] == 3 and chat_only["fields"]["loneliness"]["current_seats"] == 5
+    # the phone plan's lines in use count calls only: one call, whatever the chats beside it
+    assert await planning.peak_lines_by_field(pool, PERIOD) == {"loneliness": 1}
 
 
 async def test_tsunagu_plan_prints_seats_for_a_text_channel(pool, database_url):

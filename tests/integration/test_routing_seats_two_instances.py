@@ -11,20 +11,19 @@ that no contact holds two places. In the end every contact was assigned exactly 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from datetime import timedelta
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.integration.routing_support import (
     answered,
     desk_registry,
     ended,
     field_selected,
+    play_assignments,
     received,
     routing_rig_fixture,  # noqa: F401 - registers the routing_rig fixture
     triaged,
@@ -67,7 +66,6 @@ async def test_two_instances_never_overfill_a_seat_and_lose_no_chat_when_one_is_
     channel_of: dict[str, str] = {}
     live: dict[str, tuple[str, int | None]] = {}
     assigned: dict[str, set[str]] = {}
-    seen: set[str] = set()
     finished: set[str] = set()
     violations: list[str] = []
     talks: set[asyncio.Task] = set()
@@ -103,40 +101,20 @@ async def test_two_instances_never_overfill_a_seat_and_lose_no_chat_when_one_is_
         if len(holders) >= spec.get("conversations_per_seat", 1):
             violations.append(f"{desk} seat {seat} given {cid} with {sorted(holders)}")
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=rig.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
-    await consumer.start()
-    topic = rig.topic("routing.decisions")
-    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(3))]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-
-    async def platform() -> None:
-        while len(finished) < CONTACTS:
-            batch = await consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                for r in records:
-                    event = json.loads(r.value)
-                    if event["id"] in seen:
-                        continue  # a republished decision (same id) after the kill
-                    seen.add(event["id"])
-                    if event["type"] == "jp.tsunagu.routing.withdrawn.v1":
-                        violations.append(f"unexpected withdrawal of {event['subject']}")
-                    if event["type"] != "jp.tsunagu.routing.assigned.v1":
-                        continue
-                    data = event["data"]
-                    cid, desk, seat = data["contact_id"], data["desk_id"], data.get("seat")
-                    assigned.setdefault(cid, set()).add(event["id"])
-                    check(cid, desk, seat)
-                    live[cid] = (desk, seat)
-                    place(cid).add(cid)
-                    if seat is not None:
-                        peak[0] = max(peak[0], len(place(cid)))
-                    task = asyncio.create_task(talk_and_end(cid, desk))
-                    talks.add(task)
-                    task.add_done_callback(talks.discard)
+    def on_assigned(event_id: str, data: dict) -> None:
+        cid, desk, seat = data["contact_id"], data["desk_id"], data.get("seat")
+        assigned.setdefault(cid, set()).add(event_id)
+        check(cid, desk, seat)
+        live[cid] = (desk, seat)
+        place(cid).add(cid)
+        if seat is not None:
+            peak[0] = max(peak[0], len(place(cid)))
+        task = asyncio.create_task(talk_and_end(cid, desk))
+        talks.add(task)
+        task.add_done_callback(talks.discard)
 
     fields = ["loneliness", "hardship", "suicidal"]
-    player = asyncio.create_task(platform())
+    player = asyncio.create_task(play_assignments(rig, lambda: len(finished) >= CONTACTS, violations, on_assigned))
     killed_at = None
     for n in range(CONTACTS):
         cid = f"s{n:04d}"
@@ -156,7 +134,6 @@ async def test_two_instances_never_overfill_a_seat_and_lose_no_chat_when_one_is_
         player.cancel()
         for task in list(talks):
             task.cancel()
-        await consumer.stop()
 
     assert killed_at is not None and killed_at > 0
     assert violations == []

@@ -11,20 +11,19 @@ and ended: killing one instance lost no waiting contact and booked no line twice
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from datetime import timedelta
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.integration.routing_support import (
     answered,
     desk_registry,
     ended,
     field_selected,
+    play_assignments,
     received,
     routing_rig_fixture,  # noqa: F401 - registers the routing_rig fixture
 )
@@ -61,7 +60,6 @@ async def test_two_instances_never_book_a_line_twice_and_lose_nothing_when_one_i
     active: dict[str, set[str]] = {d: set() for d in LINES}
     live: dict[str, str] = {}
     assigned: dict[str, set[str]] = {}  # contact -> ids of its assignment decisions
-    seen: set[str] = set()
     finished: set[str] = set()
     violations: list[str] = []
     talks: set[asyncio.Task] = set()
@@ -74,40 +72,21 @@ async def test_two_instances_never_book_a_line_twice_and_lose_nothing_when_one_i
         finished.add(cid)
         await rig.publish([ended(cid, now())])
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=rig.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
-    await consumer.start()
-    topic = rig.topic("routing.decisions")
-    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(3))]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-
-    async def platform() -> None:
-        while len(finished) < CONTACTS:
-            batch = await consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                for r in records:
-                    event = json.loads(r.value)
-                    if event["id"] in seen:
-                        continue  # a republished decision (same id) after the kill
-                    seen.add(event["id"])
-                    if event["type"] == "jp.tsunagu.routing.withdrawn.v1":
-                        violations.append(f"unexpected withdrawal of {event['subject']}")
-                    if event["type"] != "jp.tsunagu.routing.assigned.v1":
-                        continue
-                    cid, desk = event["data"]["contact_id"], event["data"]["desk_id"]
-                    assigned.setdefault(cid, set()).add(event["id"])
-                    if cid in live or cid in finished:
-                        violations.append(f"{cid} assigned again while {live.get(cid, 'ended')}")
-                    if len(active[desk]) >= LINES[desk]:
-                        violations.append(f"{desk} given {cid} with {sorted(active[desk])} on {LINES[desk]} lines")
-                    active[desk].add(cid)
-                    live[cid] = desk
-                    task = asyncio.create_task(talk_and_end(cid, desk))
-                    talks.add(task)
-                    task.add_done_callback(talks.discard)
+    def on_assigned(event_id: str, data: dict) -> None:
+        cid, desk = data["contact_id"], data["desk_id"]
+        assigned.setdefault(cid, set()).add(event_id)
+        if cid in live or cid in finished:
+            violations.append(f"{cid} assigned again while {live.get(cid, 'ended')}")
+        if len(active[desk]) >= LINES[desk]:
+            violations.append(f"{desk} given {cid} with {sorted(active[desk])} on {LINES[desk]} lines")
+        active[desk].add(cid)
+        live[cid] = desk
+        task = asyncio.create_task(talk_and_end(cid, desk))
+        talks.add(task)
+        task.add_done_callback(talks.discard)
 
     fields = ["loneliness", "hardship", "suicidal", "under18"]
-    player = asyncio.create_task(platform())
+    player = asyncio.create_task(play_assignments(rig, lambda: len(finished) >= CONTACTS, violations, on_assigned))
     killed_at = None
     for n in range(CONTACTS):
         cid = f"k{n:04d}"
@@ -123,7 +102,6 @@ async def test_two_instances_never_book_a_line_twice_and_lose_nothing_when_one_i
         player.cancel()
         for task in list(talks):
             task.cancel()
-        await consumer.stop()
 
     assert killed_at is not None and killed_at > 0
     assert violations == []

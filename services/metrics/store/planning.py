@@ -38,19 +38,24 @@ async def service_by_field(conn: Any, period: Period) -> list[asyncpg.Record]:
 
 
 async def peak_lines_by_field(conn: Any, period: Period) -> dict[str, int]:
-    """The most talks in progress at once per field: the lines the period shows were staffed."""
+    """The most calls in progress at once per field: the phone lines the period shows were staffed."""
+    return await peak_in_progress_by_field(conn, period, ["phone"])
+
+
+async def peak_in_progress_by_field(conn: Any, period: Period, channels: list[str]) -> dict[str, int]:
+    """The most contacts of ``channels`` in progress at once per field (answer or first response to end)."""
     rows = await conn.fetch(
-        f"""WITH v AS ({CONTACTS_VIEW}),
+        f"""WITH v AS (SELECT * FROM ({CONTACTS_VIEW}) c WHERE channel = ANY($5::text[])),
             steps AS (
                 SELECT field, answered_at AS at, 1 AS step FROM v
                  WHERE connected AND talk_seconds IS NOT NULL AND field IS NOT NULL
                 UNION ALL
                 SELECT field, answered_at + talk_seconds * interval '1 second', -1 FROM v
                  WHERE connected AND talk_seconds IS NOT NULL AND field IS NOT NULL)
-            SELECT field, max(busy) AS lines FROM (
+            SELECT field, max(busy) AS busy FROM (
                 SELECT field, sum(step) OVER (PARTITION BY field ORDER BY at, step
                                               ROWS UNBOUNDED PRECEDING) AS busy FROM steps) s
              GROUP BY field""",
-        period.start, period.end, None, None,
+        period.start, period.end, None, None, channels,
     )
-    return {r["field"]: int(r["lines"]) for r in rows}
+    return {r["field"]: int(r["busy"]) for r in rows}

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.metrics.domain.periods import Period
+from services.metrics.store import planning
 from services.metrics.store.sql import CONTACTS_VIEW, HOUR, S
 
 # the counted view (its own channel filter off) cut to a list of channels, $5
@@ -67,18 +68,4 @@ async def response_delay_by_field(conn: Any, period: Period, channels: list[str]
 async def peak_conversations_by_field(conn: Any, period: Period, channels: list[str]) -> dict[str, int]:
     """The most conversations in progress at once per field (first response to end): with N a seat,
     at least ⌈peak / N⌉ seats were staffed."""
-    rows = await conn.fetch(
-        f"""WITH v AS ({_VIEW}),
-            steps AS (
-                SELECT field, answered_at AS at, 1 AS step FROM v
-                 WHERE connected AND talk_seconds IS NOT NULL AND field IS NOT NULL
-                UNION ALL
-                SELECT field, answered_at + talk_seconds * interval '1 second', -1 FROM v
-                 WHERE connected AND talk_seconds IS NOT NULL AND field IS NOT NULL)
-            SELECT field, max(busy) AS conversations FROM (
-                SELECT field, sum(step) OVER (PARTITION BY field ORDER BY at, step
-                                              ROWS UNBOUNDED PRECEDING) AS busy FROM steps) s
-             GROUP BY field""",
-        period.start, period.end, None, None, channels,
-    )
-    return {r["field"]: int(r["conversations"]) for r in rows}
+    return await planning.peak_in_progress_by_field(conn, period, channels)
